@@ -1,0 +1,33 @@
+# The two commands of the README: `make test` and `make bench`. Each installs what is missing
+# (torch 2.13.0 only when no torch is importable: a bare `torch` would pull GBs of CUDA
+# packages), builds tricks_ext._C in place (CUDA sources too when nvcc is found), then runs.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# module:package pairs installed when the module does not import
+DEPS := triton:triton ninja:ninja pybind11:pybind11 pytest:pytest numpy:numpy matplotlib:matplotlib setuptools:setuptools wheel:wheel
+PYTEST_ARGS ?= -q -ra
+BENCH_ARGS ?=
+
+.PHONY: deps build test bench info clean
+
+deps:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	@missing=""; for d in $(DEPS); do \
+	  $(PYTHON) -c "import $${d%%:*}" 2>/dev/null || missing="$$missing $${d#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(PIP) install $$missing; fi
+
+build: deps
+	$(PIP) install --no-build-isolation --no-deps -e .
+
+test: build
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+bench: build
+	$(PYTHON) -m tricks_ext bench $(BENCH_ARGS)
+
+info: build
+	$(PYTHON) -m tricks_ext info
+
+clean:
+	rm -rf build *.egg-info tricks_ext/_C*.so

@@ -1,0 +1,128 @@
+"""Timing, bandwidth, memory and environment helpers shared by the bench_<op>.py modules."""
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Unavailable(Exception):
+    """A provider cannot run here (peer not installed, backend missing); the reason is shown."""
+
+
+@dataclass
+class Case:
+    """One benchmark point. ``floor_bytes``: the least DRAM traffic any implementation needs."""
+    name: str
+    dtype: torch.dtype
+    mode: str  # "fwd" or "fwd+bwd"
+    floor_bytes: int
+    params: Dict = field(default_factory=dict)
+
+
+@dataclass
+class Provider:
+    """``setup(case, device)`` returns a zero-argument callable to time (or raises Unavailable)."""
+    name: str
+    setup: Callable[[Case, torch.device], Callable[[], object]]
+    ours: bool = False
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, quick: bool = False) -> float:
+    """Median time of one call in ms: triton.testing.do_bench on CUDA (L2 flushed between
+    calls), else a monotonic clock over repeated calls after warm-up."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        return float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 100, return_mode="median"))
+    budget = 0.2 if quick else 1.0
+    for _ in range(2):
+        fn()
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:
+    """Peak CUDA memory one call allocates beyond what was live before it; None on CPU (torch
+    keeps no CPU allocator statistics)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def copy_bandwidth_gbps(device: torch.device, quick: bool = False) -> float:
+    """Measured device copy bandwidth (read + write bytes per second) on a buffer far larger than
+    the caches: 1 GiB on CUDA, 256 MiB on CPU (quick: a quarter)."""
+    nbytes = (2**30 if device.type == "cuda" else 2**28) // (4 if quick else 1)
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, quick)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu} ({torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device) -> Dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    triton_version = "none"
+    if importlib.util.find_spec("triton") is not None:
+        import triton
+        triton_version = triton.__version__
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+    }
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()

@@ -1,0 +1,38 @@
+// Torch-free helpers shared by the CPU (g++) and CUDA (nvcc) kernels.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define TRICKS_HD __host__ __device__ __forceinline__
+#else
+#define TRICKS_HD inline
+#endif
+
+namespace tricks {
+
+// Accumulation type: fp32 for fp32/fp16/bf16 storage, fp64 for fp64 (gradcheck).
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_t = typename AccType<T>::type;
+
+// Element types as the kernels see them; the bindings map torch dtypes onto this enum so the
+// kernel translation units need no torch headers.
+enum class DType : int32_t { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+
+TRICKS_HD float rsqrt_acc(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::rsqrtf(x);
+#else
+  return 1.0f / __builtin_sqrtf(x);
+#endif
+}
+TRICKS_HD double rsqrt_acc(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::rsqrt(x);
+#else
+  return 1.0 / __builtin_sqrt(x);
+#endif
+}
+
+}  // namespace tricks

@@ -1,0 +1,104 @@
+"""Build tricks_ext._C: C++ CPU kernels always, CUDA kernels whenever nvcc is found.
+
+The CUDA kernels are torch-free (.cu files see raw pointers only) and the bindings use only
+headers that every torch wheel ships, so the whole extension also builds, links and loads
+against the CPU-only torch wheel. Environment:
+  TRICKS_EXT_CUDA=0|1       force the CUDA sources off / on (default: on iff nvcc is found)
+  TORCH_CUDA_ARCH_LIST      CUDA archs (default "8.0;9.0": A100 and H100/H200)
+  TRICKS_EXT_PTXAS_VERBOSE=1  print register/spill counts of every CUDA kernel
+  MAX_JOBS                  parallel compile jobs (ninja)
+Build in place with: pip install --no-build-isolation --no-deps -e .
+"""
+import glob
+import os
+import shutil
+import sys
+import warnings
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PACKAGES = [
+    "tricks_ext",
+    "tricks_ext.reference",
+    "tricks_ext.ops",
+    "tricks_ext.nn",
+    "tricks_ext.optim",
+    "tricks_ext.data",
+    "tricks_ext.triton_kernels",
+]
+# A top-level `triton_kernels` would clash with the PyPI package of that name.
+PACKAGE_DIR = {"tricks_ext.triton_kernels": "triton_kernels"}
+
+
+def _find_cuda_home():
+    """The CUDA toolkit root (with bin/nvcc and include/cuda_runtime.h), or None."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:  # nvcc may be a symlink or a wrapper script outside the toolkit
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")) and \
+                os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+            return home
+    return None
+
+
+def _want_cuda(cuda_home):
+    flag = os.environ.get("TRICKS_EXT_CUDA")
+    if flag == "0":
+        return False
+    if flag == "1":
+        if cuda_home is None:
+            raise RuntimeError("TRICKS_EXT_CUDA=1 but nvcc was not found (set CUDA_HOME or PATH)")
+        return True
+    return cuda_home is not None
+
+
+def _extension_kwargs():
+    from torch.utils import cpp_extension
+
+    cuda_home = _find_cuda_home()
+    with_cuda = _want_cuda(cuda_home)
+    sources = sorted(glob.glob(os.path.join("csrc", "ops.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cxx = ["-O3", "-std=c++20", "-fopenmp"]
+    nvcc = ["-O3", "-std=c++17", "-lineinfo"]
+    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")],
+                  extra_link_args=["-fopenmp"], define_macros=[], libraries=[], library_dirs=[])
+    if with_cuda:
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        if os.environ.get("TRICKS_EXT_PTXAS_VERBOSE") == "1":
+            nvcc.append("-Xptxas=-v")
+        # The CPU torch wheel reports no CUDA_HOME, so torch's builder would refuse .cu files;
+        # the .cu files need nothing from torch, only nvcc, so point the builder at it.
+        cpp_extension.CUDA_HOME = cuda_home
+        kwargs["define_macros"].append(("TRICKS_EXT_WITH_CUDA", "1"))
+        kwargs["include_dirs"].append(os.path.join(cuda_home, "include"))
+        kwargs["library_dirs"].append(os.path.join(cuda_home, "lib64"))
+        kwargs["libraries"].append("cudart")
+        kwargs["extra_link_args"].append("-Wl,-rpath," + os.path.join(cuda_home, "lib64"))
+    kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": nvcc}
+    print(f"tricks_ext: building _C with CUDA kernels: {with_cuda} (nvcc home: {cuda_home})")
+    return cpp_extension, sources, kwargs
+
+
+def _ext_modules_and_cmdclass():
+    try:
+        cpp_extension, sources, kwargs = _extension_kwargs()
+    except ImportError as exc:  # torch missing: pure-Python install, `torch` backend only
+        warnings.warn(f"tricks_ext: torch is not importable ({exc}); building without the C++ extension")
+        return [], {}
+    ext = cpp_extension.CppExtension("tricks_ext._C", sources, **kwargs)
+    build = cpp_extension.BuildExtension.with_options(use_ninja=True)
+    return [ext], {"build_ext": build}
+
+
+ext_modules, cmdclass = _ext_modules_and_cmdclass()
+setup(
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

@@ -1,0 +1,29 @@
+"""Test configuration: Triton's interpreter on CPU-only machines, seeding, the `gpu` marker.
+
+TRITON_INTERPRET must be set before any Triton kernel is defined, so this runs before the
+test modules import tricks_ext.
+"""
+import os
+
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not CUDA:
+        pytest.skip("needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

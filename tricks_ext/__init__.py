@@ -1,0 +1,17 @@
+"""tricks_ext: fused kernels for the training tricks that make networks converge faster.
+
+Public surface: :mod:`tricks_ext.functional` (stateless ops), :mod:`tricks_ext.nn` (modules),
+:mod:`tricks_ext.optim` (optimizers), :mod:`tricks_ext.data` (batch transforms), backend
+control (:func:`set_backend`, :func:`use_backend`, :func:`get_backend`), and the build flags
+``HAS_C`` (the C++ extension loaded) and ``HAS_CUDA_KERNELS`` (it was built with CUDA kernels).
+"""
+from tricks_ext._version import __version__
+from tricks_ext._ext import HAS_C, HAS_CUDA_KERNELS, LOAD_ERROR
+from tricks_ext._backend import BACKENDS, BackendUnavailableError, get_backend, set_backend, use_backend
+from tricks_ext import ops  # noqa: F401  (registers the operators)
+from tricks_ext import functional, reference  # noqa: F401
+
+__all__ = [
+    "__version__", "HAS_C", "HAS_CUDA_KERNELS", "LOAD_ERROR", "BACKENDS", "BackendUnavailableError",
+    "get_backend", "set_backend", "use_backend", "functional", "reference",
+]

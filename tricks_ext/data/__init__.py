@@ -1,0 +1,1 @@
+"""Batch transforms: Mixup/CutMix with compact mixed targets."""

@@ -1,0 +1,51 @@
+"""Stateless API (naming after torch.nn.functional). Every function takes ``backend=`` (one of
+``auto``, ``torch``, ``cpu``, ``cuda``, ``triton``; default: the backend in force, see
+:func:`tricks_ext.use_backend`)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from torch import Tensor
+
+from tricks_ext import _backend
+from tricks_ext.ops._common import check_float_tensor, check_same_device
+
+__all__ = ["weight_standardize"]
+
+
+def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
+                       scale: Optional[float] = None, backend: Optional[str] = None) -> Tensor:
+    """Standardize a weight per output channel: ``(w - mean) / sqrt(var + eps) * gain * scale``.
+
+    Statistics (mean, biased variance) run over every dim but the first, in fp32 (fp64 for fp64
+    weights), whatever ``w``'s dtype. Same numbers as timm ``StdConv2d`` (``gain=None``) and
+    ``ScaledStdConv2d`` (``gain`` of O elements, ``scale = fan_in ** -0.5``).
+
+    Args:
+        w: weight of rank >= 2, ``(out_channels, ...)``: Linear, Conv1d/2d/3d, depthwise; any
+            strides. The result has ``w``'s strides when ``w`` is contiguous or channels_last
+            (more generally when each output channel is one dense block), else is contiguous.
+        eps: added to the variance (timm StdConv2d: 1e-6; ScaledStdConv2d: 1e-5).
+        gain: optional per-output-channel multiplier with ``out_channels`` elements (any shape,
+            e.g. (O, 1, 1, 1)); differentiable.
+        scale: optional constant multiplier.
+        backend: see module docstring.
+
+    NaN/Inf policy: no check is made (it would cost a host sync); a non-finite element makes
+    its own output channel non-finite and leaves the other channels untouched.
+    """
+    op = "weight_standardize"
+    check_float_tensor(op, "w", w)
+    if w.dim() < 2:
+        raise ValueError(f"{op}: w must have at least 2 dims (out_channels, ...), got shape {tuple(w.shape)}")
+    if gain is not None:
+        check_float_tensor(op, "gain", gain)
+        check_same_device(op, "gain", gain, w, "w")
+        if gain.numel() != w.shape[0]:
+            raise ValueError(f"{op}: gain must have out_channels={w.shape[0]} elements, got shape {tuple(gain.shape)}")
+    if not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r}")
+    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"{op}: scale must be a finite number or None, got {scale!r}")
+    return _backend.implementation(op, w.device, backend)(w, eps, gain, scale)

@@ -1,0 +1,42 @@
+"""Helpers shared by the op modules: input validation with messages that name the problem."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics/accumulation dtype: fp32, or fp64 for fp64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_float_tensor(op: str, name: str, t: object) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    return t
+
+
+def check_same_device(op: str, name: str, t: Optional[Tensor], ref: Tensor, ref_name: str) -> None:
+    if t is not None and t.device != ref.device:
+        raise RuntimeError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+
+
+def is_row_dense(t: Tensor) -> bool:
+    """True when each t[i] is one dense block of t[0].numel() elements (any order inside),
+    i.e. contiguous or channels_last weights; the kernels then walk memory directly."""
+    if t.numel() == 0:
+        return True
+    expected = 1
+    for stride, size in sorted((t.stride(d), t.size(d)) for d in range(1, t.dim()) if t.size(d) != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return t.dim() == 0 or t.size(0) <= 1 or t.stride(0) == expected

@@ -1,0 +1,138 @@
+"""Weight standardization in Triton: each program standardizes ROWS output channels.
+
+Rows (output channels) have K = prod(w.shape[1:]) elements, each row contiguous in memory
+(any order inside). Three sweeps over the row: sum, centred sum of squares, write; rows are
+short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DRAM traffic stays
+at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = 4096 elements, so that
+many short rows (depthwise K=9) share a program instead of idling 4096-wide tiles.
+Math: csrc/include/tricks/weight_standardize.h (the CPU/CUDA kernels use the same formulas).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from tricks_ext.triton_kernels._common import acc_dtype, stats_dtype
+
+_TILE = 4096
+
+
+@triton.jit
+def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
+                                   HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
+                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    base = rows.to(tl.int64)[:, None] * K
+    cols = tl.arange(0, BLOCK_K)[None, :]
+    kf = tl.maximum(K, 1).to(ACC)
+    # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
+    first = row_ok[:, None] & (cols == 0) & (cols < K)
+    pivot = tl.sum(tl.load(W + base + cols, mask=first, other=0.0).to(ACC), axis=1)[:, None]
+    acc = tl.zeros([ROWS, BLOCK_K], ACC)
+    for k0 in range(0, K, BLOCK_K):
+        c = k0 + cols
+        m = row_ok[:, None] & (c < K)
+        acc += tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - pivot, 0.0)
+    mean = tl.sum(pivot, axis=1) + tl.sum(acc, axis=1) / kf
+    acc = tl.zeros([ROWS, BLOCK_K], ACC)
+    for k0 in range(0, K, BLOCK_K):
+        c = k0 + cols
+        m = row_ok[:, None] & (c < K)
+        d = tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - mean[:, None], 0.0)
+        acc += d * d
+    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / kf + eps)
+    if HAS_GAIN:
+        a = tl.load(GAIN + rows, mask=row_ok, other=0.0).to(ACC)
+    else:
+        a = tl.full([ROWS], 1.0, ACC)
+    for k0 in range(0, K, BLOCK_K):
+        c = k0 + cols
+        m = row_ok[:, None] & (c < K)
+        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+        y = (x - mean[:, None]) * rstd[:, None] * a[:, None]
+        tl.store(OUT + base + c, y.to(OUT.dtype.element_ty), mask=m)
+    tl.store(MEAN + rows, mean, mask=row_ok)
+    tl.store(RSTD + rows, rstd, mask=row_ok)
+
+
+@triton.jit
+def _weight_standardize_bwd_kernel(GO, W, GAIN, MEAN, RSTD, GW, GGAIN, n_rows, K,
+                                   HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
+                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    base = rows.to(tl.int64)[:, None] * K
+    cols = tl.arange(0, BLOCK_K)[None, :]
+    kf = tl.maximum(K, 1).to(ACC)
+    mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(ACC)
+    rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(ACC)
+    s1 = tl.zeros([ROWS, BLOCK_K], ACC)
+    s2 = tl.zeros([ROWS, BLOCK_K], ACC)
+    for k0 in range(0, K, BLOCK_K):
+        c = k0 + cols
+        m = row_ok[:, None] & (c < K)
+        g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
+        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+        s1 += g
+        s2 += g * ((x - mean[:, None]) * rstd[:, None])
+    s1k = tl.sum(s1, axis=1) / kf
+    s2_row = tl.sum(s2, axis=1)
+    s2k = s2_row / kf
+    if HAS_GAIN:
+        a = tl.load(GAIN + rows, mask=row_ok, other=0.0).to(ACC)
+    else:
+        a = tl.full([ROWS], 1.0, ACC)
+    for k0 in range(0, K, BLOCK_K):
+        c = k0 + cols
+        m = row_ok[:, None] & (c < K)
+        g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
+        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+        what = (x - mean[:, None]) * rstd[:, None]
+        d = (a * rstd)[:, None] * (g - s1k[:, None] - what * s2k[:, None])
+        tl.store(GW + base + c, d.to(GW.dtype.element_ty), mask=m)
+    tl.store(GGAIN + rows, s2_row, mask=row_ok)
+
+
+def _tiles(rows: int, K: int) -> Tuple[int, int, int]:
+    block_k = min(triton.next_power_of_2(max(K, 1)), _TILE)
+    n_rows = max(1, min(_TILE // block_k, triton.next_power_of_2(max(rows, 1))))
+    return n_rows, block_k, triton.cdiv(rows, n_rows)
+
+
+def _row_len(w: torch.Tensor) -> int:
+    return w.numel() // w.shape[0] if w.shape[0] else 0
+
+
+def weight_standardize_fwd(w: torch.Tensor, gain: Optional[torch.Tensor], eps: float
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(w_hat, mean, rstd) for a row-dense ``w``; ``gain`` is (O,) in the stats dtype or None."""
+    rows, K = w.shape[0], _row_len(w)
+    out = torch.empty_like(w)
+    mean = torch.empty(rows, dtype=stats_dtype(w.dtype), device=w.device)
+    rstd = torch.empty_like(mean)
+    if rows:
+        block_rows, block_k, grid = _tiles(rows, K)
+        _weight_standardize_fwd_kernel[(grid,)](
+            w, out, gain if gain is not None else mean, mean, rstd, rows, K, float(eps),
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k)
+    return out, mean, rstd
+
+
+def weight_standardize_bwd(grad_out: torch.Tensor, w: torch.Tensor, gain: Optional[torch.Tensor],
+                           mean: torch.Tensor, rstd: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(grad_w, grad_gain) with grad_gain[o] = sum_k grad_out * w_hat (before gain)."""
+    rows, K = w.shape[0], _row_len(w)
+    if grad_out.stride() != w.stride():  # the kernel walks w's memory order
+        grad_out = torch.empty_like(w).copy_(grad_out)
+    grad_w = torch.empty_like(w)
+    grad_gain = torch.empty(rows, dtype=stats_dtype(w.dtype), device=w.device)
+    if rows:
+        block_rows, block_k, grid = _tiles(rows, K)
+        _weight_standardize_bwd_kernel[(grid,)](
+            grad_out, w, gain if gain is not None else mean, mean, rstd, grad_w, grad_gain, rows, K,
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k)
+    return grad_w, grad_gain
