@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterable, Optional, Union
 
+import torch
 from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import check_float_tensor, check_same_device
+from tricks_ext.reference.optim import centralize
 
-__all__ = ["weight_standardize"]
+__all__ = ["weight_standardize", "centralize_gradients_"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -49,3 +51,22 @@ def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = No
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise ValueError(f"{op}: scale must be a finite number or None, got {scale!r}")
     return _backend.implementation(op, w.device, backend)(w, eps, gain, scale)
+
+
+@torch.no_grad()
+def centralize_gradients_(params_or_grads: Union[Tensor, Iterable[Tensor]], conv_only: bool = False) -> None:
+    """Gradient Centralization in place, for use with any optimizer (call before ``step``).
+
+    Each gradient with dim > 1 (dim > 3 with ``conv_only``) loses its mean over all dims but the
+    first; 1-D gradients are left alone. Accepts params (their ``.grad`` is centralized; params
+    without a grad are skipped) or gradient tensors. Mean computed in fp32 for fp16/bf16.
+    """
+    items = [params_or_grads] if isinstance(params_or_grads, Tensor) else list(params_or_grads)
+    for t in items:
+        g = t.grad if isinstance(t, torch.nn.Parameter) or t.requires_grad else t
+        if g is None:
+            continue
+        if g.is_sparse:
+            raise RuntimeError("centralize_gradients_: sparse gradients are not supported")
+        check_float_tensor("centralize_gradients_", "gradient", g)
+        g.copy_(centralize(g.to(torch.float64 if g.dtype == torch.float64 else torch.float32), conv_only))

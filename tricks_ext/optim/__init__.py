@@ -1,1 +1,6 @@
-"""Optimizers: Ranger (GC + RAdam + Lookahead) and FusedAdam/AdamW/RAdam with gc= and lookahead_k= options."""
+"""Optimizers: Ranger (GC + RAdam + Lookahead) and FusedAdam/AdamW/RAdam with gc= and
+lookahead_k= options; all share tricks_ext.optim._base.TricksOptimizer."""
+from tricks_ext.optim._base import TricksOptimizer
+from tricks_ext.optim.optimizers import FusedAdam, FusedAdamW, FusedRAdam, Ranger
+
+__all__ = ["TricksOptimizer", "FusedAdam", "FusedAdamW", "FusedRAdam", "Ranger"]

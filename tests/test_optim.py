@@ -1,0 +1,303 @@
+"""Optimizers (Ranger, FusedAdam/AdamW/RAdam) on every backend that implements optim_step:
+against torch.optim and the reference, resume, AMP skip, groups, errors."""
+import copy
+
+import pytest
+import torch
+
+from helpers import backend_params, expect_error
+from tricks_ext.functional import centralize_gradients_
+from tricks_ext.optim import FusedAdam, FusedAdamW, FusedRAdam, Ranger
+from tricks_ext.reference.optim import centralize, optimizer_step
+
+OP = "optim_step"
+BACKENDS = backend_params(OP)
+STEPS = 100
+
+# conv, linear, bias, norm weight, depthwise, 1-element
+SHAPES = [(8, 4, 3, 3), (6, 5), (6,), (4,), (4, 1, 3, 3), (1,)]
+
+
+def make_params(device, dtype=torch.float32):
+    return [torch.randn(s, device=device, dtype=dtype).requires_grad_(True) for s in SHAPES]
+
+
+def grads_for(step, params):
+    gen = torch.Generator().manual_seed(1000 + step)
+    return [torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.device, p.dtype) for p in params]
+
+
+def run(opt, params, steps=STEPS, start=0):
+    for i in range(start, start + steps):
+        for p, g in zip(params, grads_for(i, params)):
+            p.grad = g
+        opt.step()
+
+
+def max_rel(a, b):
+    return max(((x.detach().double() - y.detach().double()).abs().max() / y.detach().double().abs().max()).item()
+               for x, y in zip(a, b))
+
+
+TORCH_EQUIV = [
+    ("adam", lambda ps, be: FusedAdam(ps, backend=be), lambda ps: torch.optim.Adam(ps)),
+    ("adam-l2", lambda ps, be: FusedAdam(ps, weight_decay=0.1, backend=be),
+     lambda ps: torch.optim.Adam(ps, weight_decay=0.1)),
+    ("adam-maximize", lambda ps, be: FusedAdam(ps, maximize=True, backend=be),
+     lambda ps: torch.optim.Adam(ps, maximize=True)),
+    ("adamw", lambda ps, be: FusedAdamW(ps, lr=3e-3, backend=be), lambda ps: torch.optim.AdamW(ps, lr=3e-3)),
+    ("radam", lambda ps, be: FusedRAdam(ps, weight_decay=0.05, backend=be),
+     lambda ps: torch.optim.RAdam(ps, weight_decay=0.05)),
+    ("radam-decoupled", lambda ps, be: FusedRAdam(ps, weight_decay=0.05, decoupled_weight_decay=True, backend=be),
+     lambda ps: torch.optim.RAdam(ps, weight_decay=0.05, decoupled_weight_decay=True)),
+]
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("name,ours,theirs", TORCH_EQUIV, ids=[t[0] for t in TORCH_EQUIV])
+def test_equals_torch_optim(backend_device, name, ours, theirs):
+    backend, device = backend_device
+    ps = make_params(device)
+    ref = [p.detach().clone().requires_grad_(True) for p in ps]
+    run(ours(ps, backend), ps)
+    run(theirs(ref), ref)
+    assert max_rel(ps, ref) <= 1e-6
+
+
+def plain_ranger(params, steps, lr=1e-3, betas=(0.95, 0.999), eps=1e-5, wd=0.0, k=6, alpha=0.5):
+    """Ranger written out with the reference's per-tensor step (fp32 state)."""
+    state = [(torch.zeros_like(p), torch.zeros_like(p), p.detach().clone()) for p in params]
+    for i in range(steps):
+        for p, g, (m, v, slow) in zip(params, grads_for(i, params), state):
+            optimizer_step(p.data, g, m, v, slow, i + 1, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                           weight_decay=wd, decoupled_weight_decay=True, rectify=True, gc=True,
+                           gc_conv_only=False, lookahead_k=k, lookahead_alpha=alpha, maximize=False)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_ranger_matches_reference(backend_device):
+    backend, device = backend_device
+    ps = make_params(device)
+    ref = [p.detach().clone() for p in ps]
+    run(Ranger(ps, lr=1e-2, weight_decay=0.01, backend=backend), ps)
+    plain_ranger(ref, STEPS, lr=1e-2, wd=0.01)
+    assert max_rel(ps, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_gc_removes_the_row_mean(backend_device):
+    """A gradient constant along dims 1.. centralizes to zero: Adam leaves those params alone,
+    while 1-D params (never centralized) move."""
+    backend, device = backend_device
+    w = torch.randn(4, 3, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    w0, b0 = w.detach().clone(), b.detach().clone()
+    opt = FusedAdam([w, b], lr=0.1, gc=True, backend=backend)
+    w.grad = torch.arange(4.0, device=device).view(4, 1, 1, 1).expand(4, 3, 3, 3).contiguous()
+    b.grad = torch.ones(4, device=device)
+    g_before = w.grad.clone()
+    opt.step()
+    torch.testing.assert_close(w.detach(), w0, atol=1e-7, rtol=0)
+    assert (b.detach() - b0).abs().min() > 0.09
+    assert torch.equal(w.grad, g_before), "the user's grad must not be modified"
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_gc_conv_only(backend_device):
+    backend, device = backend_device
+    lin = torch.randn(3, 5, device=device, requires_grad=True)
+    lin0 = lin.detach().clone()
+    opt = FusedAdam([lin], lr=0.1, gc=True, gc_conv_only=True, backend=backend)
+    lin.grad = torch.ones(3, 5, device=device)
+    opt.step()
+    assert (lin.detach() - lin0).abs().min() > 0.09  # 2-D: not centralized with conv_only
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_lookahead_sync_every_k(backend_device):
+    """alpha=0 pulls params back to their initial values on every k-th step; alpha=1 is plain Adam."""
+    backend, device = backend_device
+    ps = make_params(device)
+    init = [p.detach().clone() for p in ps]
+    opt = FusedAdam(ps, lr=0.1, lookahead_k=3, lookahead_alpha=0.0, backend=backend)
+    run(opt, ps, steps=2)
+    assert max_rel(ps, init) > 1e-3
+    run(opt, ps, steps=1, start=2)
+    assert max_rel(ps, init) == 0.0
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    run(FusedAdam(a, lookahead_k=2, lookahead_alpha=1.0, backend=backend), a, steps=10)
+    run(FusedAdam(b, backend=backend), b, steps=10)
+    assert max_rel(a, b) <= 1e-6
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_state_dict_resume_is_exact(backend_device):
+    backend, device = backend_device
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    opt_a = Ranger(a, lr=1e-2, backend=backend)
+    run(opt_a, a, steps=STEPS)
+    opt_b = Ranger(b, lr=1e-2, backend=backend)
+    run(opt_b, b, steps=40)
+    saved = copy.deepcopy(opt_b.state_dict())
+    c = [p.detach().clone().requires_grad_(True) for p in b]
+    opt_c = Ranger(c, lr=0.5, k=2, backend=backend)  # hyperparameters come from the state dict
+    opt_c.load_state_dict(saved)
+    run(opt_c, c, steps=STEPS - 40, start=40)
+    assert max_rel(c, a) == 0.0
+    assert opt_c.state[c[0]]["step"].item() == STEPS
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_loads_torch_adamw_state(backend_device):
+    backend, device = backend_device
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    torch_opt = torch.optim.AdamW(a, lr=2e-3)
+    run(torch_opt, a, steps=30)
+    ours = FusedAdamW(b, backend=backend)
+    run(torch.optim.AdamW(b, lr=2e-3), b, steps=30)
+    ours.load_state_dict(copy.deepcopy(torch_opt.state_dict()))  # as if saved to disk
+    run(torch_opt, a, steps=30, start=30)
+    run(ours, b, steps=30, start=30)
+    assert max_rel(b, a) <= 1e-6
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_found_inf_changes_nothing(backend_device):
+    backend, device = backend_device
+    ps = make_params(device)
+    opt = Ranger(ps, backend=backend)
+    run(opt, ps, steps=3)
+    before = copy.deepcopy(opt.state_dict())
+    params_before = [p.detach().clone() for p in ps]
+    for p, g in zip(ps, grads_for(3, ps)):
+        p.grad = g
+    opt.found_inf = torch.ones((), device=device)
+    opt.grad_scale = torch.full((), 1024.0, device=device)
+    opt.step()
+    assert max_rel(ps, params_before) == 0.0
+    after = opt.state_dict()
+    for i, st in before["state"].items():
+        for key, value in st.items():
+            assert torch.equal(after["state"][i][key], value), key
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_grad_scale_is_divided_out(backend_device):
+    backend, device = backend_device
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    opt_a, opt_b = FusedAdam(a, backend=backend), FusedAdam(b, backend=backend)
+    for p, g in zip(a, grads_for(0, a)):
+        p.grad = g * 512.0
+    opt_a.grad_scale, opt_a.found_inf = torch.full((), 512.0, device=device), torch.zeros((), device=device)
+    opt_a.step()
+    run(opt_b, b, steps=1)
+    assert max_rel(a, b) <= 1e-6
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_per_group_hyperparameters(backend_device):
+    backend, device = backend_device
+    a, b = make_params(device), make_params(device)
+    ra, rb = [p.detach().clone().requires_grad_(True) for p in a], [p.detach().clone().requires_grad_(True) for p in b]
+    ours = FusedAdamW([{"params": a}, {"params": b, "lr": 1e-2, "weight_decay": 0.0, "betas": (0.8, 0.99)}],
+                      backend=backend)
+    theirs = torch.optim.AdamW([{"params": ra}, {"params": rb, "lr": 1e-2, "weight_decay": 0.0, "betas": (0.8, 0.99)}])
+    for i in range(20):
+        for p, r, g in zip(a + b, ra + rb, grads_for(i, a + b)):
+            p.grad, r.grad = g, g.clone()
+        ours.step()
+        theirs.step()
+    assert max_rel(a + b, ra + rb) <= 1e-6
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_params_without_grad_are_skipped(backend_device):
+    backend, device = backend_device
+    ps = make_params(device)
+    frozen = ps[0].detach().clone()
+    opt = Ranger(ps, backend=backend)
+    for p, g in zip(ps[1:], grads_for(0, ps[1:])):
+        p.grad = g
+    opt.step()
+    assert torch.equal(ps[0].detach(), frozen) and ps[0] not in opt.state
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_slow_weights_swap(backend_device):
+    backend, device = backend_device
+    ps = make_params(device)
+    opt = Ranger(ps, k=4, backend=backend)
+    run(opt, ps, steps=6)
+    fast = [p.detach().clone() for p in ps]
+    buffers = [opt.state[p]["slow_buffer"].clone() for p in ps]
+    with opt.slow_weights():
+        slow = [p.detach().clone() for p in ps]
+        assert all(torch.equal(s, buf) for s, buf in zip(slow, buffers))
+    assert max_rel(ps, fast) == 0.0
+    assert max_rel(slow, fast) > 0  # steps 5-6 moved the fast weights away from the step-4 sync
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_precision_params_track_fp32(backend_device, dtype):
+    """bf16/fp16 params with fp32 state stay within a few param-dtype ulps of an fp32 run."""
+    backend, device = backend_device
+    ps32 = make_params(device)
+    ps = [p.detach().to(dtype).requires_grad_(True) for p in ps32]
+    opt = Ranger(ps, lr=1e-2, backend=backend)
+    assert all(opt.state.get(p) is None for p in ps)
+    run(opt, ps, steps=20)
+    run(Ranger(ps32, lr=1e-2, backend=backend), ps32, steps=20)
+    assert all(opt.state[p]["exp_avg"].dtype == torch.float32 for p in ps)
+    ulp = torch.finfo(dtype).eps
+    assert max_rel(ps, ps32) <= 20 * ulp
+
+
+def test_centralize_gradients_():
+    w = torch.randn(4, 3, 2, 2, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    w.grad, b.grad = torch.randn(4, 3, 2, 2), torch.randn(4)
+    expected, b_grad = centralize(w.grad.clone()), b.grad.clone()
+    centralize_gradients_([w, b])
+    torch.testing.assert_close(w.grad, expected)
+    assert torch.equal(b.grad, b_grad)
+    assert w.grad.mean(dim=(1, 2, 3)).abs().max() < 1e-6
+    lin = torch.randn(3, 5)
+    centralize_gradients_(lin, conv_only=True)  # 2-D: untouched with conv_only
+
+
+class TestBadInput:
+    def p(self):
+        return [torch.randn(3, 3, requires_grad=True)]
+
+    @pytest.mark.parametrize("kwargs,words", [
+        ({"lr": -1.0}, ["lr"]), ({"betas": (1.0, 0.999)}, ["betas[0]"]), ({"betas": (0.9, -0.1)}, ["betas[1]"]),
+        ({"eps": -1e-8}, ["eps"]), ({"weight_decay": -0.1}, ["weight_decay"]), ({"k": 0}, ["k"]),
+        ({"alpha": 1.5}, ["alpha"]), ({"k": 2.5}, ["k"]),
+    ])
+    def test_bad_hyperparameters(self, kwargs, words):
+        expect_error(ValueError, lambda: Ranger(self.p(), **kwargs), *words)
+
+    def test_bad_hyperparameter_in_added_group(self):
+        opt = FusedAdam(self.p())
+        expect_error(ValueError, lambda: opt.add_param_group({"params": self.p(), "lr": -0.5}), "lr")
+
+    def test_non_float_params(self):
+        expect_error(TypeError, lambda: FusedAdam([torch.ones(3, dtype=torch.int64)]), "params", "int64")
+
+    def test_mixed_devices_in_one_group(self):
+        ps = [torch.randn(3, requires_grad=True), torch.randn(3, device="meta", requires_grad=True)]
+        expect_error(ValueError, lambda: FusedAdam(ps), "several devices", "meta", "cpu")
+
+    def test_sparse_grad(self):
+        p = torch.randn(4, 3, requires_grad=True)
+        opt = FusedAdam([p])
+        p.grad = torch.randn(4, 3).to_sparse()
+        expect_error(RuntimeError, opt.step, "sparse")
+
+    def test_unknown_backend(self):
+        expect_error(ValueError, lambda: Ranger(self.p(), backend="tpu"), "tpu")

@@ -1,0 +1,167 @@
+"""The one implementation behind Ranger, FusedAdam, FusedAdamW and FusedRAdam.
+
+Per parameter group, the tensors with a gradient are grouped by (device, dtype) and handed, with
+their state, to the backend implementation of the ``optim_step`` op (see tricks_ext/_backend.py).
+The math is tricks_ext/reference/optim.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from tricks_ext import _backend
+from tricks_ext.ops._common import FLOAT_DTYPES, stats_dtype
+
+OP = "optim_step"
+
+
+def _check_hyper(group: Dict[str, Any]) -> None:
+    lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if isinstance(lr, Tensor) or not (isinstance(lr, (int, float)) and 0.0 <= lr < math.inf):
+        raise ValueError(f"invalid lr: {lr!r} (must be a finite float >= 0)")
+    for name, b in (("betas[0]", b1), ("betas[1]", b2)):
+        if not (isinstance(b, (int, float)) and 0.0 <= b < 1.0):
+            raise ValueError(f"invalid {name}: {b!r} (must be in [0, 1))")
+    if not (isinstance(eps, (int, float)) and 0.0 <= eps < math.inf):
+        raise ValueError(f"invalid eps: {eps!r} (must be a finite float >= 0)")
+    if not (isinstance(wd, (int, float)) and 0.0 <= wd < math.inf):
+        raise ValueError(f"invalid weight_decay: {wd!r} (must be a finite float >= 0)")
+    k = group["lookahead_k"]
+    if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ValueError(f"invalid lookahead_k (k): {k!r} (must be an int >= 1 or None)")
+    alpha = group["lookahead_alpha"]
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"invalid lookahead_alpha (alpha): {alpha!r} (must be in [0, 1])")
+
+
+class TricksOptimizer(Optimizer):
+    """GC + Adam/AdamW/RAdam + Lookahead. Use the subclasses; every hyperparameter is per group.
+
+    Extra group keys beyond torch.optim.Adam's: ``decoupled_weight_decay``, ``rectify`` (RAdam),
+    ``gc``, ``gc_conv_only``, ``lookahead_k`` (None: no Lookahead), ``lookahead_alpha``,
+    ``slow_in_param_dtype`` (keep Lookahead slow weights in the param dtype instead of fp32).
+    State per param: ``step`` (float32 CPU scalar tensor, like torch), ``exp_avg``,
+    ``exp_avg_sq`` (fp32; fp64 for fp64 params), ``slow_buffer`` (with Lookahead).
+
+    AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler.step`` hands the scale
+    and inf flag over (``self.grad_scale``/``self.found_inf``) instead of unscaling the grads;
+    a step with an inf/NaN gradient changes nothing, step counters included.
+    """
+
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: Iterable, *, lr: float, betas: Tuple[float, float], eps: float,
+                 weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
+                 gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float, maximize: bool,
+                 slow_in_param_dtype: bool, backend: Optional[str]) -> None:
+        if backend is not None and backend not in _backend.CHOICES:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(_backend.CHOICES)}")
+        self.backend = backend
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, rectify=rectify, gc=gc,
+                        gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
+                        maximize=maximize, slow_in_param_dtype=slow_in_param_dtype)
+        _check_hyper(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group["betas"] = tuple(group["betas"])
+        _check_hyper(group)
+        for p in group["params"]:
+            if p.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{type(self).__name__}: params must be float16, bfloat16, float32 or float64, "
+                                f"got {p.dtype}")
+        devices = {p.device for p in group["params"]}
+        if len(devices) > 1:
+            raise ValueError(f"{type(self).__name__}: a param group holds params on several devices "
+                             f"({', '.join(sorted(map(str, devices)))}); use one group per device")
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Also loads torch.optim.Adam/AdamW/RAdam state dicts: missing group keys take this
+        optimizer's defaults, moments become fp32 (fp64 for fp64 params)."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            group["betas"] = tuple(group["betas"])
+            for p in group["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                acc = stats_dtype(p.dtype)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key] = st[key].to(device=p.device, dtype=acc)
+                if "slow_buffer" in st:
+                    st["slow_buffer"] = st["slow_buffer"].to(
+                        device=p.device, dtype=p.dtype if group["slow_in_param_dtype"] else acc)
+                if not isinstance(st.get("step"), Tensor):
+                    st["step"] = torch.tensor(float(st.get("step", 0)), dtype=torch.float32)
+
+    def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
+        st = self.state[p]
+        if not st:
+            acc = stats_dtype(p.dtype)
+            st["step"] = torch.tensor(0.0, dtype=torch.float32)
+            st["exp_avg"] = torch.zeros_like(p, dtype=acc, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, dtype=acc, memory_format=torch.preserve_format)
+        if group["lookahead_k"] is not None and "slow_buffer" not in st:
+            # slow weights = params before their first update
+            st["slow_buffer"] = p.detach().to(p.dtype if group["slow_in_param_dtype"] else stats_dtype(p.dtype),
+                                              copy=True)
+        return st
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
+        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
+        for group in self.param_groups:
+            buckets: Dict[Tuple[torch.device, torch.dtype], List[Tensor]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if p.grad.shape != p.shape:
+                    raise RuntimeError(f"gradient shape {tuple(p.grad.shape)} != param shape {tuple(p.shape)}")
+                buckets.setdefault((p.device, p.dtype), []).append(p)
+            for (device, _), params in buckets.items():
+                states = [self._init_state(p, group) for p in params]
+                impl = _backend.implementation(OP, device, self.backend)
+                impl(group, params, [p.grad for p in params], states, grad_scale, found_inf)
+        return loss
+
+    def _slow_pairs(self) -> Iterator[Tuple[Tensor, Tensor]]:
+        for group in self.param_groups:
+            for p in group["params"]:
+                slow = self.state.get(p, {}).get("slow_buffer")
+                if slow is not None:
+                    yield p, slow
+
+    @torch.no_grad()
+    def swap_slow_weights(self) -> None:
+        """Exchange params and Lookahead slow weights (call again to swap back)."""
+        for p, slow in self._slow_pairs():
+            tmp = p.detach().clone()
+            p.copy_(slow)
+            slow.copy_(tmp)
+
+    @contextlib.contextmanager
+    def slow_weights(self) -> Iterator[None]:
+        """Context manager: params hold the Lookahead slow weights inside (e.g. to evaluate)."""
+        self.swap_slow_weights()
+        try:
+            yield
+        finally:
+            self.swap_slow_weights()

@@ -1,0 +1,80 @@
+"""Optimizer step, plain PyTorch: Gradient Centralization + Adam/AdamW/RAdam + Lookahead.
+
+The specification of tricks_ext.optim, one tensor at a time, written from the formulas:
+t = step (1 on the first update), bc1 = 1 - b1^t, bc2 = 1 - b2^t.
+  GC (arXiv 2004.01461): for grads with dim > 1 (dim > 3 when conv_only),
+      g <- g - mean(g over dims 1..d-1); 1-D tensors are never centralized.
+  weight decay: decoupled p *= 1 - lr*wd (AdamW), else L2 g += wd*p (after GC).
+  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+  Adam:  p -= (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps)                    (= torch.optim.Adam)
+  RAdam: rho_inf = 2/(1-b2) - 1, rho_t = rho_inf - 2 t b2^t / bc2;      (= torch.optim.RAdam)
+         rho_t > 5: p -= lr r_t (sqrt(bc2)/bc1) m / (sqrt(v) + eps),
+                    r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))
+         else:      p -= (lr/bc1) m
+  Lookahead (arXiv 1907.08610): slow = p before the first update; every k-th step, after the
+      update: slow += alpha (p - slow); p = slow.
+Math in fp32 (fp64 for fp64 params); m, v (and slow, by default) kept in fp32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def centralize(g: Tensor, conv_only: bool = False) -> Tensor:
+    """g minus its mean over all dims but the first (unchanged for dim <= 1, or <= 3 if conv_only)."""
+    if g.dim() <= (3 if conv_only else 1):
+        return g
+    return g - g.mean(dim=tuple(range(1, g.dim())), keepdim=True)
+
+
+def step_scalars(step: int, lr: float, beta1: float, beta2: float, rectify: bool):
+    """(step_size, denom_scale): p -= step_size * m / (sqrt(v) / denom_scale + eps), or, when
+    denom_scale is None (RAdam before the variance is tractable), p -= step_size * m."""
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    if not rectify:
+        return lr / bc1, math.sqrt(bc2)
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2 ** step / bc2
+    if rho_t > 5.0:
+        r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return lr * r_t * math.sqrt(bc2) / bc1, 1.0
+    return lr / bc1, None
+
+
+def optimizer_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                   slow: Optional[Tensor], step: int, *, lr: float, beta1: float, beta2: float, eps: float,
+                   weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
+                   gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float,
+                   maximize: bool) -> None:
+    """One update of one tensor, in place on param/exp_avg/exp_avg_sq/slow; ``step`` counts
+    this update (1 on the first). ``grad`` is not modified."""
+    acc = torch.float64 if param.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        g = grad.to(acc)
+        if maximize:
+            g = -g
+        if gc:
+            g = centralize(g, gc_conv_only)
+        p = param.to(acc)
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p = p * (1.0 - lr * weight_decay)
+            else:
+                g = g + weight_decay * p
+        exp_avg.mul_(beta1).add_(g, alpha=1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        step_size, denom_scale = step_scalars(step, lr, beta1, beta2, rectify)
+        if denom_scale is None:
+            p = p - step_size * exp_avg
+        else:
+            p = p - step_size * exp_avg / (exp_avg_sq.sqrt() / denom_scale + eps)
+        if lookahead_k is not None and slow is not None and step % lookahead_k == 0:
+            new_slow = slow.to(acc) + lookahead_alpha * (p - slow.to(acc))
+            slow.copy_(new_slow)
+            p = new_slow
+        param.copy_(p)
