@@ -25,6 +25,14 @@ TORCH_LIBRARY(tricks_ext, m) {
   m.def("weight_standardize_fwd(Tensor w, Tensor? gain, float eps) -> (Tensor, Tensor, Tensor)");
   // Returns (grad_w, grad_gain) where grad_gain[o] = sum_k grad_out * what (always (O,)).
   m.def("weight_standardize_bwd(Tensor grad_out, Tensor w, Tensor? gain, Tensor mean, Tensor rstd) -> (Tensor, Tensor)");
+
+  // One optimizer step (GC + Adam/AdamW/RAdam + Lookahead) over tensors that share a device and
+  // dtype, in place. `scalars` is float64 [n, 5] per tensor: step_size, denom_scale, lr,
+  // has_denom, lookahead sync (see csrc/include/tricks/optim.h). `slows` is empty without
+  // Lookahead. gc_min_dim: 0 = no GC, else centralize grads with dim >= gc_min_dim.
+  m.def("optim_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+        "Tensor(d!)[] slows, Tensor scalars, float beta1, float beta2, float eps, float weight_decay, "
+        "bool decoupled, float alpha, int gc_min_dim, bool maximize, float grad_inv_scale) -> ()");
 }
 
 extern "C" PyObject* PyInit__C(void) {

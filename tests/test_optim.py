@@ -301,3 +301,41 @@ class TestBadInput:
 
     def test_unknown_backend(self):
         expect_error(ValueError, lambda: Ranger(self.p(), backend="tpu"), "tpu")
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_slow_weights_in_param_dtype(backend_device):
+    backend, device = backend_device
+    ps = [p.detach().to(torch.bfloat16).requires_grad_(True) for p in make_params(device)]
+    ref = [p.detach().clone().requires_grad_(True) for p in ps]
+    opt = Ranger(ps, lr=1e-2, slow_in_param_dtype=True, backend=backend)
+    run(opt, ps, steps=13)
+    assert all(opt.state[p]["slow_buffer"].dtype == torch.bfloat16 for p in ps)
+    run(Ranger(ref, lr=1e-2, slow_in_param_dtype=True, backend="torch"), ref, steps=13)
+    assert max_rel(ps, ref) <= 4 * torch.finfo(torch.bfloat16).eps
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_channels_last_param_with_contiguous_grad(backend_device):
+    backend, device = backend_device
+    p = torch.randn(6, 4, 3, 3, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
+    r = p.detach().clone().contiguous().requires_grad_(True)
+    opt, ref = Ranger([p], k=2, backend=backend), Ranger([r], k=2, backend="torch")
+    for i in range(5):
+        g = grads_for(i, [r])[0]
+        p.grad, r.grad = g.contiguous(), g.clone()
+        opt.step()
+        ref.step()
+    assert p.is_contiguous(memory_format=torch.channels_last)
+    assert max_rel([p], [r]) <= 1e-6
+
+
+@pytest.mark.skipif(not __import__("tricks_ext").HAS_C, reason="C++ extension not built")
+def test_opcheck_fused_step():
+    from helpers import run_opcheck
+    ps = [torch.randn(4, 3, 3, 3), torch.randn(5)]
+    state = lambda: [torch.rand_like(p) for p in ps]  # noqa: E731
+    scalars = torch.tensor([[1e-3, 0.9, 1e-3, 1.0, 1.0]] * 2, dtype=torch.float64)
+    run_opcheck(torch.ops.tricks_ext.optim_step_,
+                (ps, [torch.randn_like(p) for p in ps], state(), state(), state(), scalars,
+                 0.9, 0.999, 1e-8, 0.01, True, 0.5, 2, False, 1.0))

@@ -1,0 +1,98 @@
+"""Optimizer step over real parameter sets: ResNet-50 (25.6M params, 161 tensors) and GPT-2 small
+(124M params, 148 tensors), fp32.
+
+Floor: Adam reads p, g, m, v and writes p, m, v: 28 B/param per step; Ranger's Lookahead adds
+8 B/param (read + write slow) every k-th step, 8/k = 1.33 B/param per step at k = 6. The case
+floor is Ranger's (29.33 B/param); Adam providers do less work and are the speed bar.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import List, Tuple
+
+import torch
+
+from benchmarks.common import Case, Provider, Unavailable
+from tricks_ext import _backend
+from tricks_ext.optim import Ranger
+
+OP = "optim_step"
+K = 6
+
+
+def resnet50_shapes() -> List[Tuple[int, ...]]:
+    shapes: List[Tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    inplanes = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(width, inplanes, 1, 1), (width,), (width,), (width, width, 3, 3), (width,), (width,),
+                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
+            if b == 0:
+                shapes += [(4 * width, inplanes, 1, 1), (4 * width,), (4 * width,)]
+            inplanes = 4 * width
+    return shapes + [(1000, 2048), (1000,)]
+
+
+def gpt2_small_shapes() -> List[Tuple[int, ...]]:
+    d = 768
+    shapes: List[Tuple[int, ...]] = [(50257, d), (1024, d)]
+    for _ in range(12):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+SETS = {"resnet50": resnet50_shapes, "gpt2-small": gpt2_small_shapes}
+
+
+def cases(device: torch.device, quick: bool) -> List[Case]:
+    out = []
+    for name, fn in SETS.items():
+        if quick and name != "resnet50":
+            continue
+        shapes = fn()
+        n = sum(torch.Size(s).numel() for s in shapes)
+        out.append(Case(f"{name} {n / 1e6:.1f}M params {len(shapes)} tensors", torch.float32, "step",
+                        int(n * (28 + 8 / K)), {"shapes": shapes}))
+    return out
+
+
+def _setup(make_opt):
+    def setup(case: Case, device: torch.device):
+        params = [torch.randn(s, device=device, dtype=case.dtype).mul_(0.02).requires_grad_(True)
+                  for s in case.params["shapes"]]
+        for p in params:
+            p.grad = torch.randn_like(p).mul_(1e-3)
+        opt = make_opt(params)
+        return opt.step
+    return setup
+
+
+def _ours(backend: str) -> Provider:
+    def make(params):
+        reason = _backend.unavailable_reason(backend, params[0].device, OP)
+        if reason is not None:
+            raise Unavailable(reason)
+        if backend == "triton" and params[0].device.type != "cuda":
+            raise Unavailable("Triton is timed only on CUDA")
+        return Ranger(params, k=K, backend=backend)
+    return Provider(f"tricks_ext:{backend} Ranger", _setup(make), ours=True)
+
+
+def _pytorch_optimizer_ranger(params):
+    if importlib.util.find_spec("pytorch_optimizer") is None:
+        raise Unavailable("pytorch-optimizer is not installed")
+    from pytorch_optimizer import Ranger as PORanger
+    return PORanger(params, lr=1e-3, betas=(0.95, 0.999), eps=1e-5, k=K, alpha=0.5, degenerated_to_sgd=True)
+
+
+def providers(device: torch.device) -> List[Provider]:
+    # The `torch` backend is the reference (per-tensor Ranger in plain PyTorch).
+    return [
+        Provider("reference Ranger", _setup(lambda ps: Ranger(ps, k=K, backend="torch"))),
+        Provider("torch Adam fused", _setup(lambda ps: torch.optim.Adam(ps, fused=True))),
+        Provider("torch Adam foreach", _setup(lambda ps: torch.optim.Adam(ps, foreach=True))),
+        Provider("pytorch-optimizer Ranger", _setup(_pytorch_optimizer_ranger)),
+        _ours("cpu"),
+        _ours("cuda"),
+        _ours("triton"),
+    ]
