@@ -20,13 +20,15 @@ class FusedAdam(TricksOptimizer):
         backend: tricks_ext backend (None: the one in force, see tricks_ext.use_backend).
     """
 
+    _RECTIFY = False
+
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
                  gc: bool = False, gc_conv_only: bool = False, lookahead_k: Optional[int] = None,
                  lookahead_alpha: float = 0.5, maximize: bool = False, slow_in_param_dtype: bool = False,
                  backend: Optional[str] = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, rectify=False, gc=gc,
+                         decoupled_weight_decay=decoupled_weight_decay, rectify=self._RECTIFY, gc=gc,
                          gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
                          maximize=maximize, slow_in_param_dtype=slow_in_param_dtype, backend=backend)
 
@@ -44,18 +46,10 @@ class FusedAdamW(TricksOptimizer):
                          slow_in_param_dtype=slow_in_param_dtype, backend=backend)
 
 
-class FusedRAdam(TricksOptimizer):
+class FusedRAdam(FusedAdam):
     """RAdam (torch.optim.RAdam defaults, ``decoupled_weight_decay`` as there); knobs as FusedAdam."""
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-                 gc: bool = False, gc_conv_only: bool = False, lookahead_k: Optional[int] = None,
-                 lookahead_alpha: float = 0.5, maximize: bool = False, slow_in_param_dtype: bool = False,
-                 backend: Optional[str] = None) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, rectify=True, gc=gc,
-                         gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
-                         maximize=maximize, slow_in_param_dtype=slow_in_param_dtype, backend=backend)
+    _RECTIFY = True
 
 
 class Ranger(TricksOptimizer):
