@@ -27,7 +27,7 @@ TORCH_LIBRARY(tricks_ext, m) {
   m.def("weight_standardize_bwd(Tensor grad_out, Tensor w, Tensor? gain, Tensor mean, Tensor rstd) -> (Tensor, Tensor)");
 
   // One optimizer step (GC + Adam/AdamW/RAdam + Lookahead) over tensors that share a device and
-  // dtype, in place. `scalars` is float64 [n, 5] per tensor: step_size, denom_scale, lr,
+  // dtype, in place. `scalars` is float64 [n, 5] per tensor: step_size, inv_denom_scale, lr,
   // has_denom, lookahead sync (see csrc/include/tricks/optim.h). `slows` is empty without
   // Lookahead. gc_min_dim: 0 = no GC, else centralize grads with dim >= gc_min_dim.
   m.def("optim_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, stats_dtype
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
 
 _TILE = 4096
 
@@ -54,7 +54,7 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
         m = row_ok[:, None] & (c < K)
         x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
         y = (x - mean[:, None]) * rstd[:, None] * a[:, None]
-        tl.store(OUT + base + c, y.to(OUT.dtype.element_ty), mask=m)
+        tl.store(OUT + base + c, cast_to(y, OUT.dtype.element_ty), mask=m)
     tl.store(MEAN + rows, mean, mask=row_ok)
     tl.store(RSTD + rows, rstd, mask=row_ok)
 
@@ -93,7 +93,7 @@ def _weight_standardize_bwd_kernel(GO, W, GAIN, MEAN, RSTD, GW, GGAIN, n_rows, K
         x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
         what = (x - mean[:, None]) * rstd[:, None]
         d = (a * rstd)[:, None] * (g - s1k[:, None] - what * s2k[:, None])
-        tl.store(GW + base + c, d.to(GW.dtype.element_ty), mask=m)
+        tl.store(GW + base + c, cast_to(d, GW.dtype.element_ty), mask=m)
     tl.store(GGAIN + rows, s2_row, mask=row_ok)
 
 

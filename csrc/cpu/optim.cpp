@@ -1,7 +1,9 @@
 // Fused optimizer step, CPU: one at::parallel_for over a work list covering every tensor.
 // A work item is one GC row (its mean is taken while the row is in cache, then the update
 // sweeps it again from L1/L2, so GC adds no second pass over g from DRAM) or, without GC, a
-// chunk of kChunk elements.
+// chunk of kChunk elements. Consecutive items are grouped into tasks of >= kTask elements and
+// threads get equal task counts, so they get about equal element counts although rows range
+// from 9 (depthwise) to thousands of elements.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/simd.h"
 #include "tricks/optim.h"
 
 namespace tricks {
@@ -17,6 +20,7 @@ namespace optim {
 namespace {
 
 constexpr int64_t kChunk = 1 << 15;  // 32K elements (128 KiB of fp32 params) per item
+constexpr int64_t kTask = 1 << 16;   // elements per parallel task
 
 struct Item {
   int64_t tensor, begin, len;
@@ -24,7 +28,7 @@ struct Item {
 };
 
 template <typename T, typename S>
-void run_item(const Item& it, const std::vector<void*>& p_ptr, const std::vector<const void*>& g_ptr,
+inline void run_item(const Item& it, const std::vector<void*>& p_ptr, const std::vector<const void*>& g_ptr,
               const std::vector<void*>& m_ptr, const std::vector<void*>& v_ptr, const std::vector<void*>& s_ptr,
               const double* scal, const Hyper<acc_t<T>>& h, acc_t<T> inv_scale) {
   using A = acc_t<T>;
@@ -59,7 +63,7 @@ void run_item(const Item& it, const std::vector<void*>& p_ptr, const std::vector
     for (int64_t k = 0; k < it.len; ++k) {
       A mk = mp[k], vk = vp[k];
       A pk = update<kDenom>(static_cast<A>(pp[k]), static_cast<A>(gp[k]) * gmul - mean, mk, vk, h.beta1, h.beta2,
-                            h.eps, d, s.step_size, s.denom_scale);
+                            h.eps, d, s.step_size, s.inv_denom_scale);
       mp[k] = mk;
       vp[k] = vk;
       if constexpr (kSync) {
@@ -78,6 +82,17 @@ void run_item(const Item& it, const std::vector<void*>& p_ptr, const std::vector
   }
 }
 
+struct Pointers {
+  std::vector<void*> p, m, v, s;
+  std::vector<const void*> g;
+};
+
+template <typename T, typename S>
+TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, const Pointers& ptr,
+                                 const double* scal, const Hyper<acc_t<T>>& h, acc_t<T> inv_scale) {
+  for (int64_t j = begin; j < end; ++j) run_item<T, S>(items[j], ptr.p, ptr.g, ptr.m, ptr.v, ptr.s, scal, h, inv_scale);
+}
+
 void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList slows, const at::Tensor& scalars, double beta1, double beta2, double eps,
                     double weight_decay, bool decoupled, double alpha, int64_t gc_min_dim, bool maximize,
@@ -94,8 +109,8 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   const auto dtype = params[0].scalar_type();
   const auto sdt = stats_dtype(params[0]);
   const bool slow_in_param_dtype = !slows.empty() && slows[0].scalar_type() == dtype && dtype != sdt;
-  std::vector<void*> p_ptr(n), m_ptr(n), v_ptr(n), s_ptr(slows.empty() ? 0 : n);
-  std::vector<const void*> g_ptr(n);
+  Pointers ptr{std::vector<void*>(n), std::vector<void*>(n), std::vector<void*>(n),
+               std::vector<void*>(slows.empty() ? 0 : n), std::vector<const void*>(n)};
   std::vector<at::Tensor> grad_keep;  // restrided grads, alive until the step ends
   std::vector<Item> items;
   for (int64_t i = 0; i < n; ++i) {
@@ -110,16 +125,16 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
       TORCH_CHECK(slows[i].scalar_type() == (slow_in_param_dtype ? dtype : sdt) && slows[i].strides() == p.strides() &&
                       slows[i].sizes() == p.sizes(),
                   "optim_step_: slow weights of param ", i, " must match the param's shape and strides");
-      s_ptr[i] = slows[i].data_ptr();
+      ptr.s[i] = slows[i].data_ptr();
     }
     TORCH_CHECK(grads[i].sizes() == p.sizes() && grads[i].scalar_type() == dtype && !grads[i].is_sparse(),
                 "optim_step_: grad ", i, " must be dense with the param's shape and dtype");
     const at::Tensor g = grads[i].strides() == p.strides() ? grads[i] : at::empty_like(p).copy_(grads[i]);
     grad_keep.push_back(g);
-    p_ptr[i] = p.data_ptr();
-    g_ptr[i] = g.data_ptr();
-    m_ptr[i] = exp_avgs[i].data_ptr();
-    v_ptr[i] = exp_avg_sqs[i].data_ptr();
+    ptr.p[i] = p.data_ptr();
+    ptr.g[i] = g.data_ptr();
+    ptr.m[i] = exp_avgs[i].data_ptr();
+    ptr.v[i] = exp_avg_sqs[i].data_ptr();
     const int64_t numel = p.numel();
     if (gc_min_dim > 0 && p.dim() > 1 && p.dim() >= gc_min_dim && p.size(0) > 0) {
       const int64_t K = numel / p.size(0);
@@ -128,20 +143,27 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
       for (int64_t b = 0; b < numel; b += kChunk) items.push_back({i, b, std::min(kChunk, numel - b), false});
     }
   }
+  std::vector<int64_t> tasks{0};  // item index where each task starts
+  int64_t acc_len = 0;
+  for (int64_t j = 0; j < static_cast<int64_t>(items.size()); ++j) {
+    acc_len += items[j].len;
+    if (acc_len >= kTask) {
+      tasks.push_back(j + 1);
+      acc_len = 0;
+    }
+  }
+  if (tasks.back() != static_cast<int64_t>(items.size())) tasks.push_back(static_cast<int64_t>(items.size()));
   const double* scal = scalars.data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "optim_step_cpu", [&] {
     using A = acc_t<scalar_t>;
     const Hyper<A> h{static_cast<A>(beta1), static_cast<A>(beta2), static_cast<A>(eps), static_cast<A>(weight_decay),
                      static_cast<A>(alpha), decoupled, maximize};
     const A inv = static_cast<A>(grad_inv_scale);
-    // at::parallel_for hands each thread one contiguous range of items.
-    at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) {
-        if (slow_in_param_dtype)
-          run_item<scalar_t, scalar_t>(items[j], p_ptr, g_ptr, m_ptr, v_ptr, s_ptr, scal, h, inv);
-        else
-          run_item<scalar_t, A>(items[j], p_ptr, g_ptr, m_ptr, v_ptr, s_ptr, scal, h, inv);
-      }
+    at::parallel_for(0, static_cast<int64_t>(tasks.size()) - 1, 1, [&](int64_t b, int64_t e) {
+      if (slow_in_param_dtype)
+        run_items<scalar_t, scalar_t>(items.data(), tasks[b], tasks[e], ptr, scal, h, inv);
+      else
+        run_items<scalar_t, A>(items.data(), tasks[b], tasks[e], ptr, scal, h, inv);
     });
   });
 }

@@ -126,7 +126,8 @@ class TricksOptimizer(Optimizer):
                 loss = closure()
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
-        for group in self.param_groups:
+        caches = self.__dict__.setdefault("_launch_caches", {})
+        for gi, group in enumerate(self.param_groups):
             buckets: Dict[Tuple[torch.device, torch.dtype], List[Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -136,11 +137,24 @@ class TricksOptimizer(Optimizer):
                 if p.grad.shape != p.shape:
                     raise RuntimeError(f"gradient shape {tuple(p.grad.shape)} != param shape {tuple(p.shape)}")
                 buckets.setdefault((p.device, p.dtype), []).append(p)
-            for (device, _), params in buckets.items():
+            for (device, dtype), params in buckets.items():
                 states = [self._init_state(p, group) for p in params]
-                impl = _backend.implementation(OP, device, self.backend)
-                impl(group, params, [p.grad for p in params], states, grad_scale, found_inf)
+                impl = _backend.implementation(OP, device, self._backend_for(device, dtype))
+                impl(group, params, [p.grad for p in params], states, grad_scale, found_inf,
+                     caches.setdefault((gi, device, dtype), {}))
         return loss
+
+    def _backend_for(self, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+        """fp64 params run on the torch/cpu backends only (the device kernels compute in fp32):
+        `auto` sends them there, an explicit cuda/triton request is an error."""
+        name = _backend.resolve(OP, device, self.backend)
+        if dtype == torch.float64 and name in ("cuda", "triton"):
+            if (self.backend or _backend.get_backend()) != "auto":
+                raise _backend.BackendUnavailableError(
+                    f"{OP}: backend {name!r} runs float16/bfloat16/float32 params; float64 params need "
+                    "backend 'torch' or 'cpu'")
+            return "torch"
+        return name
 
     def _slow_pairs(self) -> Iterator[Tuple[Tensor, Tensor]]:
         for group in self.param_groups:

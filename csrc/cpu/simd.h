@@ -1,0 +1,11 @@
+// CPU kernels are built for baseline x86-64 (SSE2, 16-byte vectors) so the wheel runs anywhere.
+// TRICKS_CPU_CLONES gives a hot function AVX-512 and AVX2+FMA clones as well, picked once at
+// load time by the dynamic linker (GCC target_clones / ifunc): the same loop runs with 64- or
+// 32-byte vectors where the CPU has them. Callees inlined into a clone are compiled for it.
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define TRICKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TRICKS_CPU_CLONES
+#endif
