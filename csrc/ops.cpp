@@ -27,12 +27,16 @@ TORCH_LIBRARY(tricks_ext, m) {
   m.def("weight_standardize_bwd(Tensor grad_out, Tensor w, Tensor? gain, Tensor mean, Tensor rstd) -> (Tensor, Tensor)");
 
   // One optimizer step (GC + Adam/AdamW/RAdam + Lookahead) over tensors that share a device and
-  // dtype, in place. `scalars` is float64 [n, 5] per tensor: step_size, inv_denom_scale, lr,
-  // has_denom, lookahead sync (see csrc/include/tricks/optim.h). `slows` is empty without
+  // dtype, in place (math: csrc/include/tricks/optim.h). `steps` already count this step; a
+  // non-zero `found_inf` skips the step (the caller undoes its count). `slows` is empty without
   // Lookahead. gc_min_dim: 0 = no GC, else centralize grads with dim >= gc_min_dim.
+  // CUDA only: `work` (int64 [n_items, 4]: tensor, start, length, gc) and `ptrs` (int64 [6, n]:
+  // param, grad, exp_avg, exp_avg_sq, slow, step addresses) describe the same tensors; they are
+  // built once and cached by the caller (tricks_ext/ops/optim.py). The CPU kernel builds its own.
   m.def("optim_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-        "Tensor(d!)[] slows, Tensor scalars, float beta1, float beta2, float eps, float weight_decay, "
-        "bool decoupled, float alpha, int gc_min_dim, bool maximize, float grad_inv_scale) -> ()");
+        "Tensor(d!)[] slows, Tensor[] steps, Tensor? work, Tensor? ptrs, Tensor? found_inf, Tensor? grad_scale, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, float alpha, "
+        "int lookahead_k, bool rectify, int gc_min_dim, bool maximize) -> ()");
 }
 
 extern "C" PyObject* PyInit__C(void) {

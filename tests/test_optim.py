@@ -335,7 +335,7 @@ def test_opcheck_fused_step():
     from helpers import run_opcheck
     ps = [torch.randn(4, 3, 3, 3), torch.randn(5)]
     state = lambda: [torch.rand_like(p) for p in ps]  # noqa: E731
-    scalars = torch.tensor([[1e-3, 0.9, 1e-3, 1.0, 1.0]] * 2, dtype=torch.float64)
+    steps = [torch.tensor(7.0), torch.tensor(7.0)]
     run_opcheck(torch.ops.tricks_ext.optim_step_,
-                (ps, [torch.randn_like(p) for p in ps], state(), state(), state(), scalars,
-                 0.9, 0.999, 1e-8, 0.01, True, 0.5, 2, False, 1.0))
+                (ps, [torch.randn_like(p) for p in ps], state(), state(), state(), steps, None, None, None, None,
+                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, 2, False))

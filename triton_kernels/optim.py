@@ -11,7 +11,9 @@ nor GradScaler's found_inf is read on the host. Math: csrc/include/tricks/optim.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import torch
 import triton
 import triton.language as tl
 
@@ -103,18 +105,26 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
         tl.store(p_ptr + idx, cast_to(p, P_DTYPE), mask=mask)
 
 
-def optim_step(plan, grad_ptrs, found_inf, grad_scale, *, lr, beta1, beta2, eps, p_mul, l2, alpha,
-               lookahead_k, rectify, maximize, p_dtype, m_dtype, s_dtype):
-    """Launch over ``plan`` (tricks_ext.ops.optim.Plan): one program per work-list row."""
+_TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
+
+
+def optim_step(plan, found_inf: Optional[torch.Tensor], grad_scale: Optional[torch.Tensor], group: dict,
+               p_dtype: torch.dtype, m_dtype: torch.dtype, s_dtype: Optional[torch.dtype]) -> None:
+    """One program per row of ``plan.work`` (tricks_ext.ops.optim.Plan); ``group`` holds the
+    hyperparameters; the step counters in ``plan.ptrs`` already count this step."""
+    if plan.n_items == 0:
+        return
+    b1, b2 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    p_mul, l2 = (1.0 - lr * wd, 0.0) if group["decoupled_weight_decay"] else (1.0, wd)
     dummy = plan.work
-    rho_inf = 2.0 / (1.0 - beta2) - 1.0 if beta2 < 1.0 else 0.0
+    ptrs = plan.ptrs
     _optim_step_kernel[(plan.n_items,)](
-        plan.work, plan.p_ptrs, grad_ptrs, plan.m_ptrs, plan.v_ptrs,
-        plan.s_ptrs if plan.s_ptrs is not None else dummy, plan.step_ptrs,
+        plan.work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
         found_inf if found_inf is not None else dummy, grad_scale if grad_scale is not None else dummy,
-        float(lr), float(beta1), float(beta2),
-        math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
-        float(eps), float(p_mul), float(l2), float(alpha), int(lookahead_k or 1), rho_inf,
-        P_DTYPE=p_dtype, M_DTYPE=m_dtype, S_DTYPE=s_dtype, HAS_SLOW=plan.s_ptrs is not None,
-        RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
+        float(lr), float(b1), float(b2), math.log(b1) if b1 > 0 else -math.inf, math.log(b2) if b2 > 0 else -math.inf,
+        float(group["eps"]), float(p_mul), float(l2), float(group["lookahead_alpha"]),
+        int(group["lookahead_k"] or 1), 2.0 / (1.0 - b2) - 1.0,
+        P_DTYPE=_TL[p_dtype], M_DTYPE=_TL[m_dtype], S_DTYPE=_TL[s_dtype or p_dtype], HAS_SLOW=s_dtype is not None,
+        RECTIFY=bool(group["rectify"]), MAXIMIZE=bool(group["maximize"]), HAS_FOUND_INF=found_inf is not None,
         HAS_GRAD_SCALE=grad_scale is not None, BLOCK=BLOCK)

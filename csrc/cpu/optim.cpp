@@ -11,9 +11,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "checks.h"
 #include "cpu/simd.h"
-#include "tricks/optim.h"
+#include "optim.h"
 
 namespace tricks {
 namespace optim {
@@ -28,20 +27,22 @@ struct Item {
 };
 
 template <typename T, typename S>
-inline void run_item(const Item& it, const std::vector<void*>& p_ptr, const std::vector<const void*>& g_ptr,
-              const std::vector<void*>& m_ptr, const std::vector<void*>& v_ptr, const std::vector<void*>& s_ptr,
-              const double* scal, const Hyper<acc_t<T>>& h, acc_t<T> inv_scale) {
+TRICKS_CPU_INLINE void run_item(const Item& it, const Params& q, const Scalars<acc_t<T>>& scalars) {
   using A = acc_t<T>;
-  T* p = static_cast<T*>(p_ptr[it.tensor]) + it.begin;
-  const T* g = static_cast<const T*>(g_ptr[it.tensor]) + it.begin;
-  A* m = static_cast<A*>(m_ptr[it.tensor]) + it.begin;
-  A* v = static_cast<A*>(v_ptr[it.tensor]) + it.begin;
-  S* slow = s_ptr.empty() ? nullptr : static_cast<S*>(s_ptr[it.tensor]) + it.begin;
-  const double* sc = scal + it.tensor * 5;
-  const TensorScalars<A> s{static_cast<A>(sc[0]), static_cast<A>(sc[1]), static_cast<A>(sc[2]), sc[3] != 0.0,
-                           sc[4] != 0.0 && slow != nullptr};
-  const A gmul = h.maximize ? -inv_scale : inv_scale;
-  const Decay<A> d = decay_of(h, s.lr);
+  // Local copies: with a reference into the heap, the compiler must assume the stores through
+  // m/v may change it and reloads it every iteration, which also blocks vectorization (2x).
+  const Scalars<A> s = scalars;
+  const int64_t i = it.tensor;
+  T* p = static_cast<T*>(q.p[i]) + it.begin;
+  const T* g = static_cast<const T*>(q.g[i]) + it.begin;
+  A* m = static_cast<A*>(q.m[i]) + it.begin;
+  A* v = static_cast<A*>(q.v[i]) + it.begin;
+  S* slow = q.s ? static_cast<S*>(q.s[i]) + it.begin : nullptr;
+  const Decay<A> d = decay_of<A>(q);
+  const A inv_scale = q.grad_scale ? A(1) / static_cast<A>(*q.grad_scale) : A(1);
+  const A gmul = q.maximize ? -inv_scale : inv_scale;
+  const A beta1 = static_cast<A>(q.beta1), beta2 = static_cast<A>(q.beta2), eps = static_cast<A>(q.eps);
+  const A alpha = static_cast<A>(q.alpha);
   A mean = 0;
   if (it.gc_row) {
     A part[8] = {};
@@ -62,12 +63,12 @@ inline void run_item(const Item& it, const std::vector<void*>& p_ptr, const std:
     S* __restrict__ sp = slow;
     for (int64_t k = 0; k < it.len; ++k) {
       A mk = mp[k], vk = vp[k];
-      A pk = update<kDenom>(static_cast<A>(pp[k]), static_cast<A>(gp[k]) * gmul - mean, mk, vk, h.beta1, h.beta2,
-                            h.eps, d, s.step_size, s.inv_denom_scale);
+      A pk = update<kDenom>(static_cast<A>(pp[k]), static_cast<A>(gp[k]) * gmul - mean, mk, vk, beta1, beta2, eps, d,
+                            s.step_size, s.inv_denom_scale);
       mp[k] = mk;
       vp[k] = vk;
       if constexpr (kSync) {
-        pk = lookahead(pk, static_cast<A>(sp[k]), h.alpha);
+        pk = lookahead(pk, static_cast<A>(sp[k]), alpha);
         sp[k] = static_cast<S>(pk);
       }
       pp[k] = static_cast<T>(pk);
@@ -82,59 +83,39 @@ inline void run_item(const Item& it, const std::vector<void*>& p_ptr, const std:
   }
 }
 
-struct Pointers {
-  std::vector<void*> p, m, v, s;
-  std::vector<const void*> g;
-};
-
 template <typename T, typename S>
-TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, const Pointers& ptr,
-                                 const double* scal, const Hyper<acc_t<T>>& h, acc_t<T> inv_scale) {
-  for (int64_t j = begin; j < end; ++j) run_item<T, S>(items[j], ptr.p, ptr.g, ptr.m, ptr.v, ptr.s, scal, h, inv_scale);
+TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, const Params& q,
+                                 const Scalars<acc_t<T>>* scalars) {
+  for (int64_t j = begin; j < end; ++j) run_item<T, S>(items[j], q, scalars[items[j].tensor]);
 }
 
 void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList slows, const at::Tensor& scalars, double beta1, double beta2, double eps,
-                    double weight_decay, bool decoupled, double alpha, int64_t gc_min_dim, bool maximize,
-                    double grad_inv_scale) {
+                    at::TensorList slows, at::TensorList steps, const c10::optional<at::Tensor>& work,
+                    const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
+                    const c10::optional<at::Tensor>& grad_scale, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, bool decoupled, double alpha, int64_t lookahead_k, bool rectify,
+                    int64_t gc_min_dim, bool maximize) {
+  (void)work;  // the CPU kernel builds its own work list (cheap on the host)
+  (void)ptrs;
   const int64_t n = static_cast<int64_t>(params.size());
-  TORCH_CHECK(static_cast<int64_t>(grads.size()) == n && static_cast<int64_t>(exp_avgs.size()) == n &&
-                  static_cast<int64_t>(exp_avg_sqs.size()) == n,
-              "optim_step_: params, grads, exp_avgs, exp_avg_sqs must have the same length");
-  TORCH_CHECK(slows.empty() || static_cast<int64_t>(slows.size()) == n, "optim_step_: slows must be empty or one per param");
-  TORCH_CHECK(scalars.scalar_type() == at::kDouble && scalars.is_contiguous() && scalars.dim() == 2 &&
-                  scalars.size(0) == n && scalars.size(1) == 5,
-              "optim_step_: scalars must be a contiguous float64 tensor of shape (", n, ", 5)");
   if (n == 0) return;
-  const auto dtype = params[0].scalar_type();
-  const auto sdt = stats_dtype(params[0]);
-  const bool slow_in_param_dtype = !slows.empty() && slows[0].scalar_type() == dtype && dtype != sdt;
-  Pointers ptr{std::vector<void*>(n), std::vector<void*>(n), std::vector<void*>(n),
-               std::vector<void*>(slows.empty() ? 0 : n), std::vector<const void*>(n)};
-  std::vector<at::Tensor> grad_keep;  // restrided grads, alive until the step ends
+  const c10::Device cpu(c10::kCPU);
+  const auto grads_ok = check_lists(params, grads, exp_avgs, exp_avg_sqs, slows, steps, cpu);
+  if (const float* inf = scalar_ptr(found_inf, "found_inf", cpu); inf && *inf != 0.0f) return;
+  Params q = make_params(params, slows, lr, beta1, beta2, eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize);
+  q.grad_scale = scalar_ptr(grad_scale, "grad_scale", cpu);
+  std::vector<void*> p_ptr(n), m_ptr(n), v_ptr(n), s_ptr(slows.empty() ? 0 : n);
+  std::vector<const void*> g_ptr(n);
+  std::vector<const float*> step_ptr(n);
   std::vector<Item> items;
   for (int64_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
-    TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == dtype, "optim_step_: params must be CPU tensors of one dtype");
-    TORCH_CHECK(is_row_dense(p), "optim_step_: param ", i, " must be contiguous or channels_last, got strides ", p.strides());
-    for (const at::Tensor* t : {&exp_avgs[i], &exp_avg_sqs[i]}) {
-      TORCH_CHECK(t->scalar_type() == sdt && t->strides() == p.strides() && t->sizes() == p.sizes(),
-                  "optim_step_: state of param ", i, " must be ", sdt, " with the param's shape and strides");
-    }
-    if (!slows.empty()) {
-      TORCH_CHECK(slows[i].scalar_type() == (slow_in_param_dtype ? dtype : sdt) && slows[i].strides() == p.strides() &&
-                      slows[i].sizes() == p.sizes(),
-                  "optim_step_: slow weights of param ", i, " must match the param's shape and strides");
-      ptr.s[i] = slows[i].data_ptr();
-    }
-    TORCH_CHECK(grads[i].sizes() == p.sizes() && grads[i].scalar_type() == dtype && !grads[i].is_sparse(),
-                "optim_step_: grad ", i, " must be dense with the param's shape and dtype");
-    const at::Tensor g = grads[i].strides() == p.strides() ? grads[i] : at::empty_like(p).copy_(grads[i]);
-    grad_keep.push_back(g);
-    ptr.p[i] = p.data_ptr();
-    ptr.g[i] = g.data_ptr();
-    ptr.m[i] = exp_avgs[i].data_ptr();
-    ptr.v[i] = exp_avg_sqs[i].data_ptr();
+    p_ptr[i] = p.data_ptr();
+    g_ptr[i] = grads_ok[i].data_ptr();
+    m_ptr[i] = exp_avgs[i].data_ptr();
+    v_ptr[i] = exp_avg_sqs[i].data_ptr();
+    if (!slows.empty()) s_ptr[i] = slows[i].data_ptr();
+    step_ptr[i] = steps[i].data_ptr<float>();
     const int64_t numel = p.numel();
     if (gc_min_dim > 0 && p.dim() > 1 && p.dim() >= gc_min_dim && p.size(0) > 0) {
       const int64_t K = numel / p.size(0);
@@ -143,6 +124,12 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
       for (int64_t b = 0; b < numel; b += kChunk) items.push_back({i, b, std::min(kChunk, numel - b), false});
     }
   }
+  q.p = p_ptr.data();
+  q.g = g_ptr.data();
+  q.m = m_ptr.data();
+  q.v = v_ptr.data();
+  q.s = slows.empty() ? nullptr : s_ptr.data();
+  q.step = step_ptr.data();
   std::vector<int64_t> tasks{0};  // item index where each task starts
   int64_t acc_len = 0;
   for (int64_t j = 0; j < static_cast<int64_t>(items.size()); ++j) {
@@ -153,17 +140,17 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
     }
   }
   if (tasks.back() != static_cast<int64_t>(items.size())) tasks.push_back(static_cast<int64_t>(items.size()));
-  const double* scal = scalars.data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "optim_step_cpu", [&] {
+  const bool slow_in_param_dtype = !slows.empty() && q.slow_dtype == q.dtype && q.dtype != DType::Float32 &&
+                                   q.dtype != DType::Float64;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "optim_step_cpu", [&] {
     using A = acc_t<scalar_t>;
-    const Hyper<A> h{static_cast<A>(beta1), static_cast<A>(beta2), static_cast<A>(eps), static_cast<A>(weight_decay),
-                     static_cast<A>(alpha), decoupled, maximize};
-    const A inv = static_cast<A>(grad_inv_scale);
+    std::vector<Scalars<A>> scalars(n);  // once per tensor, not per GC row
+    for (int64_t i = 0; i < n; ++i) scalars[i] = step_scalars<A>(static_cast<double>(*q.step[i]), q);
     at::parallel_for(0, static_cast<int64_t>(tasks.size()) - 1, 1, [&](int64_t b, int64_t e) {
       if (slow_in_param_dtype)
-        run_items<scalar_t, scalar_t>(items.data(), tasks[b], tasks[e], ptr, scal, h, inv);
+        run_items<scalar_t, scalar_t>(items.data(), tasks[b], tasks[e], q, scalars.data());
       else
-        run_items<scalar_t, A>(items.data(), tasks[b], tasks[e], ptr, scal, h, inv);
+        run_items<scalar_t, A>(items.data(), tasks[b], tasks[e], q, scalars.data());
     });
   });
 }

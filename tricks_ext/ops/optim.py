@@ -4,19 +4,32 @@ share a device and dtype. Signature of every implementation:
 ``group`` is the param group (hyperparameters), ``states`` the per-param state dicts (step is
 counted here), ``grad_scale``/``found_inf`` come from torch.amp.GradScaler (or are None),
 ``cache`` a dict the optimizer keeps for this (group, device, dtype) bucket (launch plans).
+
+Backends: ``torch`` (the reference, one tensor at a time), ``cpu`` and ``cuda``
+(``tricks_ext::optim_step_``, csrc/), ``triton`` (triton_kernels/optim.py). The fused backends
+count steps on the step tensors themselves (``_foreach_add_`` before the kernel, which computes
+its per-step scalars from them; ``_foreach_sub_(found_inf)`` after), so GradScaler's found_inf is
+never read on the host.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend, _ext
 from tricks_ext.ops._common import is_row_dense
-from tricks_ext.reference.optim import optimizer_step, step_scalars
+from tricks_ext.reference.optim import optimizer_step
 
 OP = "optim_step"
+
+# Work-list granularity of the device kernels: a tensor without GC is cut into chunks of CHUNK
+# elements (8 sweeps of a 1024-wide Triton block, 32 of a 256-thread CUDA block: enough work per
+# program to hide the table loads, ~3K programs for a 25M-param model, 20+ per H100 SM). A GC
+# row is one program whatever its length: its mean is reduced in a first sweep and the update
+# sweep re-reads the row from L2.
+CHUNK = 8192
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
@@ -36,58 +49,12 @@ def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor]
                        lookahead_alpha=group["lookahead_alpha"], maximize=group["maximize"])
 
 
-def _step_cpu(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-              grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
-    """tricks_ext::optim_step_ (one fused pass over all tensors). The per-tensor scalars of
-    this step are computed here in float64 (step counters are CPU tensors, as in torch)."""
-    if found_inf is not None and bool(found_inf.item()):
-        return
-    inv_scale = 1.0 if grad_scale is None else 1.0 / float(grad_scale.item())
-    b1, b2 = group["betas"]
-    k = group["lookahead_k"]
-    rows = []
-    for st in states:
-        st["step"] += 1
-        t = int(st["step"].item())
-        step_size, denom_scale = step_scalars(t, group["lr"], b1, b2, group["rectify"])
-        rows.append([step_size, 1.0 if denom_scale is None else 1.0 / denom_scale, group["lr"],
-                     float(denom_scale is not None), float(k is not None and t % k == 0)])
-    scalars = torch.tensor(rows, dtype=torch.float64)
-    slows = [st["slow_buffer"] for st in states] if k is not None else []
-    gc_min_dim = (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
-    torch.ops.tricks_ext.optim_step_(
-        params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states], slows, scalars,
-        b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"], group["lookahead_alpha"],
-        gc_min_dim, group["maximize"], inv_scale)
-
-
-_backend.register(OP, "torch", _step_torch)
-if _ext.HAS_C:
-    @torch.library.register_fake("tricks_ext::optim_step_")
-    def _(params, grads, exp_avgs, exp_avg_sqs, slows, scalars, beta1, beta2, eps, weight_decay, decoupled,
-          alpha, gc_min_dim, maximize, grad_inv_scale) -> None:
-        return None
-
-    _backend.register(OP, "cpu", _step_cpu)
-
-
-# ---- GPU-style backends (triton; cuda): pointer tables + a cached work list -------------------
-
-# Work-list granularity: a tensor without GC is cut into chunks of CHUNK elements (8 sweeps of
-# a 1024-wide Triton block: enough work per program to hide the table loads, and ~3K programs
-# for a 25M-param model, 20+ per SM on an H100). A GC row is one program whatever its length:
-# its mean is reduced in a first sweep and the update sweep re-reads the row from L2.
-CHUNK = 8192
-
-
 class Plan:
-    """Pointer tables and work list for one (device, dtype) bucket, reused while the tensors
-    (params, states, step counters) stay the same; grad pointers are refreshed per step."""
+    """Work list and pointer table of one (device, dtype) bucket, reused while its tensors
+    (params, states, step counters) stay the same; the grad row is refreshed when grads move.
+    ``ptrs`` rows: param, grad, exp_avg, exp_avg_sq, slow (0 without Lookahead), step."""
 
-    def __init__(self, params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int, device: torch.device):
-        def table(ptrs: List[int]) -> Tensor:
-            return torch.tensor(ptrs, dtype=torch.int64).to(device)
-
+    def __init__(self, params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int):
         work: List[int] = []
         for i, p in enumerate(params):
             if gc_min_dim and p.dim() > 1 and p.dim() >= gc_min_dim and p.shape[0] > 0:
@@ -97,16 +64,15 @@ class Plan:
             else:
                 for b in range(0, p.numel(), CHUNK):
                     work += [i, b, min(CHUNK, p.numel() - b), 0]
+        device = params[0].device
         self.n_items = len(work) // 4
-        self.work = table(work) if work else torch.zeros(4, dtype=torch.int64, device=device)
-        self.p_ptrs = table([p.data_ptr() for p in params])
-        self.m_ptrs = table([st["exp_avg"].data_ptr() for st in states])
-        self.v_ptrs = table([st["exp_avg_sq"].data_ptr() for st in states])
-        slows = [st.get("slow_buffer") for st in states]
-        self.s_ptrs = table([s.data_ptr() for s in slows]) if all(s is not None for s in slows) else None
-        self.step_ptrs = table([st["step"].data_ptr() for st in states])
+        self.work = torch.tensor(work, dtype=torch.int64).view(-1, 4).to(device)
+        rows = [[p.data_ptr() for p in params], [0] * len(params),
+                [st["exp_avg"].data_ptr() for st in states], [st["exp_avg_sq"].data_ptr() for st in states],
+                [st["slow_buffer"].data_ptr() if "slow_buffer" in st else 0 for st in states],
+                [st["step"].data_ptr() for st in states]]
+        self.ptrs = torch.tensor(rows, dtype=torch.int64).to(device)
         self.grad_key: tuple = ()
-        self.grad_ptrs: Optional[Tensor] = None
 
     @staticmethod
     def key(params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int) -> tuple:
@@ -115,57 +81,74 @@ class Plan:
              st["slow_buffer"].data_ptr() if "slow_buffer" in st else 0, st["step"].data_ptr())
             for p, st in zip(params, states))
 
-    def grads(self, grads: List[Tensor], device: torch.device) -> Tensor:
+    def set_grads(self, grads: List[Tensor]) -> None:
         key = tuple(g.data_ptr() for g in grads)
         if key != self.grad_key:
-            self.grad_ptrs = torch.tensor(key, dtype=torch.int64).to(device)
+            self.ptrs[1].copy_(torch.tensor(key, dtype=torch.int64))
             self.grad_key = key
-        return self.grad_ptrs
 
 
-def _prepare_device_step(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor],
-                         states: List[Dict[str, Any]], cache: Dict):
-    """Common part of the device backends: step counters on the device (the kernels read them,
-    so no host sync), grads restrided like their params, the cached plan."""
-    device = params[0].device
-    for p, st in zip(params, states):
-        if not is_row_dense(p):
-            raise RuntimeError(f"optimizer: the fused kernels need contiguous or channels_last params, got "
-                               f"shape {tuple(p.shape)} strides {p.stride()}; use backend='torch' for this param")
-        if st["step"].device != device:
-            st["step"] = st["step"].to(device)
-    grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
-    gc_min_dim = (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
-    key = Plan.key(params, states, gc_min_dim)
-    if cache.get("key") != key:
-        cache["key"], cache["plan"] = key, Plan(params, states, gc_min_dim, device)
-    return grads, cache["plan"]
+def _gc_min_dim(group: Dict[str, Any]) -> int:
+    return (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
 
 
-_TL_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float64: "float64"}
+def _fused(launch: Callable, needs_plan: bool) -> Callable:
+    """A fused backend: step counters on the params' device, grads restrided like their params,
+    counts bumped before the kernel and undone on the device when found_inf is set."""
+    def step(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
+             grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
+        device = params[0].device
+        for p, st in zip(params, states):
+            if not is_row_dense(p):
+                raise RuntimeError(f"optimizer: the fused kernels need contiguous or channels_last params, got shape "
+                                   f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
+            if st["step"].device != device:
+                st["step"] = st["step"].to(device)
+        grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
+        plan = None
+        if needs_plan:
+            key = Plan.key(params, states, _gc_min_dim(group))
+            if cache.get("key") != key:
+                cache["key"], cache["plan"] = key, Plan(params, states, _gc_min_dim(group))
+            plan = cache["plan"]
+            plan.set_grads(grads)
+        if found_inf is not None:
+            found_inf = found_inf.to(device=device, dtype=torch.float32)
+        if grad_scale is not None:
+            grad_scale = grad_scale.to(device=device, dtype=torch.float32)
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1)
+        launch(group, params, grads, states, steps, plan, found_inf, grad_scale)
+        if found_inf is not None:
+            torch._foreach_sub_(steps, [found_inf] * len(steps))
+    return step
 
 
-def _step_triton(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                 grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
-    import triton.language as tl
-
-    from tricks_ext.triton_kernels.optim import optim_step
-
-    grads, plan = _prepare_device_step(group, params, grads, states, cache)
-    steps = [st["step"] for st in states]
-    torch._foreach_add_(steps, 1)
+def _launch_cpp(group, params, grads, states, steps, plan, found_inf, grad_scale) -> None:
     b1, b2 = group["betas"]
-    wd, lr = group["weight_decay"], group["lr"]
-    p_mul, l2 = (1.0 - lr * wd, 0.0) if group["decoupled_weight_decay"] else (1.0, wd)
-    slow = states[0].get("slow_buffer")
-    optim_step(plan, plan.grads(grads, params[0].device), found_inf, grad_scale, lr=lr, beta1=b1, beta2=b2,
-               eps=group["eps"], p_mul=p_mul, l2=l2, alpha=group["lookahead_alpha"],
-               lookahead_k=group["lookahead_k"], rectify=group["rectify"], maximize=group["maximize"],
-               p_dtype=getattr(tl, _TL_DTYPES[params[0].dtype]),
-               m_dtype=getattr(tl, _TL_DTYPES[states[0]["exp_avg"].dtype]),
-               s_dtype=getattr(tl, _TL_DTYPES[slow.dtype if slow is not None else params[0].dtype]))
-    if found_inf is not None:  # undo the count on an inf step, on the device
-        torch._foreach_sub_(steps, [found_inf.to(torch.float32)] * len(steps))
+    k = group["lookahead_k"]
+    torch.ops.tricks_ext.optim_step_(
+        params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+        [st["slow_buffer"] for st in states] if k is not None else [], steps,
+        None if plan is None else plan.work, None if plan is None else plan.ptrs, found_inf, grad_scale,
+        group["lr"], b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
+        group["lookahead_alpha"], k or 0, group["rectify"], _gc_min_dim(group), group["maximize"])
 
 
-_backend.register(OP, "triton", _step_triton)
+def _launch_triton(group, params, grads, states, steps, plan, found_inf, grad_scale) -> None:
+    from tricks_ext.triton_kernels.optim import optim_step
+    slow = states[0].get("slow_buffer") if group["lookahead_k"] is not None else None
+    optim_step(plan, found_inf, grad_scale, group, params[0].dtype, states[0]["exp_avg"].dtype,
+               None if slow is None else slow.dtype)
+
+
+_backend.register(OP, "torch", _step_torch)
+_backend.register(OP, "triton", _fused(_launch_triton, needs_plan=True))
+if _ext.HAS_C:
+    @torch.library.register_fake("tricks_ext::optim_step_")
+    def _(params, grads, exp_avgs, exp_avg_sqs, slows, steps, work, ptrs, found_inf, grad_scale, lr, beta1, beta2,
+          eps, weight_decay, decoupled, alpha, lookahead_k, rectify, gc_min_dim, maximize) -> None:
+        return None
+
+    _backend.register(OP, "cpu", _fused(_launch_cpp, needs_plan=False))
+    _backend.register(OP, "cuda", _fused(_launch_cpp, needs_plan=True))
