@@ -339,3 +339,55 @@ def test_opcheck_fused_step():
     run_opcheck(torch.ops.tricks_ext.optim_step_,
                 (ps, [torch.randn_like(p) for p in ps], state(), state(), state(), steps, None, None, None, None,
                  1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, 2, False))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_gc_rows_longer_than_on_chip(backend_device):
+    """Rows past ROW_MAX take the two-level GC path on the device backends; same numbers."""
+    from tricks_ext.ops.optim import ROW_MAX
+    backend, device = backend_device
+    ps = [torch.randn(2, ROW_MAX + 5, device=device, requires_grad=True), torch.randn(3, 4, device=device, requires_grad=True)]
+    ref = [p.detach().clone() for p in ps]
+    opt = Ranger(ps, lr=1e-2, k=2, backend=backend)
+    state = [(torch.zeros_like(p), torch.zeros_like(p), p.clone()) for p in ref]
+    for i in range(3):
+        gs = grads_for(i, ps)
+        for p, g in zip(ps, gs):
+            p.grad = g
+        opt.step()
+        for p, g, (m, v, slow) in zip(ref, gs, state):
+            optimizer_step(p, g, m, v, slow, i + 1, lr=1e-2, beta1=0.95, beta2=0.999, eps=1e-5, weight_decay=0.0,
+                           decoupled_weight_decay=True, rectify=True, gc=True, gc_conv_only=False, lookahead_k=2,
+                           lookahead_alpha=0.5, maximize=False)
+    assert max_rel(ps, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_with_grad_scaler(backend_device):
+    """torch.amp.GradScaler drives the step through grad_scale/found_inf exactly like the
+    unscaled run; an inf gradient skips the step (and the scaler backs off)."""
+    backend, device = backend_device
+    if not hasattr(torch.amp, "GradScaler"):
+        pytest.skip("torch.amp.GradScaler missing")
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    opt_a, opt_b = Ranger(a, backend=backend), Ranger(b, backend=backend)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0 ** 10)
+    for i in range(8):
+        gs = grads_for(i, a)
+        if i == 4:
+            gs[0] = gs[0].clone()
+            gs[0].view(-1)[3] = float("inf")
+        loss_a = sum((p * g).sum() for p, g in zip(a, gs))
+        scaler.scale(loss_a).backward()
+        scaler.step(opt_a)
+        scaler.update()
+        for p in a:
+            p.grad = None
+        if i != 4:
+            for p, g in zip(b, gs):
+                p.grad = g
+            opt_b.step()
+    assert scaler.get_scale() == 2.0 ** 9  # one backoff
+    assert opt_a.state[a[1]]["step"].item() == 7
+    assert max_rel(a, b) <= 1e-6

@@ -20,16 +20,21 @@ from torch import Tensor
 
 from tricks_ext import _backend, _ext
 from tricks_ext.ops._common import is_row_dense
-from tricks_ext.reference.optim import optimizer_step
+from tricks_ext.reference.optim import centralize, optimizer_step
 
 OP = "optim_step"
 
 # Work-list granularity of the device kernels: a tensor without GC is cut into chunks of CHUNK
 # elements (8 sweeps of a 1024-wide Triton block, 32 of a 256-thread CUDA block: enough work per
 # program to hide the table loads, ~3K programs for a 25M-param model, 20+ per H100 SM). A GC
-# row is one program whatever its length: its mean is reduced in a first sweep and the update
-# sweep re-reads the row from L2.
+# row of up to ROW_MAX elements is one program: its mean is reduced in a first sweep and the
+# update sweep re-reads the row from L1/L2 (64 KiB of fp32 at most), so GC costs no DRAM pass.
+# Longer rows would serialize on one SM; they take the two-level path instead: their grads are
+# centralized by a separate torch reduction before the launch (one extra read and write of
+# those grads only), then they are chunked like tensors without GC. No ResNet/ViT/GPT-2 weight
+# has rows that long (the widest is 4608 = 512x3x3).
 CHUNK = 8192
+ROW_MAX = 16384
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
@@ -56,8 +61,11 @@ class Plan:
 
     def __init__(self, params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int):
         work: List[int] = []
+        self.long_rows: List[int] = []  # tensors whose GC rows take the two-level path
         for i, p in enumerate(params):
-            if gc_min_dim and p.dim() > 1 and p.dim() >= gc_min_dim and p.shape[0] > 0:
+            if _centralized(p, gc_min_dim) and p.numel() // p.shape[0] > ROW_MAX:
+                self.long_rows.append(i)
+            if _centralized(p, gc_min_dim) and i not in self.long_rows:
                 row = p.numel() // p.shape[0]
                 for r in range(p.shape[0]):
                     work += [i, r * row, row, 1]
@@ -92,6 +100,10 @@ def _gc_min_dim(group: Dict[str, Any]) -> int:
     return (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
 
 
+def _centralized(p: Tensor, gc_min_dim: int) -> bool:
+    return bool(gc_min_dim) and p.dim() > 1 and p.dim() >= gc_min_dim and p.shape[0] > 0
+
+
 def _fused(launch: Callable, needs_plan: bool) -> Callable:
     """A fused backend: step counters on the params' device, grads restrided like their params,
     counts bumped before the kernel and undone on the device when found_inf is set."""
@@ -111,6 +123,8 @@ def _fused(launch: Callable, needs_plan: bool) -> Callable:
             if cache.get("key") != key:
                 cache["key"], cache["plan"] = key, Plan(params, states, _gc_min_dim(group))
             plan = cache["plan"]
+            for i in plan.long_rows:  # two-level GC path (see ROW_MAX); linear, so before scaling is fine
+                grads[i] = centralize(grads[i].to(torch.float32)).to(grads[i].dtype)
             plan.set_grads(grads)
         if found_inf is not None:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
