@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu/simd.h"
 #include "weight_standardize.h"
 
 namespace tricks {
@@ -14,7 +15,7 @@ namespace {
 constexpr int kLanes = 8;
 
 template <typename T, typename A, typename F>
-A row_sum(const T* x, int64_t K, F&& f) {
+TRICKS_CPU_INLINE A row_sum(const T* x, int64_t K, F&& f) {
   A part[kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= K; k += kLanes)
@@ -29,7 +30,7 @@ A row_sum(const T* x, int64_t K, F&& f) {
 int64_t grain(int64_t K) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)); }
 
 template <typename T>
-void fwd_kernel(const Params& p) {
+TRICKS_CPU_CLONES void fwd_rows(const Params& p, int64_t begin, int64_t end) {
   using A = acc_t<T>;
   const T* w = static_cast<const T*>(p.w);
   T* out = static_cast<T*>(p.out);
@@ -37,24 +38,27 @@ void fwd_kernel(const Params& p) {
   A* mean_out = static_cast<A*>(p.mean);
   A* rstd_out = static_cast<A*>(p.rstd);
   const int64_t K = p.K;
-  at::parallel_for(0, p.rows, grain(K), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* x = w + r * K;
-      const A pivot = K > 0 ? static_cast<A>(x[0]) : A(0);
-      const A mean = shifted_mean(pivot, row_sum<T, A>(x, K, [pivot](A v, int64_t) { return v - pivot; }), K);
-      const A sq = row_sum<T, A>(x, K, [mean](A v, int64_t) { return (v - mean) * (v - mean); });
-      const A rstd = rstd_of(sq, K, static_cast<A>(p.eps));
-      const A a = gain_of(gain, r);
-      T* y = out + r * K;
-      for (int64_t k = 0; k < K; ++k) y[k] = static_cast<T>(forward(static_cast<A>(x[k]), mean, rstd, a));
-      mean_out[r] = mean;
-      rstd_out[r] = rstd;
-    }
-  });
+  for (int64_t r = begin; r < end; ++r) {
+    const T* x = w + r * K;
+    const A pivot = K > 0 ? static_cast<A>(x[0]) : A(0);
+    const A mean = shifted_mean(pivot, row_sum<T, A>(x, K, [pivot](A v, int64_t) { return v - pivot; }), K);
+    const A sq = row_sum<T, A>(x, K, [mean](A v, int64_t) { return (v - mean) * (v - mean); });
+    const A rstd = rstd_of(sq, K, static_cast<A>(p.eps));
+    const A a = gain_of(gain, r);
+    T* y = out + r * K;
+    for (int64_t k = 0; k < K; ++k) y[k] = static_cast<T>(forward(static_cast<A>(x[k]), mean, rstd, a));
+    mean_out[r] = mean;
+    rstd_out[r] = rstd;
+  }
 }
 
 template <typename T>
-void bwd_kernel(const BwdParams& p) {
+void fwd_kernel(const Params& p) {
+  at::parallel_for(0, p.rows, grain(p.K), [&](int64_t begin, int64_t end) { fwd_rows<T>(p, begin, end); });
+}
+
+template <typename T>
+TRICKS_CPU_CLONES void bwd_rows(const BwdParams& p, int64_t begin, int64_t end) {
   using A = acc_t<T>;
   const T* go = static_cast<const T*>(p.grad_out);
   const T* w = static_cast<const T*>(p.w);
@@ -64,21 +68,24 @@ void bwd_kernel(const BwdParams& p) {
   T* gw = static_cast<T*>(p.grad_w);
   A* gg = static_cast<A*>(p.grad_gain);
   const int64_t K = p.K;
-  at::parallel_for(0, p.rows, grain(K), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T* g = go + r * K;
-      const T* x = w + r * K;
-      const A m = mean[r], rs = rstd[r];
-      const A s1 = row_sum<T, A>(g, K, [](A v, int64_t) { return v; });
-      const A s2 = row_sum<T, A>(g, K, [&](A v, int64_t k) { return v * (static_cast<A>(x[k]) - m) * rs; });
-      const A a = gain_of(gain, r);
-      const A s1k = mean_of(s1, K), s2k = mean_of(s2, K);
-      T* d = gw + r * K;
-      for (int64_t k = 0; k < K; ++k)
-        d[k] = static_cast<T>(backward(static_cast<A>(g[k]), static_cast<A>(x[k]), m, rs, a, s1k, s2k));
-      gg[r] = s2;
-    }
-  });
+  for (int64_t r = begin; r < end; ++r) {
+    const T* g = go + r * K;
+    const T* x = w + r * K;
+    const A m = mean[r], rs = rstd[r];
+    const A s1 = row_sum<T, A>(g, K, [](A v, int64_t) { return v; });
+    const A s2 = row_sum<T, A>(g, K, [&](A v, int64_t k) { return v * (static_cast<A>(x[k]) - m) * rs; });
+    const A a = gain_of(gain, r);
+    const A s1k = mean_of(s1, K), s2k = mean_of(s2, K);
+    T* d = gw + r * K;
+    for (int64_t k = 0; k < K; ++k)
+      d[k] = static_cast<T>(backward(static_cast<A>(g[k]), static_cast<A>(x[k]), m, rs, a, s1k, s2k));
+    gg[r] = s2;
+  }
+}
+
+template <typename T>
+void bwd_kernel(const BwdParams& p) {
+  at::parallel_for(0, p.rows, grain(p.K), [&](int64_t begin, int64_t end) { bwd_rows<T>(p, begin, end); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cpu(const at::Tensor& w, const c10::optional<at::Tensor>& gain,
