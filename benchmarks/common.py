@@ -48,21 +48,33 @@ def sync(device: torch.device) -> None:
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, quick: bool = False) -> float:
-    """Median time of one call in ms: triton.testing.do_bench on CUDA (L2 flushed between
-    calls), else a monotonic clock over repeated calls after warm-up."""
+    """Median time of one call in ms."""
+    return time_all_ms([fn], device, quick)[0]
+
+
+def time_all_ms(fns: List[Callable[[], object]], device: torch.device, quick: bool = False) -> List[float]:
+    """Median time of one call of each fn, in ms. CUDA: triton.testing.do_bench per fn (L2
+    flushed between calls). CPU: a monotonic clock over rounds that call every fn once in turn,
+    after warm-up, so that the machine's drift (timings on a shared host move by 30 % from one
+    minute to the next) hits all providers of a case alike and their ratios hold."""
     if device.type == "cuda":
         from triton.testing import do_bench
-        return float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 100, return_mode="median"))
-    budget = 0.2 if quick else 1.0
-    for _ in range(2):
+        return [float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 100, return_mode="median"))
+                for fn in fns]
+    budget = (0.2 if quick else 1.0) * len(fns)
+    for fn in fns:
         fn()
-    times: List[float] = []
+        fn()
+    times: List[List[float]] = [[] for _ in fns]
     start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 200):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    rounds = 0
+    while rounds < 5 or (time.perf_counter() - start < budget and rounds < 200):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        rounds += 1
+    return [statistics.median(ts) * 1e3 for ts in times]
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.common import ROOT, Unavailable, copy_bandwidth_gbps, dtype_name, environment, peak_memory_mb, slug, time_ms
+from benchmarks.common import ROOT, Unavailable, copy_bandwidth_gbps, dtype_name, environment, peak_memory_mb, slug, time_all_ms
 
 CSV_FIELDS = ["date", "commit", "device", "torch", "triton", "op", "case", "dtype", "mode", "provider",
               "time_ms", "gbps", "pct_of_copy_bw", "floor_bytes", "copy_bw_gbps", "peak_mb", "quick"]
@@ -33,32 +33,36 @@ def run_op(op: str, device: torch.device, quick: bool, copy_bw: float, env: Dict
     providers = module.providers(device)
     rows: List[Dict] = []
     skipped: Dict[str, str] = {}
-    total = len(cases) * len(providers)
     for ci, case in enumerate(cases):
-        for pi, prov in enumerate(providers):
-            step = ci * len(providers) + pi + 1
-            label = f"[{op} {step}/{total}] {case.name} {dtype_name(case.dtype)} {case.mode} {prov.name}"
+        label = f"[{op} {ci + 1}/{len(cases)}] {case.name} {dtype_name(case.dtype)} {case.mode}"
+        ready = []
+        for prov in providers:
             if prov.name in skipped:
                 continue
             try:
-                fn = prov.setup(case, device)
-                ms = time_ms(fn, device, quick)
-                peak = peak_memory_mb(fn, device)
+                ready.append((prov, prov.setup(case, device)))
             except Unavailable as exc:
                 skipped[prov.name] = str(exc)
-                print(f"{label}: skipped ({exc})", flush=True)
-                continue
+                print(f"{label} {prov.name}: skipped ({exc})", flush=True)
             except Exception as exc:  # a failing provider must not hide the others' numbers
-                print(f"{label}: FAILED {type(exc).__name__}: {exc}", flush=True)
+                print(f"{label} {prov.name}: FAILED {type(exc).__name__}: {exc}", flush=True)
                 traceback.print_exc(limit=3)
-                continue
+        try:
+            times = time_all_ms([fn for _, fn in ready], device, quick)
+        except Exception as exc:
+            print(f"{label}: timing FAILED {type(exc).__name__}: {exc}", flush=True)
+            traceback.print_exc(limit=3)
+            continue
+        for (prov, fn), ms in zip(ready, times):
+            peak = peak_memory_mb(fn, device)
             gbps = case.floor_bytes / (ms * 1e-3) / 1e9
-            print(f"{label}: {ms:.4f} ms, {gbps:.1f} GB/s", flush=True)
+            print(f"{label} {prov.name}: {ms:.4f} ms, {gbps:.1f} GB/s", flush=True)
             rows.append(dict(env, op=op, case=case.name, dtype=dtype_name(case.dtype), mode=case.mode,
                              provider=prov.name, time_ms=f"{ms:.6f}", gbps=f"{gbps:.2f}",
                              pct_of_copy_bw=f"{100 * gbps / copy_bw:.1f}", floor_bytes=case.floor_bytes,
                              copy_bw_gbps=f"{copy_bw:.1f}", peak_mb="" if peak is None else f"{peak:.2f}",
                              quick=int(quick), ours=prov.ours))
+        del ready
     return rows
 
 

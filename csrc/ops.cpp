@@ -37,6 +37,10 @@ TORCH_LIBRARY(tricks_ext, m) {
         "Tensor(d!)[] slows, Tensor[] steps, Tensor? work, Tensor? ptrs, Tensor? found_inf, Tensor? grad_scale, "
         "float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, float alpha, "
         "int lookahead_k, bool rectify, int gc_min_dim, bool maximize) -> ()");
+
+  // The dropout family's counter-based stream (csrc/include/tricks/philox.h): fills `out`
+  // (contiguous float32) with u of elements 0..numel-1 of (seed, offset); seed, offset >= 0.
+  m.def("philox_uniform_(Tensor(a!) out, int seed, int offset) -> ()");
 }
 
 extern "C" PyObject* PyInit__C(void) {
