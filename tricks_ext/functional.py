@@ -13,7 +13,7 @@ from tricks_ext import _backend
 from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
-__all__ = ["weight_standardize", "centralize_gradients_"]
+__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "draw_seed_offset"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -70,3 +70,35 @@ def centralize_gradients_(params_or_grads: Union[Tensor, Iterable[Tensor]], conv
             raise RuntimeError("centralize_gradients_: sparse gradients are not supported")
         check_float_tensor("centralize_gradients_", "gradient", g)
         g.copy_(centralize(g.to(torch.float64 if g.dtype == torch.float64 else torch.float32), conv_only))
+
+
+def draw_seed_offset(device: torch.device, generator: Optional[torch.Generator] = None) -> Tensor:
+    """A fresh (seed, offset) pair for the dropout family, drawn from torch's generator (so
+    ``torch.manual_seed`` makes runs reproducible) as an int64 tensor on ``device``: for CUDA
+    from the device generator, without a host round trip."""
+    return torch.randint(0, 2 ** 62, (2,), dtype=torch.int64, device=device, generator=generator)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optional[torch.Generator] = None,
+            seed_offset: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """Dropout whose mask is regenerated in backward from a (seed, offset) pair, never stored.
+
+    Same distribution as ``torch.nn.functional.dropout`` (each element kept with probability
+    1 - p, kept ones scaled by 1 / (1 - p)), and the same mask on every backend and device for
+    the same ``seed_offset`` (Philox4x32-10 as Triton's ``tl.randint4x``). ``p == 0`` and
+    ``training=False`` return ``x`` itself; ``p == 1`` gives zeros. Any shape and strides (the
+    mask follows the contiguous element order). ``seed_offset``: an int64 tensor (seed, offset)
+    on x's device, drawn with :func:`draw_seed_offset` when None.
+    """
+    op = "dropout"
+    check_float_tensor(op, "x", x)
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    if seed_offset is None:
+        seed_offset = draw_seed_offset(x.device, generator)
+    elif not (isinstance(seed_offset, Tensor) and seed_offset.dtype == torch.int64 and seed_offset.numel() == 2):
+        raise ValueError(f"{op}: seed_offset must be an int64 tensor of 2 elements (seed, offset)")
+    check_same_device(op, "seed_offset", seed_offset, x, "x")
+    return _backend.implementation(op, x.device, backend)(x, seed_offset.reshape(2).contiguous(), float(p))

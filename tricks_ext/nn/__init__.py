@@ -1,1 +1,4 @@
-"""Modules built on tricks_ext.functional (WSConv2d, EvoNormS0, Dropout, DropPath, ...)."""
+"""Modules built on tricks_ext.functional."""
+from tricks_ext.nn.dropout import Dropout
+
+__all__ = ["Dropout"]

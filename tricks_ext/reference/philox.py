@@ -8,7 +8,7 @@ into 16-bit halves so that no intermediate leaves the int64 range.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Union
 
 import torch
 from torch import Tensor
@@ -29,18 +29,21 @@ def _mul_lo_hi(a: int, b: Tensor):
     return lo, hi
 
 
-def philox4x32_10(seed: int, counter: Tensor) -> List[Tensor]:
+Seed = Union[int, Tensor]  # a Python int, or an int64 0-d tensor (traceable by torch.compile)
+
+
+def philox4x32_10(seed: Seed, counter: Tensor) -> List[Tensor]:
     """The four uint32 output words (as int64 tensors) for each int64 ``counter``:
     Philox on counter words (counter & 0xffffffff, counter >> 32, 0, 0) and key words
     (seed & 0xffffffff, seed >> 32), as Triton's randint4x."""
-    if not 0 <= seed < 2 ** 64:
+    if isinstance(seed, int) and not 0 <= seed < 2 ** 64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     counter = counter.to(torch.int64)
     zero = torch.zeros_like(counter)
     return philox_rounds([counter & _M32, (counter >> 32) & _M32, zero, zero], seed & _M32, (seed >> 32) & _M32)
 
 
-def philox_rounds(c: List[Tensor], k0: int, k1: int) -> List[Tensor]:
+def philox_rounds(c: List[Tensor], k0: Seed, k1: Seed) -> List[Tensor]:
     """Ten Philox4x32 rounds on counter words ``c`` (uint32 values in int64) with key (k0, k1)."""
     c0, c1, c2, c3 = c
     for _ in range(10):
@@ -58,13 +61,13 @@ def to_uniform(word: Tensor) -> Tensor:
     return x.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
-def uniform(seed: int, offset: int, numel: int, device: torch.device = torch.device("cpu")) -> Tensor:
+def uniform(seed: Seed, offset: Seed, numel: int, device: torch.device = torch.device("cpu")) -> Tensor:
     """u for elements 0..numel-1 of the stream (seed, offset), fp32."""
     index = torch.arange(numel, dtype=torch.int64, device=device)
     words = torch.stack(philox4x32_10(seed, offset + index // 4), dim=-1)
     return to_uniform(words.gather(-1, (index % 4).unsqueeze(-1)).squeeze(-1))
 
 
-def keep_mask(seed: int, offset: int, numel: int, p: float, device: torch.device = torch.device("cpu")) -> Tensor:
+def keep_mask(seed: Seed, offset: Seed, numel: int, p: float, device: torch.device = torch.device("cpu")) -> Tensor:
     """Boolean keep mask of the dropout family: u >= p."""
     return uniform(seed, offset, numel, device) >= p

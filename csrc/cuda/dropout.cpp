@@ -1,0 +1,23 @@
+// Dropout with a regenerated mask, CUDA bindings.
+#include <torch/library.h>
+
+#include "cuda/dropout_kernel.h"
+#include "cuda/stream.h"
+#include "dropout.h"
+
+namespace tricks {
+namespace dropout {
+namespace {
+
+at::Tensor dropout_apply_cuda(const at::Tensor& x, const at::Tensor& seed_offset, double p, double scale) {
+  c10::DeviceGuard guard(x.device());
+  auto r = prepare(x, seed_offset, p, scale);
+  check_launch(launch_apply_cuda(r.p, current_cuda_stream(x)), "dropout_apply");
+  return r.y;
+}
+
+}  // namespace
+}  // namespace dropout
+}  // namespace tricks
+
+TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) { m.impl("dropout_apply", &tricks::dropout::dropout_apply_cuda); }

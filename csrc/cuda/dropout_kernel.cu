@@ -1,0 +1,45 @@
+// Dropout with a regenerated mask, CUDA: each thread draws one Philox block of 4 words for 4
+// consecutive elements (the stream layout of tricks/philox.h). Seed and offset are read from
+// device memory, so a captured CUDA graph replays with whatever the tensor holds.
+#include <cuda_runtime.h>
+
+#include "dropout_kernel.h"
+#include "dtype.cuh"
+
+namespace tricks {
+namespace dropout {
+namespace {
+
+constexpr int kBlock = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
+  using A = acc_t<T>;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (4 * g >= q.n) return;
+  const T* x = static_cast<const T*>(q.x);
+  T* y = static_cast<T*>(q.y);
+  const philox::Words w = philox::philox4x32_10(static_cast<uint64_t>(q.seed_offset[0]),
+                                                static_cast<uint64_t>(q.seed_offset[1]) + static_cast<uint64_t>(g));
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = 4 * g + j;
+    if (i < q.n) y[i] = from_acc<T>(apply(to_acc<A>(x[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale));
+  }
+}
+
+}  // namespace
+
+const char* launch_apply_cuda(const Params& q, void* stream) {
+  if (q.n == 0) return nullptr;
+  const int64_t groups = (q.n + 3) / 4;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    apply_kernel<T><<<(groups + kBlock - 1) / kBlock, kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+}  // namespace dropout
+}  // namespace tricks

@@ -1,0 +1,30 @@
+// Validation and allocation for dropout_apply, shared by the CPU and CUDA bindings.
+#pragma once
+
+#include "checks.h"
+#include "tricks/dropout.h"
+
+namespace tricks {
+namespace dropout {
+
+struct Prepared {
+  Params p;
+  at::Tensor y;
+};
+
+inline Prepared prepare(const at::Tensor& x, const at::Tensor& seed_offset, double p, double scale) {
+  const DType dtype = to_dtype(x, "x");
+  TORCH_CHECK(x.is_contiguous(), "dropout_apply: x must be contiguous (call .contiguous() first)");
+  check_same_device(x, "x", seed_offset, "seed_offset");
+  TORCH_CHECK(seed_offset.scalar_type() == at::kLong && seed_offset.numel() == 2 && seed_offset.is_contiguous(),
+              "dropout_apply: seed_offset must be a contiguous int64 tensor of 2 elements (seed, offset)");
+  TORCH_CHECK(p >= 0.0 && p <= 1.0, "dropout_apply: p must be in [0, 1], got ", p);
+  Prepared r;
+  r.y = at::empty_like(x);
+  r.p = Params{x.data_ptr(), r.y.data_ptr(), seed_offset.data_ptr<int64_t>(), x.numel(), static_cast<float>(p),
+               static_cast<float>(scale), dtype};
+  return r;
+}
+
+}  // namespace dropout
+}  // namespace tricks

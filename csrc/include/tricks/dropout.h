@@ -1,0 +1,33 @@
+// Dropout math shared by the CPU and CUDA kernels: element i of x is kept iff
+// u_i >= p and p < 1 (u from the Philox stream, tricks/philox.h), and scaled by
+// scale = fp32(1 / (1 - p)), computed once on the host so every backend multiplies by the
+// same fp32 number and outputs agree bit for bit. p == 1 drops everything (no inf * 0).
+#pragma once
+
+#include "tricks/common.h"
+#include "tricks/philox.h"
+
+namespace tricks {
+namespace dropout {
+
+struct Params {
+  const void* x;
+  void* y;
+  const int64_t* seed_offset;  // [2]: seed, offset (device memory for CUDA, host for CPU)
+  int64_t n;
+  float p;
+  float scale;
+  DType dtype;
+};
+
+TRICKS_HD bool keep(float u, float p) {
+  return p < 1.0f && u >= p;
+}
+
+template <typename A>
+TRICKS_HD A apply(A x, bool kept, float scale) {
+  return kept ? x * static_cast<A>(scale) : A(0);
+}
+
+}  // namespace dropout
+}  // namespace tricks

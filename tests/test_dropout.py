@@ -1,0 +1,148 @@
+"""dropout on every backend: the reference's mask bit for bit, regenerated (not stored) in
+backward, the right statistics, identities, errors."""
+import pytest
+import torch
+
+import tricks_ext
+from helpers import backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
+from tricks_ext import functional as F
+from tricks_ext.reference.dropout import dropout as reference
+
+OP = "dropout"
+BACKENDS = backend_params(OP)
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+SHAPES = [(3, 5, 7), (1,), (1001,), (64, 33), (2, 1, 4, 4)]
+SEED, OFFSET = 2 ** 40 + 11, 77
+
+
+def so(device):
+    return torch.tensor([SEED, OFFSET], device=device)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bit_identical_to_reference(backend_device, dtype, shape):
+    backend, device = backend_device
+    x = torch.randn(shape, device=device).to(dtype).requires_grad_(True)
+    y = F.dropout(x, 0.3, seed_offset=so(device), backend=backend)
+    expected = reference(x.detach(), 0.3, SEED, OFFSET)
+    assert torch.equal(y, expected)
+    grad = torch.randn(shape, device=device).to(dtype)
+    y.backward(grad)
+    assert torch.equal(x.grad, reference(grad, 0.3, SEED, OFFSET))  # same mask in backward
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_non_contiguous_input_follows_contiguous_order(backend_device):
+    backend, device = backend_device
+    x = torch.randn(6, 9, device=device).t()
+    y = F.dropout(x, 0.5, seed_offset=so(device), backend=backend)
+    assert torch.equal(y, reference(x.contiguous(), 0.5, SEED, OFFSET))
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+def test_no_mask_is_saved_for_backward(backend_device):
+    """The kernels keep nothing but (seed, offset); the torch backend is the plain reference,
+    whose torch.where saves its mask like any eager chain."""
+    backend, device = backend_device
+    x = torch.randn(256, 64, device=device, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        y = F.dropout(x, 0.2, backend=backend)
+    y.sum().backward()
+    assert sum(saved) <= 16, f"saved {saved} bytes; only the int64 (seed, offset) pair may be kept"
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_keep_rate_and_scale(backend_device):
+    backend, device = backend_device
+    x = torch.ones(200_000, device=device)
+    for p in (0.1, 0.5, 0.9):
+        y = F.dropout(x, p, backend=backend)
+        kept = (y != 0).double().mean().item()
+        sd = ((1 - p) * p / x.numel()) ** 0.5
+        assert abs(kept - (1 - p)) < 6 * sd, (p, kept)
+        assert torch.allclose(y[y != 0], torch.full((), 1 / (1 - p), device=device))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_seeds(backend_device):
+    backend, device = backend_device
+    x = torch.randn(4096, device=device)
+    torch.manual_seed(5)
+    a = F.dropout(x, 0.5, backend=backend)
+    torch.manual_seed(5)
+    b = F.dropout(x, 0.5, backend=backend)
+    c = F.dropout(x, 0.5, backend=backend)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    other = F.dropout(x, 0.5, seed_offset=torch.tensor([SEED, OFFSET + 1], device=device), backend=backend)
+    assert not torch.equal(other, F.dropout(x, 0.5, seed_offset=so(device), backend=backend))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_identities(backend_device):
+    backend, device = backend_device
+    x = torch.randn(33, 7, device=device, requires_grad=True)
+    assert F.dropout(x, 0.0, backend=backend) is x
+    assert F.dropout(x, 0.7, training=False, backend=backend) is x
+    y = F.dropout(x, 1.0, backend=backend)
+    assert torch.equal(y, torch.zeros_like(y))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    assert F.dropout(torch.empty(0, 3, device=device), 0.5, backend=backend).shape == (0, 3)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_gradcheck_fp64(backend_device):
+    backend, device = backend_device
+    x = torch.randn(5, 6, device=device, dtype=torch.float64, requires_grad=True)
+    run_gradcheck(lambda t: F.dropout(t, 0.4, seed_offset=so(device), backend=backend), (x,))
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+def test_opcheck(backend_device):
+    backend, device = backend_device
+    op = torch.ops.tricks_ext.dropout_apply_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
+        run_opcheck(op, (x, so(device), 0.25, 1 / 0.75))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_compile_fullgraph(backend_device):
+    backend, device = backend_device
+    x = torch.randn(9, 13, device=device, requires_grad=True)
+    seed_offset = so(device)
+
+    def fn(t):
+        return F.dropout(t * 2.0, 0.3, seed_offset=seed_offset, backend=backend)
+
+    eager, compiled = run_compiled(fn, x)
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e, c)
+
+
+def test_module():
+    m = tricks_ext.nn.Dropout(0.25)
+    x = torch.randn(1000)
+    assert m.eval()(x) is x
+    y = m.train()(x)
+    assert 0.15 < (y == 0).float().mean() < 0.35
+    expect_error(ValueError, lambda: tricks_ext.nn.Dropout(1.5), "p", "1.5")
+
+
+class TestBadInput:
+    def test_p_out_of_range(self):
+        expect_error(ValueError, lambda: F.dropout(torch.randn(3), -0.1), "p", "-0.1")
+        expect_error(ValueError, lambda: F.dropout(torch.randn(3), 1.1), "p", "1.1")
+
+    def test_integer_input(self):
+        expect_error(TypeError, lambda: F.dropout(torch.ones(3, dtype=torch.int32), 0.5), "x", "int32")
+
+    def test_bad_seed_offset(self):
+        expect_error(ValueError, lambda: F.dropout(torch.randn(3), 0.5, seed_offset=torch.tensor([1.0, 2.0])),
+                     "seed_offset", "int64")
+        expect_error(RuntimeError, lambda: F.dropout(torch.randn(3, device="meta"), 0.5, seed_offset=torch.tensor([1, 2])),
+                     "seed_offset", "meta")
