@@ -3,28 +3,58 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu/simd.h"
 #include "dropout.h"
 
 namespace tricks {
 namespace dropout {
 namespace {
 
+constexpr int64_t kBatch = 64;  // Philox blocks drawn per batch: 256 elements
+
+// Philox for kBatch consecutive counters into structure-of-arrays words, a loop GCC vectorizes
+// (independent counters, rounds unrolled, 32x32->64 multiplies as vpmuludq); then the elements.
 template <typename T>
-void apply_kernel(const Params& q) {
+TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
   using A = acc_t<T>;
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
   const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
-  const int64_t groups = (q.n + 3) / 4;
-  at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) {
-    for (int64_t g = b; g < e; ++g) {
-      const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(g));
-      for (int j = 0; j < 4 && 4 * g + j < q.n; ++j) {
-        const int64_t i = 4 * g + j;
-        y[i] = static_cast<T>(apply(static_cast<A>(x[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale));
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  alignas(64) uint32_t words[4][kBatch];
+  for (int64_t gb = g0; gb < g1; gb += kBatch) {
+    const int64_t ng = std::min<int64_t>(kBatch, g1 - gb);
+    for (int64_t t = 0; t < ng; ++t) {
+      const uint64_t ctr = offset + static_cast<uint64_t>(gb + t);
+      uint32_t c0 = static_cast<uint32_t>(ctr), c1 = static_cast<uint32_t>(ctr >> 32), c2 = 0, c3 = 0;
+      uint32_t a = k0, b = k1;
+#pragma GCC unroll 10
+      for (int r = 0; r < 10; ++r) philox::round(c0, c1, c2, c3, a, b);
+      words[0][t] = c0;
+      words[1][t] = c1;
+      words[2][t] = c2;
+      words[3][t] = c3;
+    }
+    const int64_t base = 4 * gb;
+    if (base + 4 * ng <= q.n) {  // whole groups: word j of group t is element 4t + j
+      for (int64_t t = 0; t < ng; ++t)
+        for (int j = 0; j < 4; ++j) {
+          const bool kept = keep(philox::to_uniform(words[j][t]), q.p);
+          y[base + 4 * t + j] = static_cast<T>(apply(static_cast<A>(x[base + 4 * t + j]), kept, q.scale));
+        }
+    } else {
+      for (int64_t e = 0; e < q.n - base; ++e) {
+        const bool kept = keep(philox::to_uniform(words[e % 4][e / 4]), q.p);
+        y[base + e] = static_cast<T>(apply(static_cast<A>(x[base + e]), kept, q.scale));
       }
     }
-  });
+  }
+}
+
+template <typename T>
+void apply_kernel(const Params& q) {
+  const int64_t groups = (q.n + 3) / 4;
+  at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_groups<T>(q, b, e); });
 }
 
 at::Tensor dropout_apply_cpu(const at::Tensor& x, const at::Tensor& seed_offset, double p, double scale) {

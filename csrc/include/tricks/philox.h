@@ -23,18 +23,21 @@ TRICKS_HD uint32_t mulhi(uint32_t a, uint32_t b) {
   return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
 }
 
+// One Philox4x32 round and key bump, in place.
+TRICKS_HD void round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t& k0, uint32_t& k1) {
+  const uint32_t a0 = c0, a2 = c2;
+  c0 = mulhi(0xCD9E8D57u, a2) ^ c1 ^ k0;
+  c2 = mulhi(0xD2511F53u, a0) ^ c3 ^ k1;
+  c1 = 0xCD9E8D57u * a2;
+  c3 = 0xD2511F53u * a0;
+  k0 += 0x9E3779B9u;
+  k1 += 0xBB67AE85u;
+}
+
 TRICKS_HD Words philox4x32_10(uint64_t seed, uint64_t counter) {
   uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    const uint32_t a0 = c0, a2 = c2;
-    c0 = mulhi(0xCD9E8D57u, a2) ^ c1 ^ k0;
-    c2 = mulhi(0xD2511F53u, a0) ^ c3 ^ k1;
-    c1 = 0xCD9E8D57u * a2;
-    c3 = 0xD2511F53u * a0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
+  for (int r = 0; r < 10; ++r) round(c0, c1, c2, c3, k0, k1);
   return Words{{c0, c1, c2, c3}};
 }
 
