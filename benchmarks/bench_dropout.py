@@ -10,8 +10,7 @@ from typing import List
 import torch
 import torch.nn.functional as TF
 
-from benchmarks.common import Case, Provider, Unavailable
-from tricks_ext import _backend
+from benchmarks.common import Case, Provider, ours, unary_runner
 from tricks_ext import functional as F
 
 OP = "dropout"
@@ -31,26 +30,11 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
     return out
 
 
-def _runner(fn):
-    def setup(case: Case, device: torch.device):
-        x = torch.randn(case.params["shape"], device=device).to(case.dtype)
-        if case.mode == "fwd":
-            return lambda: fn(x)
-        x.requires_grad_(True)
-        grad = torch.randn(case.params["shape"], device=device).to(case.dtype)
-        return lambda: torch.autograd.grad(fn(x), x, grad)
-    return setup
+_runner = unary_runner
 
 
 def _ours(backend: str) -> Provider:
-    def setup(case: Case, device: torch.device):
-        reason = _backend.unavailable_reason(backend, device, OP)
-        if reason is not None:
-            raise Unavailable(reason)
-        if backend == "triton" and device.type != "cuda":
-            raise Unavailable("Triton is timed only on CUDA")
-        return _runner(lambda x: F.dropout(x, P, backend=backend))(case, device)
-    return Provider(f"tricks_ext:{backend}", setup, ours=True)
+    return ours(OP, backend, lambda b: _runner(lambda x: F.dropout(x, P, backend=b)))
 
 
 def _torch_compiled(case: Case, device: torch.device):

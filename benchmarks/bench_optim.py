@@ -12,8 +12,7 @@ from typing import List, Tuple
 
 import torch
 
-from benchmarks.common import Case, Provider, Unavailable
-from tricks_ext import _backend
+from benchmarks.common import Case, Provider, Unavailable, ours
 from tricks_ext.optim import Ranger
 
 OP = "optim_step"
@@ -68,14 +67,7 @@ def _setup(make_opt):
 
 
 def _ours(backend: str) -> Provider:
-    def make(params):
-        reason = _backend.unavailable_reason(backend, params[0].device, OP)
-        if reason is not None:
-            raise Unavailable(reason)
-        if backend == "triton" and params[0].device.type != "cuda":
-            raise Unavailable("Triton is timed only on CUDA")
-        return Ranger(params, k=K, backend=backend)
-    return Provider(f"tricks_ext:{backend} Ranger", _setup(make), ours=True)
+    return ours(OP, backend, lambda b: _setup(lambda ps: Ranger(ps, k=K, backend=b)), " Ranger")
 
 
 def _pytorch_optimizer_ranger(params):

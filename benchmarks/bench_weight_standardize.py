@@ -11,8 +11,7 @@ from typing import List
 import torch
 import torch.nn.functional as TF
 
-from benchmarks.common import Case, Provider, Unavailable
-from tricks_ext import _backend
+from benchmarks.common import Case, Provider, Unavailable, ours, unary_runner
 from tricks_ext import functional as F
 from tricks_ext.reference import weight_standardize as reference
 
@@ -52,26 +51,11 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
 
 
 def _runner(fn):
-    """Times `fn(w)` forward, or forward + backward (autograd.grad, no accumulation)."""
-    def setup(case: Case, device: torch.device):
-        w = torch.randn(case.params["shape"], device=device).mul_(0.05).to(case.dtype)
-        if case.mode == "fwd":
-            return lambda: fn(w)
-        w.requires_grad_(True)
-        grad = torch.randn(case.params["shape"], device=device).to(case.dtype)
-        return lambda: torch.autograd.grad(fn(w), w, grad)
-    return setup
+    return unary_runner(fn, scale=0.05)
 
 
 def _ours(backend: str) -> Provider:
-    def setup(case: Case, device: torch.device):
-        reason = _backend.unavailable_reason(backend, device, OP)
-        if reason is not None:
-            raise Unavailable(reason)
-        if backend == "triton" and device.type != "cuda":
-            raise Unavailable("Triton is timed only on CUDA (the CPU interpreter is a test tool)")
-        return _runner(lambda w: F.weight_standardize(w, EPS, backend=backend))(case, device)
-    return Provider(f"tricks_ext:{backend}", setup, ours=True)
+    return ours(OP, backend, lambda b: _runner(lambda w: F.weight_standardize(w, EPS, backend=b)))
 
 
 def _compiled(case: Case, device: torch.device):

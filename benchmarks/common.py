@@ -138,3 +138,33 @@ def environment(device: torch.device) -> Dict[str, str]:
 
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+def unary_runner(fn: Callable[[torch.Tensor], torch.Tensor], scale: float = 1.0) -> Callable:
+    """Provider setup for a one-input op: times ``fn(x)`` (mode "fwd") or forward + backward
+    through torch.autograd.grad (no accumulation into .grad), x ~ N(0, scale^2) of the case's
+    ``shape`` and dtype, the gradient N(0, 1)."""
+    def setup(case: Case, device: torch.device):
+        x = torch.randn(case.params["shape"], device=device).mul_(scale).to(case.dtype)
+        if case.mode == "fwd":
+            return lambda: fn(x)
+        x.requires_grad_(True)
+        grad = torch.randn(case.params["shape"], device=device).to(case.dtype)
+        return lambda: torch.autograd.grad(fn(x), x, grad)
+    return setup
+
+
+def ours(op: str, backend: str, make: Callable[[str], Callable], name_suffix: str = "") -> Provider:
+    """A tricks_ext backend as a provider: ``make(backend)`` returns the setup; skipped with the
+    reason where the backend cannot run, and Triton is timed only on CUDA (the CPU interpreter
+    is a test tool)."""
+    from tricks_ext import _backend
+
+    def setup(case: Case, device: torch.device):
+        reason = _backend.unavailable_reason(backend, device, op)
+        if reason is not None:
+            raise Unavailable(reason)
+        if backend == "triton" and device.type != "cuda":
+            raise Unavailable("Triton is timed only on CUDA (the CPU interpreter is a test tool)")
+        return make(backend)(case, device)
+    return Provider(f"tricks_ext:{backend}{name_suffix}", setup, ours=True)

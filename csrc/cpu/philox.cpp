@@ -3,14 +3,14 @@
 #include <torch/library.h>
 
 #include "tricks/philox.h"
+#include "philox.h"
 
 namespace tricks {
 namespace philox {
 namespace {
 
 void philox_uniform_cpu(at::Tensor& out, int64_t seed, int64_t offset) {
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(), "philox_uniform_: out must be a contiguous float32 tensor");
-  TORCH_CHECK(seed >= 0 && offset >= 0, "philox_uniform_: seed and offset must be >= 0");
+  check_uniform_args(out, seed, offset);
   float* o = out.data_ptr<float>();
   const uint64_t s = static_cast<uint64_t>(seed), off = static_cast<uint64_t>(offset);
   at::parallel_for(0, out.numel(), 1 << 14, [&](int64_t b, int64_t e) {
