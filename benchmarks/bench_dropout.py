@@ -1,7 +1,8 @@
-"""Dropout with a regenerated mask vs torch's dropout (which stores a mask for backward).
+"""dropout_add (ReZero form): y = residual + gate * dropout(x), vs the eager chain
+F.dropout + mul + add (which stores a mask for backward) and its torch.compile.
 
-Floor: fwd reads x and writes y (2 x bytes(x)); bwd reads grad and writes dx (2 x bytes(x));
-fwd+bwd = 4 x bytes(x). Our kernels keep 16 bytes for backward (the seed/offset pair).
+Floor: fwd reads x, residual and writes y (3 x bytes(x)); bwd reads grad and x and writes dx
+(dresidual is grad itself; dgate reduces grad * dropout(x)): 3 x bytes(x); fwd+bwd = 6 x.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import List
 import torch
 import torch.nn.functional as TF
 
-from benchmarks.common import Case, Provider, ours, unary_runner
+from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
 
 OP = "dropout"
@@ -25,29 +26,39 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
         numel = torch.Size(shape).numel()
         for dtype in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
             nbytes = numel * torch.tensor([], dtype=dtype).element_size()
-            for mode, passes in (("fwd", 2), ("fwd+bwd", 4)):
-                out.append(Case(f"{label}", dtype, mode, passes * nbytes, {"shape": shape}))
+            for mode, passes in (("fwd", 3), ("fwd+bwd", 6)):
+                out.append(Case(label, dtype, mode, passes * nbytes, {"shape": shape}))
     return out
 
 
-_runner = unary_runner
+def _runner(fn):
+    """Times fn(x, residual, gate), or forward + backward into x, residual and gate."""
+    def setup(case: Case, device: torch.device):
+        shape = case.params["shape"]
+        x = torch.randn(shape, device=device).to(case.dtype)
+        res = torch.randn(shape, device=device).to(case.dtype)
+        gate = torch.tensor(0.5, device=device)
+        if case.mode == "fwd":
+            return lambda: fn(x, res, gate)
+        leaves = [t.requires_grad_(True) for t in (x, res, gate)]
+        grad = torch.randn(shape, device=device).to(case.dtype)
+        return lambda: torch.autograd.grad(fn(*leaves), leaves, grad)
+    return setup
 
 
-def _ours(backend: str) -> Provider:
-    return ours(OP, backend, lambda b: _runner(lambda x: F.dropout(x, P, backend=b)))
+def _eager(x, res, gate):
+    return res + gate.to(x.dtype) * TF.dropout(x, P, training=True)
 
 
-def _torch_compiled(case: Case, device: torch.device):
-    return _runner(torch.compile(lambda x: TF.dropout(x, P, training=True)))(case, device)
+def _compiled(case: Case, device: torch.device):
+    return _runner(torch.compile(_eager))(case, device)
 
 
 def providers(device: torch.device) -> List[Provider]:
     # The reference (`torch` backend) computes Philox with int64 tensor ops: a specification,
     # ~100x slower than any kernel, so it is left out of the timing.
     return [
-        Provider("torch F.dropout", _runner(lambda x: TF.dropout(x, P, training=True))),
-        Provider("torch F.dropout+compile", _torch_compiled),
-        _ours("cpu"),
-        _ours("cuda"),
-        _ours("triton"),
-    ]
+        Provider("eager dropout+mul+add", _runner(_eager)),
+        Provider("eager, torch.compile", _compiled),
+    ] + [ours(OP, b, lambda b_: _runner(lambda x, r, g: F.dropout_add(x, r, P, gate=g, backend=b_)))
+         for b in ("cpu", "cuda", "triton")]

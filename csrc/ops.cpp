@@ -42,12 +42,14 @@ TORCH_LIBRARY(tricks_ext, m) {
   // (contiguous float32) with u of elements 0..numel-1 of (seed, offset); seed, offset >= 0.
   m.def("philox_uniform_(Tensor(a!) out, int seed, int offset) -> ()");
 
-  // Dropout with a regenerated mask: y = x * keep / (1 - p), keep_i = u_i >= p with u from the
-  // Philox stream (seed_offset[0], seed_offset[1]) at x's contiguous element index. Linear in x,
-  // so the backward is the same op on the gradient. x contiguous; seed_offset int64 [2] on x's
-  // device (read by the kernel: graph capture and compile see a tensor, not a constant);
-  // scale = fp32(1 / (1 - p)) (0 for p = 1) passed by the caller.
-  m.def("dropout_apply(Tensor x, Tensor seed_offset, float p, float scale) -> Tensor");
+  // Dropout with a regenerated mask, optionally fused into a gated residual:
+  // y = residual + gate * x * keep * scale, keep_i = u_i >= p with u from the Philox stream
+  // (seed_offset[0], seed_offset[1]) at x's contiguous element index; residual (like x) and gate
+  // (one fp32 element, fp64 for fp64 x) optional. Linear in x, so the backward for x is the same
+  // op on the gradient. x contiguous; seed_offset int64 [2] on x's device (read by the kernel:
+  // graph capture and compile see a tensor, not a constant); scale = fp32(1 / (1 - p)) (0 for
+  // p = 1) passed by the caller.
+  m.def("dropout_apply(Tensor x, Tensor? residual, Tensor? gate, Tensor seed_offset, float p, float scale) -> Tensor");
 }
 
 extern "C" PyObject* PyInit__C(void) {

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
+from helpers import assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
 from tricks_ext import functional as F
 from tricks_ext.reference.dropout import dropout as reference
+from tricks_ext.reference.dropout import dropout_add as reference_add
 
 OP = "dropout"
 BACKENDS = backend_params(OP)
@@ -107,7 +108,10 @@ def test_opcheck(backend_device):
     op = torch.ops.tricks_ext.dropout_apply_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
-        run_opcheck(op, (x, so(device), 0.25, 1 / 0.75))
+        run_opcheck(op, (x, None, None, so(device), 0.25, 1 / 0.75))
+        res = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
+        gate = torch.tensor(0.3, device=device, requires_grad=True)
+        run_opcheck(op, (x, res, gate, so(device), 0.25, 1 / 0.75))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -146,3 +150,101 @@ class TestBadInput:
                      "seed_offset", "int64")
         expect_error(RuntimeError, lambda: F.dropout(torch.randn(3, device="meta"), 0.5, seed_offset=torch.tensor([1, 2])),
                      "seed_offset", "meta")
+
+
+# ---- dropout_add: residual + gate * dropout(x) ----------------------------------------------
+
+
+def _run_add(fn, x, res, gate, grad):
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, res, gate)]
+    y = fn(*leaves)
+    (y.to(torch.float64) * grad.to(torch.float64)).sum().backward()
+    return [y.detach()] + [t.grad if t is not None else None for t in leaves]
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("with_gate", [False, True], ids=["no-gate", "gate"])
+def test_dropout_add_matches_reference(backend_device, dtype, with_gate):
+    backend, device = backend_device
+    shape = (37, 19)
+    x = torch.randn(shape, device=device).to(dtype)
+    res = torch.randn(shape, device=device).to(dtype)
+    gate = torch.tensor(0.7, device=device) if with_gate else None
+    grad = torch.randn(shape, device=device)
+    so_ = so(device)
+    ours = _run_add(lambda a, b, g: F.dropout_add(a, b, 0.2, gate=g, seed_offset=so_, backend=backend), x, res, gate, grad)
+    same = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x, res, gate, grad)
+    ref64 = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x.double(), res.double(),
+                     None if gate is None else gate.double(), grad)
+    for name, a, s_, r in zip(("y", "grad_x", "grad_residual", "grad_gate"), ours, same, ref64):
+        if a is None:
+            continue
+        if not with_gate and name != "grad_gate":
+            assert torch.equal(a, s_), name  # without a gate every backend computes the same bits
+        assert_matches_reference(a, s_, r.to(torch.float64), name=name)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_rezero_gate_at_zero(backend_device):
+    """ReZero starts at gate = 0: the block is the identity, yet the gate gets its gradient."""
+    backend, device = backend_device
+    x = torch.randn(64, 8, device=device, requires_grad=True)
+    res = torch.randn(64, 8, device=device, requires_grad=True)
+    gate = torch.zeros((), device=device, requires_grad=True)
+    y = F.dropout_add(x, res, 0.3, gate=gate, seed_offset=so(device), backend=backend)
+    assert torch.equal(y, res.detach())
+    grad = torch.randn(64, 8, device=device)
+    y.backward(grad)
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    expected = (reference(x.detach(), 0.3, SEED, OFFSET) * grad).sum()
+    torch.testing.assert_close(gate.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+def test_dropout_add_saves_no_mask(backend_device):
+    backend, device = backend_device
+    x = torch.randn(128, 64, device=device, requires_grad=True)
+    res = torch.randn(128, 64, device=device, requires_grad=True)
+    for gate, limit in ((None, 16), (torch.tensor(0.5, device=device), 16 + 4)):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            y = F.dropout_add(x, res, 0.2, gate=gate, backend=backend)
+        y.sum().backward()
+        assert sum(saved) <= limit, saved
+    # a learnable gate needs x for its gradient (an input, not a mask)
+    saved = []
+    gate = torch.tensor(0.5, device=device, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        F.dropout_add(x, res, 0.2, gate=gate, backend=backend).sum().backward()
+    assert sum(saved) <= 16 + 4 + x.numel() * 4, saved
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_dropout_add_identities(backend_device):
+    backend, device = backend_device
+    x, res = torch.randn(5, 6, device=device), torch.randn(5, 6, device=device)
+    gate = torch.tensor(0.25, device=device)
+    torch.testing.assert_close(F.dropout_add(x, res, 0.5, gate=gate, training=False, backend=backend), res + 0.25 * x)
+    torch.testing.assert_close(F.dropout_add(x, res, 0.0, backend=backend), res + x)
+    assert torch.equal(F.dropout_add(x, res, 1.0, gate=gate, backend=backend), res)
+
+
+def test_rezero_residual_module():
+    block = tricks_ext.nn.ReZeroResidual(torch.nn.Linear(8, 8), p=0.1)
+    x = torch.randn(4, 8)
+    assert torch.equal(block(x), x)  # alpha starts at 0
+    block(x).sum().backward()
+    assert block.alpha.grad is not None and block.alpha.grad.shape == ()
+    assert set(dict(block.named_parameters())) == {"alpha", "sublayer.weight", "sublayer.bias"}
+
+
+class TestDropoutAddBadInput:
+    def test_shape_mismatch(self):
+        expect_error(ValueError, lambda: F.dropout_add(torch.randn(3, 4), torch.randn(4), 0.1), "residual", "(4,)")
+
+    def test_gate_with_many_elements(self):
+        expect_error(ValueError, lambda: F.dropout_add(torch.randn(3), torch.randn(3), 0.1, gate=torch.ones(2)),
+                     "gate", "one element")

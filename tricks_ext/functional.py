@@ -13,7 +13,7 @@ from tricks_ext import _backend
 from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
-__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "draw_seed_offset"]
+__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "draw_seed_offset"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -79,6 +79,21 @@ def draw_seed_offset(device: torch.device, generator: Optional[torch.Generator] 
     return torch.randint(0, 2 ** 62, (2,), dtype=torch.int64, device=device, generator=generator)
 
 
+def _seed_offset_for(op: str, x: Tensor, generator: Optional[torch.Generator],
+                     seed_offset: Optional[Tensor]) -> Tensor:
+    if seed_offset is None:
+        return draw_seed_offset(x.device, generator)
+    if not (isinstance(seed_offset, Tensor) and seed_offset.dtype == torch.int64 and seed_offset.numel() == 2):
+        raise ValueError(f"{op}: seed_offset must be an int64 tensor of 2 elements (seed, offset)")
+    check_same_device(op, "seed_offset", seed_offset, x, "x")
+    return seed_offset.reshape(2).contiguous()
+
+
+def _check_p(op: str, p: float) -> None:
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optional[torch.Generator] = None,
             seed_offset: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """Dropout whose mask is regenerated in backward from a (seed, offset) pair, never stored.
@@ -92,13 +107,38 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optiona
     """
     op = "dropout"
     check_float_tensor(op, "x", x)
-    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-        raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
+    _check_p(op, p)
     if not training or p == 0.0:
         return x
-    if seed_offset is None:
-        seed_offset = draw_seed_offset(x.device, generator)
-    elif not (isinstance(seed_offset, Tensor) and seed_offset.dtype == torch.int64 and seed_offset.numel() == 2):
-        raise ValueError(f"{op}: seed_offset must be an int64 tensor of 2 elements (seed, offset)")
-    check_same_device(op, "seed_offset", seed_offset, x, "x")
-    return _backend.implementation(op, x.device, backend)(x, seed_offset.reshape(2).contiguous(), float(p))
+    seed_offset = _seed_offset_for(op, x, generator, seed_offset)
+    return _backend.implementation(op, x.device, backend)(x, None, None, seed_offset, float(p))
+
+
+def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tensor] = None, training: bool = True,
+                generator: Optional[torch.Generator] = None, seed_offset: Optional[Tensor] = None,
+                backend: Optional[str] = None) -> Tensor:
+    """``residual + gate * dropout(x)`` in one pass, the mask regenerated in backward.
+
+    ``gate`` is an optional one-element tensor, e.g. the ReZero scalar alpha (arXiv 2003.04887,
+    initialized to 0; see :class:`tricks_ext.nn.ReZeroResidual`); its gradient is the full
+    reduction sum(grad * dropout(x)). ``residual`` must have x's shape, dtype and device (no
+    broadcasting). Mask, seeds and identities as :func:`dropout`: with ``training=False`` or
+    ``p == 0`` the result is ``residual + gate * x``.
+    """
+    op = "dropout_add"
+    check_float_tensor(op, "x", x)
+    check_float_tensor(op, "residual", residual)
+    _check_p(op, p)
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} {residual.dtype}"
+                         f" vs {tuple(x.shape)} {x.dtype}")
+    check_same_device(op, "residual", residual, x, "x")
+    if gate is not None:
+        check_float_tensor(op, "gate", gate)
+        check_same_device(op, "gate", gate, x, "x")
+        if gate.numel() != 1:
+            raise ValueError(f"{op}: gate must have one element, got shape {tuple(gate.shape)}")
+    if not training or p == 0.0:
+        return residual + (x if gate is None else gate.reshape(()).to(x.dtype) * x)
+    seed_offset = _seed_offset_for(op, x, generator, seed_offset)
+    return _backend.implementation("dropout", x.device, backend)(x, residual, gate, seed_offset, float(p))

@@ -1,7 +1,10 @@
-"""Dropout with a regenerated mask in Triton: y = x * keep / (1 - p), keep from the Philox
-stream read through ``stream_uniform`` (triton_kernels/philox.py); seed and offset are loaded
-from a tensor, so neither is a compile-time constant."""
+"""Dropout with a regenerated mask in Triton: y = residual + gate * x * keep / (1 - p)
+(residual and gate optional), keep from the Philox stream read through ``stream_uniform``
+(triton_kernels/philox.py); seed and offset are loaded from a tensor, so neither is a
+compile-time constant."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -14,7 +17,8 @@ BLOCK = 1024
 
 
 @triton.jit
-def _dropout_apply_kernel(X, Y, SEED_OFFSET, n, p, scale, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _dropout_apply_kernel(X, RES, GATE, Y, SEED_OFFSET, n, p, scale, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
+                          ACC: tl.constexpr, BLOCK: tl.constexpr):
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
     seed = tl.load(SEED_OFFSET)
@@ -22,15 +26,22 @@ def _dropout_apply_kernel(X, Y, SEED_OFFSET, n, p, scale, ACC: tl.constexpr, BLO
     keep = (stream_uniform(seed, offset, idx) >= p) & (p < 1.0)
     x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
     y = tl.where(keep, x * scale, 0.0)
+    if HAS_GATE:
+        y = tl.load(GATE).to(ACC) * y
+    if HAS_RES:
+        y = tl.load(RES + idx, mask=mask, other=0.0).to(ACC) + y
     tl.store(Y + idx, cast_to(y, Y.dtype.element_ty), mask=mask)
 
 
-def dropout_apply(x: torch.Tensor, seed_offset: torch.Tensor, p: float, scale: float) -> torch.Tensor:
-    """Contiguous ``x``; ``seed_offset`` int64 [2] on x's device."""
+def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optional[torch.Tensor],
+                  seed_offset: torch.Tensor, p: float, scale: float) -> torch.Tensor:
+    """Contiguous ``x`` (and ``residual``); ``gate`` one acc-dtype element; ``seed_offset``
+    int64 [2] on x's device."""
     y = torch.empty_like(x)
     n = x.numel()
     if n:
         _dropout_apply_kernel[(triton.cdiv(n, BLOCK),)](
-            x, y, seed_offset, n, float(p), float(scale),
+            x, residual if residual is not None else x, gate if gate is not None else seed_offset, y, seed_offset,
+            n, float(p), float(scale), HAS_RES=residual is not None, HAS_GATE=gate is not None,
             ACC=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
     return y

@@ -19,6 +19,8 @@ TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
   using A = acc_t<T>;
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
+  const T* res = static_cast<const T*>(q.residual);
+  const A gate = q.gate ? *static_cast<const A*>(q.gate) : A(1);
   const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   alignas(64) uint32_t words[4][kBatch];
@@ -40,12 +42,14 @@ TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
       for (int64_t t = 0; t < ng; ++t)
         for (int j = 0; j < 4; ++j) {
           const bool kept = keep(philox::to_uniform(words[j][t]), q.p);
-          y[base + 4 * t + j] = static_cast<T>(apply(static_cast<A>(x[base + 4 * t + j]), kept, q.scale));
+          const int64_t i = base + 4 * t + j;
+          y[i] = static_cast<T>(apply(static_cast<A>(x[i]), kept, q.scale, gate, res ? static_cast<A>(res[i]) : A(0)));
         }
     } else {
       for (int64_t e = 0; e < q.n - base; ++e) {
         const bool kept = keep(philox::to_uniform(words[e % 4][e / 4]), q.p);
-        y[base + e] = static_cast<T>(apply(static_cast<A>(x[base + e]), kept, q.scale));
+        const int64_t i = base + e;
+        y[i] = static_cast<T>(apply(static_cast<A>(x[i]), kept, q.scale, gate, res ? static_cast<A>(res[i]) : A(0)));
       }
     }
   }
@@ -57,8 +61,9 @@ void apply_kernel(const Params& q) {
   at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_groups<T>(q, b, e); });
 }
 
-at::Tensor dropout_apply_cpu(const at::Tensor& x, const at::Tensor& seed_offset, double p, double scale) {
-  auto r = prepare(x, seed_offset, p, scale);
+at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
+                             const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale) {
+  auto r = prepare(x, residual, gate, seed_offset, p, scale);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_apply_cpu",
                                   [&] { apply_kernel<scalar_t>(r.p); });
   return r.y;

@@ -9,9 +9,11 @@ namespace tricks {
 namespace dropout {
 namespace {
 
-at::Tensor dropout_apply_cuda(const at::Tensor& x, const at::Tensor& seed_offset, double p, double scale) {
+at::Tensor dropout_apply_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
+                              const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p,
+                              double scale) {
   c10::DeviceGuard guard(x.device());
-  auto r = prepare(x, seed_offset, p, scale);
+  auto r = prepare(x, residual, gate, seed_offset, p, scale);
   check_launch(launch_apply_cuda(r.p, current_cuda_stream(x)), "dropout_apply");
   return r.y;
 }

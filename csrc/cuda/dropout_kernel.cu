@@ -19,12 +19,16 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
   if (4 * g >= q.n) return;
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
+  const T* res = static_cast<const T*>(q.residual);
+  const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
   const philox::Words w = philox::philox4x32_10(static_cast<uint64_t>(q.seed_offset[0]),
                                                 static_cast<uint64_t>(q.seed_offset[1]) + static_cast<uint64_t>(g));
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int64_t i = 4 * g + j;
-    if (i < q.n) y[i] = from_acc<T>(apply(to_acc<A>(x[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale));
+    if (i < q.n)
+      y[i] = from_acc<T>(apply(to_acc<A>(x[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale, gate,
+                               res != nullptr ? to_acc<A>(res[i]) : A(0)));
   }
 }
 

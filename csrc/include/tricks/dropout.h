@@ -2,6 +2,8 @@
 // u_i >= p and p < 1 (u from the Philox stream, tricks/philox.h), and scaled by
 // scale = fp32(1 / (1 - p)), computed once on the host so every backend multiplies by the
 // same fp32 number and outputs agree bit for bit. p == 1 drops everything (no inf * 0).
+// The fused residual form (dropout_add, ReZero): y = residual + gate * dropout(x), with
+// residual = 0 and gate = 1 when absent (then y = dropout(x) exactly).
 #pragma once
 
 #include "tricks/common.h"
@@ -12,6 +14,8 @@ namespace dropout {
 
 struct Params {
   const void* x;
+  const void* residual;        // like x, or nullptr
+  const void* gate;            // one acc_t scalar (fp32; fp64 for fp64 x), or nullptr
   void* y;
   const int64_t* seed_offset;  // [2]: seed, offset (device memory for CUDA, host for CPU)
   int64_t n;
@@ -25,8 +29,9 @@ TRICKS_HD bool keep(float u, float p) {
 }
 
 template <typename A>
-TRICKS_HD A apply(A x, bool kept, float scale) {
-  return kept ? x * static_cast<A>(scale) : A(0);
+TRICKS_HD A apply(A x, bool kept, float scale, A gate, A residual) {
+  const A d = kept ? x * static_cast<A>(scale) : A(0);
+  return residual + gate * d;
 }
 
 }  // namespace dropout
