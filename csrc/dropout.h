@@ -33,9 +33,25 @@ inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& re
   Prepared r;
   r.y = at::empty_like(x);
   r.p = Params{x.data_ptr(), residual.has_value() ? residual->data_ptr() : nullptr,
-               gate.has_value() ? gate->data_ptr() : nullptr, r.y.data_ptr(), seed_offset.data_ptr<int64_t>(), x.numel(),
-               static_cast<float>(p), static_cast<float>(scale), dtype};
+               gate.has_value() ? gate->data_ptr() : nullptr, r.y.data_ptr(), nullptr, seed_offset.data_ptr<int64_t>(),
+               x.numel(), static_cast<float>(p), static_cast<float>(scale), dtype};
   return r;
+}
+
+struct PreparedBwd {
+  Params p;  // p.x = grad, p.residual = x (saved input, or nullptr), p.y = dx
+  at::Tensor dx, partials;
+};
+
+inline PreparedBwd prepare_bwd(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
+                               const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p,
+                               double scale, int64_t elements_per_partial) {
+  Prepared r = prepare(grad, x, gate, seed_offset, p, scale);
+  PreparedBwd b{r.p, r.y, {}};
+  const int64_t n_partials = x.has_value() ? (grad.numel() + elements_per_partial - 1) / elements_per_partial : 0;
+  b.partials = at::empty({n_partials}, grad.options().dtype(stats_dtype(grad)));
+  b.p.partials = x.has_value() ? b.partials.data_ptr() : nullptr;
+  return b;
 }
 
 }  // namespace dropout

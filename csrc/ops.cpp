@@ -50,6 +50,11 @@ TORCH_LIBRARY(tricks_ext, m) {
   // graph capture and compile see a tensor, not a constant); scale = fp32(1 / (1 - p)) (0 for
   // p = 1) passed by the caller.
   m.def("dropout_apply(Tensor x, Tensor? residual, Tensor? gate, Tensor seed_offset, float p, float scale) -> Tensor");
+  // Backward of dropout_apply in one pass and one Philox draw: dx = gate * dropout(grad) and,
+  // when x is given (the gate needs a gradient), partial sums of x * dropout(grad) per fixed
+  // chunk of elements (summed by the caller: deterministic). Returns (dx, partials); partials
+  // is empty without x.
+  m.def("dropout_apply_bwd(Tensor grad, Tensor? x, Tensor? gate, Tensor seed_offset, float p, float scale) -> (Tensor, Tensor)");
 }
 
 extern "C" PyObject* PyInit__C(void) {

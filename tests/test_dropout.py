@@ -106,12 +106,16 @@ def test_gradcheck_fp64(backend_device):
 def test_opcheck(backend_device):
     backend, device = backend_device
     op = torch.ops.tricks_ext.dropout_apply_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply
+    bwd = torch.ops.tricks_ext.dropout_apply_bwd_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply_bwd
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
         run_opcheck(op, (x, None, None, so(device), 0.25, 1 / 0.75))
         res = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
         gate = torch.tensor(0.3, device=device, requires_grad=True)
         run_opcheck(op, (x, res, gate, so(device), 0.25, 1 / 0.75))
+        grad = torch.randn(7, 5, device=device).to(dtype)
+        run_opcheck(bwd, (grad, x.detach(), gate.detach(), so(device), 0.25, 1 / 0.75))
+        run_opcheck(bwd, (grad, None, None, so(device), 0.25, 1 / 0.75))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

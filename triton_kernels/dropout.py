@@ -4,7 +4,7 @@
 compile-time constant."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -45,3 +45,39 @@ def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optio
             n, float(p), float(scale), HAS_RES=residual is not None, HAS_GATE=gate is not None,
             ACC=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
     return y
+
+
+@triton.jit
+def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale, HAS_X: tl.constexpr,
+                              HAS_GATE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < n
+    seed = tl.load(SEED_OFFSET)
+    offset = tl.load(SEED_OFFSET + 1)
+    keep = (stream_uniform(seed, offset, idx) >= p) & (p < 1.0)
+    d = tl.where(keep, tl.load(G + idx, mask=mask, other=0.0).to(ACC) * scale, 0.0)
+    dx = d
+    if HAS_GATE:
+        dx = tl.load(GATE).to(ACC) * d
+    tl.store(DX + idx, cast_to(dx, DX.dtype.element_ty), mask=mask)
+    if HAS_X:
+        x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
+        tl.store(PARTIALS + pid, tl.sum(tl.where(mask, x * d, 0.0), axis=0))
+
+
+def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optional[torch.Tensor],
+                      seed_offset: torch.Tensor, p: float, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(dx, partials): dx = gate * dropout(grad); with x, one partial sum of x * dropout(grad)
+    per BLOCK elements (the caller sums them)."""
+    dx = torch.empty_like(grad)
+    n = grad.numel()
+    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    partials = torch.empty(triton.cdiv(n, BLOCK) if x is not None else 0, dtype=acc, device=grad.device)
+    if n:
+        _dropout_apply_bwd_kernel[(triton.cdiv(n, BLOCK),)](
+            grad, x if x is not None else grad, gate if gate is not None else seed_offset, dx,
+            partials if x is not None else dx, seed_offset, n, float(p), float(scale),
+            HAS_X=x is not None, HAS_GATE=gate is not None,
+            ACC=tl.float64 if grad.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
+    return dx, partials

@@ -61,6 +61,44 @@ void apply_kernel(const Params& q) {
   at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_groups<T>(q, b, e); });
 }
 
+// Backward over one fixed chunk of elements: dx = gate * keep * scale * grad and, with x, the
+// chunk's sum of x * keep * scale * grad (the gate gradient's partial).
+template <typename T>
+TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
+  using A = acc_t<T>;
+  const T* g = static_cast<const T*>(q.x);
+  const T* x = static_cast<const T*>(q.residual);
+  T* dx = static_cast<T*>(q.y);
+  const A gate = q.gate ? *static_cast<const A*>(q.gate) : A(1);
+  const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
+  const int64_t begin = chunk * kPartialChunk, end = std::min(q.n, begin + kPartialChunk);
+  A part[4] = {};
+  for (int64_t gi = begin / 4; 4 * gi < end; ++gi) {
+    const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(gi));
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = 4 * gi + j;
+      if (i >= end) break;
+      const A d = apply(static_cast<A>(g[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale, A(1), A(0));
+      dx[i] = static_cast<T>(gate * d);
+      if (x) part[j] += static_cast<A>(x[i]) * d;
+    }
+  }
+  if (q.partials) static_cast<A*>(q.partials)[chunk] = (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cpu(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
+                                                         const c10::optional<at::Tensor>& gate,
+                                                         const at::Tensor& seed_offset, double p, double scale) {
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, kPartialChunk);
+  const int64_t chunks = (grad.numel() + kPartialChunk - 1) / kPartialChunk;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "dropout_apply_bwd_cpu", [&] {
+    at::parallel_for(0, chunks, 1, [&](int64_t s, int64_t e) {
+      for (int64_t c = s; c < e; ++c) bwd_chunk<scalar_t>(b.p, c);
+    });
+  });
+  return {b.dx, b.partials};
+}
+
 at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
                              const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale) {
   auto r = prepare(x, residual, gate, seed_offset, p, scale);
@@ -73,4 +111,7 @@ at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor
 }  // namespace dropout
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) { m.impl("dropout_apply", &tricks::dropout::dropout_apply_cpu); }
+TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
+  m.impl("dropout_apply", &tricks::dropout::dropout_apply_cpu);
+  m.impl("dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cpu);
+}

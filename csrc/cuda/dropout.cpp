@@ -18,8 +18,20 @@ at::Tensor dropout_apply_cuda(const at::Tensor& x, const c10::optional<at::Tenso
   return r.y;
 }
 
+std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cuda(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
+                                                          const c10::optional<at::Tensor>& gate,
+                                                          const at::Tensor& seed_offset, double p, double scale) {
+  c10::DeviceGuard guard(grad.device());
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, kBwdBlockElements);
+  check_launch(launch_bwd_cuda(b.p, current_cuda_stream(grad)), "dropout_apply_bwd");
+  return {b.dx, b.partials};
+}
+
 }  // namespace
 }  // namespace dropout
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) { m.impl("dropout_apply", &tricks::dropout::dropout_apply_cuda); }
+TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
+  m.impl("dropout_apply", &tricks::dropout::dropout_apply_cuda);
+  m.impl("dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cuda);
+}

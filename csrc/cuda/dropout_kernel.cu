@@ -32,7 +32,49 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
   }
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  const T* grad = static_cast<const T*>(q.x);
+  const T* x = static_cast<const T*>(q.residual);
+  T* dx = static_cast<T*>(q.y);
+  const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
+  A part = 0;
+  if (4 * g < q.n) {  // no early return: the whole block joins the reduction below
+    const philox::Words w = philox::philox4x32_10(static_cast<uint64_t>(q.seed_offset[0]),
+                                                  static_cast<uint64_t>(q.seed_offset[1]) + static_cast<uint64_t>(g));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = 4 * g + j;
+      if (i < q.n) {
+        const A d = apply(to_acc<A>(grad[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale, A(1), A(0));
+        dx[i] = from_acc<T>(gate * d);
+        if (x != nullptr) part += to_acc<A>(x[i]) * d;
+      }
+    }
+  }
+  if (q.partials != nullptr) {
+    part = group_sum<kBlock>(part, smem);
+    if (threadIdx.x == 0) static_cast<A*>(q.partials)[blockIdx.x] = part;
+  }
+}
+
+static_assert(kBwdBlockElements == 4 * kBlock, "one partial per block of 4 x kBlock elements");
+
 }  // namespace
+
+const char* launch_bwd_cuda(const Params& q, void* stream) {
+  if (q.n == 0) return nullptr;
+  const int64_t blocks = (q.n + kBwdBlockElements - 1) / kBwdBlockElements;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    bwd_kernel<T><<<blocks, kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
 
 const char* launch_apply_cuda(const Params& q, void* stream) {
   if (q.n == 0) return nullptr;

@@ -4,13 +4,15 @@ dropout_add.
 Operators: tricks_ext::dropout_apply (C++: CPU and CUDA) and tricks_ext::dropout_apply_triton,
 y = residual + gate * dropout(x) with residual and gate optional. x (and residual) contiguous,
 gate one element in the statistics dtype, seed_offset int64 [2] on x's device, p and scale
-rounded to fp32. Backward: dx is the same op on the gradient (gate * dropout(grad)), dresidual
-is the gradient, dgate = sum(grad * dropout(x)) (x is saved only when the gate needs a grad).
-The mask is never stored: only the 16-byte seed_offset is saved for it.
+rounded to fp32. Backward (tricks_ext::dropout_apply_bwd / _triton): one pass and one Philox
+draw give dx = gate * dropout(grad) and per-chunk partial sums of x * dropout(grad) (= the gate
+gradient sum(grad * dropout(x)), dropout being diagonal), summed here; dresidual is the
+gradient itself. x is saved only when the gate needs a gradient. The mask is never stored:
+only the 16-byte seed_offset is saved for it.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -33,7 +35,20 @@ def _fake(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_of
     return torch.empty_like(x)
 
 
-def _register_autograd(name: str, op: Callable) -> None:
+# Elements per partial sum of the gate gradient, per kernel (csrc: kPartialChunk on CPU,
+# kBwdBlockElements on CUDA; triton_kernels/dropout.py: BLOCK).
+_PARTIAL_CHUNK = {"cpu": 1 << 16, "cuda": 1024, "triton": 1024}
+
+
+def _fake_bwd(chunk: Callable[[Tensor], int]) -> Callable:
+    def fake(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
+             scale: float):
+        n = -(-grad.numel() // chunk(grad)) if x is not None else 0
+        return torch.empty_like(grad), grad.new_empty((n,), dtype=stats_dtype(grad.dtype))
+    return fake
+
+
+def _register_autograd(name: str, bwd: Callable) -> None:
     def setup_context(ctx, inputs, output):
         x, _residual, gate, seed_offset, p, scale = inputs
         ctx.p, ctx.scale = p, scale
@@ -42,23 +57,22 @@ def _register_autograd(name: str, op: Callable) -> None:
     def backward(ctx, grad):
         seed_offset, gate, x = ctx.saved_tensors
         grad = grad.contiguous()
-        dx = op(grad, None, gate, seed_offset, ctx.p, ctx.scale) if ctx.needs_input_grad[0] else None
+        dx = dgate = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            dx, partials = bwd(grad, x, gate, seed_offset, ctx.p, ctx.scale)
+            if ctx.needs_input_grad[2]:
+                dgate = partials.sum().reshape(gate.shape).to(gate.dtype)
         dres = grad if ctx.needs_input_grad[1] else None
-        dgate = None
-        if ctx.needs_input_grad[2]:
-            # dropout(x) in the accumulation dtype (same mask: it depends on the index only), so
-            # fp16/bf16 x is not rounded before the reduction
-            acc = stats_dtype(x.dtype)
-            dropped = op(x.to(acc), None, None, seed_offset, ctx.p, ctx.scale)
-            dgate = (dropped * grad.to(acc)).sum().reshape(gate.shape).to(gate.dtype)
-        return dx, dres, dgate, None, None, None
+        return (dx if ctx.needs_input_grad[0] else None), dres, dgate, None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)
 
 
 if _ext.HAS_C:
     torch.library.register_fake("tricks_ext::dropout_apply")(_fake)
-    _register_autograd("tricks_ext::dropout_apply", torch.ops.tricks_ext.dropout_apply)
+    torch.library.register_fake("tricks_ext::dropout_apply_bwd")(
+        _fake_bwd(lambda t: _PARTIAL_CHUNK["cuda" if t.device.type == "cuda" else "cpu"]))
+    _register_autograd("tricks_ext::dropout_apply", torch.ops.tricks_ext.dropout_apply_bwd)
 
 
 @torch.library.custom_op("tricks_ext::dropout_apply_triton", mutates_args=())
@@ -68,8 +82,16 @@ def _apply_triton(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor],
     return dropout_apply(x, residual, gate, seed_offset, p, scale)
 
 
+@torch.library.custom_op("tricks_ext::dropout_apply_bwd_triton", mutates_args=())
+def _apply_bwd_triton(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
+                      scale: float) -> Tuple[Tensor, Tensor]:
+    from tricks_ext.triton_kernels.dropout import dropout_apply_bwd
+    return dropout_apply_bwd(grad, x, gate, seed_offset, p, scale)
+
+
 _apply_triton.register_fake(_fake)
-_register_autograd("tricks_ext::dropout_apply_triton", _apply_triton)
+_apply_bwd_triton.register_fake(_fake_bwd(lambda t: _PARTIAL_CHUNK["triton"]))
+_register_autograd("tricks_ext::dropout_apply_triton", _apply_bwd_triton)
 
 
 def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float) -> Tensor:

@@ -12,11 +12,16 @@
 namespace tricks {
 namespace dropout {
 
+// Elements per partial sum of the gate gradient (CPU task chunk; a CUDA block and a Triton
+// program cover 1024): fixed, so the result does not depend on the thread count.
+constexpr int64_t kPartialChunk = 1 << 16;
+
 struct Params {
   const void* x;
   const void* residual;        // like x, or nullptr
   const void* gate;            // one acc_t scalar (fp32; fp64 for fp64 x), or nullptr
   void* y;
+  void* partials;              // backward only: acc_t per chunk, or nullptr
   const int64_t* seed_offset;  // [2]: seed, offset (device memory for CUDA, host for CPU)
   int64_t n;
   float p;
