@@ -38,9 +38,6 @@ TORCH_LIBRARY(tricks_ext, m) {
         "float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, float alpha, "
         "int lookahead_k, bool rectify, int gc_min_dim, bool maximize) -> ()");
 
-  // The dropout family's counter-based stream (csrc/include/tricks/philox.h): fills `out`
-  // (contiguous float32) with u of elements 0..numel-1 of (seed, offset); seed, offset >= 0.
-  m.def("philox_uniform_(Tensor(a!) out, int seed, int offset) -> ()");
 
   // Dropout with a regenerated mask, optionally fused into a gated residual:
   // y = residual + gate * x * keep * scale, keep_i = u_i >= p with u from the Philox stream

@@ -6,6 +6,7 @@ import torch
 import tricks_ext
 from helpers import assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
 from tricks_ext import functional as F
+from tricks_ext.reference import dropout as philox
 from tricks_ext.reference.dropout import dropout as reference
 from tricks_ext.reference.dropout import dropout_add as reference_add
 
@@ -16,8 +17,51 @@ SHAPES = [(3, 5, 7), (1,), (1001,), (64, 33), (2, 1, 4, 4)]
 SEED, OFFSET = 2 ** 40 + 11, 77
 
 
+# (seed, offset) pairs: zero, small, a counter past 2^32 (its high word), the largest seed
+STREAMS = [(0, 0), (1234, 5), (2 ** 40 + 7, 2 ** 33 + 3), (2 ** 63 - 1, 17)]
+
+
 def so(device):
     return torch.tensor([SEED, OFFSET], device=device)
+
+
+def test_philox_known_answers():
+    """Random123's known-answer vectors for philox4x32-10 (the Triton rounds are the same)."""
+    vectors = [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+         (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    ]
+    for ctr, key, expected in vectors:
+        out = philox.philox_rounds([torch.tensor([c]) for c in ctr], *key)
+        assert tuple(int(w) for w in out) == expected
+
+
+def test_stream_layout():
+    """Element i uses counter offset + i // 4 and word i % 4."""
+    seed, offset = 99, 10
+    words = philox.philox4x32_10(seed, torch.arange(offset, offset + 3))
+    expected = torch.stack([philox.to_uniform(w) for w in words], dim=1).flatten()
+    assert torch.equal(philox.uniform(seed, offset, 12), expected)
+
+
+def test_uniform_statistics():
+    u = philox.uniform(7, 0, 200_000)
+    assert 0.0 <= u.min() and u.max() <= 1.0
+    assert abs(u.mean().item() - 0.5) < 0.005  # sd of the mean: 0.29 / sqrt(2e5) = 6.5e-4
+    keep = philox.keep_mask(7, 0, 200_000, 0.1).float().mean().item()
+    assert abs(keep - 0.9) < 0.004  # 6 sd of a Binomial(2e5, 0.9) rate
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("seed,offset", STREAMS, ids=str)
+def test_streams_bit_identical(backend_device, seed, offset):
+    """Every backend draws the reference's bits for extreme seeds and counters too."""
+    backend, device = backend_device
+    x = torch.randn(1001, device=device)
+    y = F.dropout(x, 0.5, seed_offset=torch.tensor([seed, offset], device=device), backend=backend)
+    assert torch.equal(y, reference(x, 0.5, seed, offset))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

@@ -1,7 +1,6 @@
 """Dropout with a regenerated mask in Triton: y = residual + gate * x * keep / (1 - p)
-(residual and gate optional), keep from the Philox stream read through ``stream_uniform``
-(triton_kernels/philox.py); seed and offset are loaded from a tensor, so neither is a
-compile-time constant."""
+(residual and gate optional), keep from the Philox stream read through ``stream_uniform``;
+seed and offset are loaded from a tensor, so neither is a compile-time constant."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -11,9 +10,18 @@ import triton
 import triton.language as tl
 
 from tricks_ext.triton_kernels._common import cast_to
-from tricks_ext.triton_kernels.philox import stream_uniform
 
 BLOCK = 1024
+
+
+@triton.jit
+def stream_uniform(seed, offset, idx):
+    """u (fp32) of elements ``idx`` (int64 block) of the Philox stream (seed, offset): counter
+    offset + idx // 4, word idx % 4 of tl.randint4x (csrc/include/tricks/dropout.h)."""
+    w0, w1, w2, w3 = tl.randint4x(seed, offset + idx // 4)
+    r = idx % 4
+    word = tl.where(r == 0, w0, tl.where(r == 1, w1, tl.where(r == 2, w2, w3)))
+    return tl.random.uint_to_uniform_float(word)
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 // Dropout with a regenerated mask, CUDA: each thread draws one Philox block of 4 words for 4
-// consecutive elements (the stream layout of tricks/philox.h). Seed and offset are read from
+// consecutive elements (the stream layout of tricks/dropout.h). Seed and offset are read from
 // device memory, so a captured CUDA graph replays with whatever the tensor holds.
 #include <cuda_runtime.h>
 
