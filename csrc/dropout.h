@@ -13,7 +13,7 @@ struct Prepared {
 };
 
 inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
-                        const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale) {
+                        const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale, int64_t group) {
   const DType dtype = to_dtype(x, "x");
   TORCH_CHECK(x.is_contiguous(), "dropout_apply: x must be contiguous (call .contiguous() first)");
   if (residual.has_value()) {
@@ -30,11 +30,12 @@ inline Prepared prepare(const at::Tensor& x, const c10::optional<at::Tensor>& re
   TORCH_CHECK(seed_offset.scalar_type() == at::kLong && seed_offset.numel() == 2 && seed_offset.is_contiguous(),
               "dropout_apply: seed_offset must be a contiguous int64 tensor of 2 elements (seed, offset)");
   TORCH_CHECK(p >= 0.0 && p <= 1.0, "dropout_apply: p must be in [0, 1], got ", p);
+  TORCH_CHECK(group >= 1, "dropout_apply: group must be >= 1, got ", group);
   Prepared r;
   r.y = at::empty_like(x);
   r.p = Params{x.data_ptr(), residual.has_value() ? residual->data_ptr() : nullptr,
                gate.has_value() ? gate->data_ptr() : nullptr, r.y.data_ptr(), nullptr, seed_offset.data_ptr<int64_t>(),
-               x.numel(), static_cast<float>(p), static_cast<float>(scale), dtype};
+               x.numel(), group, static_cast<float>(p), static_cast<float>(scale), dtype};
   return r;
 }
 
@@ -45,8 +46,8 @@ struct PreparedBwd {
 
 inline PreparedBwd prepare_bwd(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
                                const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p,
-                               double scale, int64_t elements_per_partial) {
-  Prepared r = prepare(grad, x, gate, seed_offset, p, scale);
+                               double scale, int64_t group, int64_t elements_per_partial) {
+  Prepared r = prepare(grad, x, gate, seed_offset, p, scale, group);
   PreparedBwd b{r.p, r.y, {}};
   const int64_t n_partials = x.has_value() ? (grad.numel() + elements_per_partial - 1) / elements_per_partial : 0;
   b.partials = at::empty({n_partials}, grad.options().dtype(stats_dtype(grad)));

@@ -40,18 +40,19 @@ TORCH_LIBRARY(tricks_ext, m) {
 
 
   // Dropout with a regenerated mask, optionally fused into a gated residual:
-  // y = residual + gate * x * keep * scale, keep_i = u_i >= p with u from the Philox stream
-  // (seed_offset[0], seed_offset[1]) at x's contiguous element index; residual (like x) and gate
+  // y = residual + gate * x * keep * scale, keep_i = u_{i / group} >= p with u from the Philox
+  // stream (seed_offset[0], seed_offset[1]) at x's contiguous element index i; group = 1 is
+  // dropout, group = elements per sample is drop path; residual (like x) and gate
   // (one fp32 element, fp64 for fp64 x) optional. Linear in x, so the backward for x is the same
   // op on the gradient. x contiguous; seed_offset int64 [2] on x's device (read by the kernel:
   // graph capture and compile see a tensor, not a constant); scale = fp32(1 / (1 - p)) (0 for
   // p = 1) passed by the caller.
-  m.def("dropout_apply(Tensor x, Tensor? residual, Tensor? gate, Tensor seed_offset, float p, float scale) -> Tensor");
+  m.def("dropout_apply(Tensor x, Tensor? residual, Tensor? gate, Tensor seed_offset, float p, float scale, int group) -> Tensor");
   // Backward of dropout_apply in one pass and one Philox draw: dx = gate * dropout(grad) and,
   // when x is given (the gate needs a gradient), partial sums of x * dropout(grad) per fixed
   // chunk of elements (summed by the caller: deterministic). Returns (dx, partials); partials
   // is empty without x.
-  m.def("dropout_apply_bwd(Tensor grad, Tensor? x, Tensor? gate, Tensor seed_offset, float p, float scale) -> (Tensor, Tensor)");
+  m.def("dropout_apply_bwd(Tensor grad, Tensor? x, Tensor? gate, Tensor seed_offset, float p, float scale, int group) -> (Tensor, Tensor)");
 }
 
 extern "C" PyObject* PyInit__C(void) {

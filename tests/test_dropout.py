@@ -153,13 +153,13 @@ def test_opcheck(backend_device):
     bwd = torch.ops.tricks_ext.dropout_apply_bwd_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply_bwd
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
-        run_opcheck(op, (x, None, None, so(device), 0.25, 1 / 0.75))
+        run_opcheck(op, (x, None, None, so(device), 0.25, 1 / 0.75, 1))
         res = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
         gate = torch.tensor(0.3, device=device, requires_grad=True)
-        run_opcheck(op, (x, res, gate, so(device), 0.25, 1 / 0.75))
+        run_opcheck(op, (x, res, gate, so(device), 0.25, 1 / 0.75, 5))
         grad = torch.randn(7, 5, device=device).to(dtype)
-        run_opcheck(bwd, (grad, x.detach(), gate.detach(), so(device), 0.25, 1 / 0.75))
-        run_opcheck(bwd, (grad, None, None, so(device), 0.25, 1 / 0.75))
+        run_opcheck(bwd, (grad, x.detach(), gate.detach(), so(device), 0.25, 1 / 0.75, 5))
+        run_opcheck(bwd, (grad, None, None, so(device), 0.25, 1 / 0.75, 1))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -296,3 +296,92 @@ class TestDropoutAddBadInput:
     def test_gate_with_many_elements(self):
         expect_error(ValueError, lambda: F.dropout_add(torch.randn(3), torch.randn(3), 0.1, gate=torch.ones(2)),
                      "gate", "one element")
+
+
+# ---- drop_path: one draw per sample -------------------------------------------------------
+
+from tricks_ext.reference.dropout import drop_path as reference_path  # noqa: E402
+
+PATH_SHAPES = [(8, 3, 5, 7), (1, 4), (5,), (3, 1001), (6, 197, 7)]
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", PATH_SHAPES, ids=str)
+def test_drop_path_bit_identical(backend_device, dtype, shape):
+    backend, device = backend_device
+    x = torch.randn(shape, device=device).to(dtype).requires_grad_(True)
+    y = F.drop_path(x, 0.4, seed_offset=so(device), backend=backend)
+    assert torch.equal(y, reference_path(x.detach(), 0.4, SEED, OFFSET))
+    flat = y.reshape(shape[0], -1)
+    x_flat = x.detach().reshape(shape[0], -1)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    scaled = (x_flat.to(acc) * torch.tensor(1 / 0.6, dtype=torch.float32).to(acc)).to(dtype)
+    for n in range(shape[0]):  # whole samples: all dropped, or all scaled by the same factor
+        assert torch.equal(flat[n], torch.zeros_like(flat[n])) or torch.equal(flat[n], scaled[n])
+    grad = torch.randn(shape, device=device).to(dtype)
+    y.backward(grad)
+    assert torch.equal(x.grad, reference_path(grad, 0.4, SEED, OFFSET))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_drop_path_residual_and_scale(backend_device, scale_by_keep):
+    backend, device = backend_device
+    x = torch.randn(16, 33, device=device, requires_grad=True)
+    res = torch.randn(16, 33, device=device, requires_grad=True)
+    y = F.drop_path(x, 0.5, scale_by_keep=scale_by_keep, residual=res, seed_offset=so(device), backend=backend)
+    expected = reference_path(x.detach(), 0.5, SEED, OFFSET, scale_by_keep, res.detach())
+    assert torch.equal(y, expected)
+    if not scale_by_keep:
+        kept = (y != res).any(1)
+        assert torch.equal(y[kept], (res + x).detach()[kept]) and torch.equal(y[~kept], res.detach()[~kept])
+    grad = torch.randn(16, 33, device=device)
+    y.backward(grad)
+    assert torch.equal(res.grad, grad)
+    assert torch.equal(x.grad, reference_path(grad, 0.5, SEED, OFFSET, scale_by_keep))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_drop_path_rate_and_identities(backend_device):
+    backend, device = backend_device
+    x = torch.ones(20_000, 3, device=device)
+    kept = (F.drop_path(x, 0.3, backend=backend)[:, 0] != 0).double().mean().item()
+    assert abs(kept - 0.7) < 6 * (0.7 * 0.3 / 20_000) ** 0.5
+    assert F.drop_path(x, 0.0, backend=backend) is x
+    assert F.drop_path(x, 0.3, training=False, backend=backend) is x
+    assert torch.equal(F.drop_path(x, 1.0, backend=backend), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+def test_drop_path_saves_no_mask(backend_device):
+    backend, device = backend_device
+    x = torch.randn(32, 64, device=device, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        y = F.drop_path(x, 0.2, backend=backend)
+    y.sum().backward()
+    assert sum(saved) <= 16, saved
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_drop_path_gradcheck_and_compile(backend_device):
+    backend, device = backend_device
+    x = torch.randn(6, 5, device=device, dtype=torch.float64, requires_grad=True)
+    run_gradcheck(lambda t: F.drop_path(t, 0.5, seed_offset=so(device), backend=backend), (x,))
+    seed_offset = so(device)
+    eager, compiled = run_compiled(lambda t: F.drop_path(t + 1.0, 0.5, seed_offset=seed_offset, backend=backend),
+                                   torch.randn(6, 5, device=device, requires_grad=True))
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e, c)
+
+
+def test_drop_path_module_matches_timm_interface():
+    m = tricks_ext.nn.DropPath(0.25)
+    assert m.drop_prob == 0.25 and m.scale_by_keep and m.state_dict() == {}
+    x = torch.randn(8, 4)
+    assert m.eval()(x) is x
+    expect_error(ValueError, lambda: tricks_ext.nn.DropPath(2.0), "drop_prob", "2.0")
+    expect_error(ValueError, lambda: F.drop_path(torch.tensor(1.0), 0.5), "batch dim")
+    expect_error(ValueError, lambda: F.drop_path(torch.randn(3, 2), 0.5, residual=torch.randn(3)), "residual")

@@ -13,7 +13,7 @@ from tricks_ext import _backend
 from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
-__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "draw_seed_offset"]
+__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -142,3 +142,33 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
         return residual + (x if gate is None else gate.reshape(()).to(x.dtype) * x)
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
     return _backend.implementation("dropout", x.device, backend)(x, residual, gate, seed_offset, float(p))
+
+
+def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: bool = True,
+              residual: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+              seed_offset: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """Drop path (stochastic depth, timm ``drop_path``): each sample along dim 0 is zeroed with
+    probability ``p``, kept ones scaled by 1 / (1 - p) when ``scale_by_keep``.
+
+    One Philox draw per sample (element n of the stream ``seed_offset``), regenerated in
+    backward: nothing but the 16-byte (seed, offset) is saved. ``residual`` (x's shape and dtype)
+    fuses timm's ``shortcut + drop_path(branch)`` into the same pass. ``p == 0`` and
+    ``training=False`` return ``x`` (or ``residual + x``); ``p == 1`` drops every sample.
+    """
+    op = "drop_path"
+    check_float_tensor(op, "x", x)
+    _check_p(op, p)
+    if x.dim() == 0:
+        raise ValueError(f"{op}: x must have a batch dim (rank >= 1), got a 0-d tensor")
+    if residual is not None:
+        check_float_tensor(op, "residual", residual)
+        if residual.shape != x.shape or residual.dtype != x.dtype:
+            raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} "
+                             f"{residual.dtype} vs {tuple(x.shape)} {x.dtype}")
+        check_same_device(op, "residual", residual, x, "x")
+    if not training or p == 0.0:
+        return x if residual is None else residual + x
+    seed_offset = _seed_offset_for(op, x, generator, seed_offset)
+    group = max(1, x.numel() // max(1, x.shape[0]))
+    scale = None if scale_by_keep else 1.0
+    return _backend.implementation("dropout", x.device, backend)(x, residual, None, seed_offset, float(p), group, scale)

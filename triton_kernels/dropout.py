@@ -1,5 +1,6 @@
 """Dropout with a regenerated mask in Triton: y = residual + gate * x * keep / (1 - p)
-(residual and gate optional), keep from the Philox stream read through ``stream_uniform``;
+(residual and gate optional), keep of element i from element i // GROUP of the Philox stream
+read through ``stream_uniform`` (GROUP 1: dropout; elements per sample: drop path);
 seed and offset are loaded from a tensor, so neither is a compile-time constant."""
 from __future__ import annotations
 
@@ -25,13 +26,13 @@ def stream_uniform(seed, offset, idx):
 
 
 @triton.jit
-def _dropout_apply_kernel(X, RES, GATE, Y, SEED_OFFSET, n, p, scale, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
+def _dropout_apply_kernel(X, RES, GATE, Y, SEED_OFFSET, n, p, scale, group, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
                           ACC: tl.constexpr, BLOCK: tl.constexpr):
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
     seed = tl.load(SEED_OFFSET)
     offset = tl.load(SEED_OFFSET + 1)
-    keep = (stream_uniform(seed, offset, idx) >= p) & (p < 1.0)
+    keep = (stream_uniform(seed, offset, idx // group) >= p) & (p < 1.0)
     x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
     y = tl.where(keep, x * scale, 0.0)
     if HAS_GATE:
@@ -42,7 +43,7 @@ def _dropout_apply_kernel(X, RES, GATE, Y, SEED_OFFSET, n, p, scale, HAS_RES: tl
 
 
 def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optional[torch.Tensor],
-                  seed_offset: torch.Tensor, p: float, scale: float) -> torch.Tensor:
+                  seed_offset: torch.Tensor, p: float, scale: float, group: int) -> torch.Tensor:
     """Contiguous ``x`` (and ``residual``); ``gate`` one acc-dtype element; ``seed_offset``
     int64 [2] on x's device."""
     y = torch.empty_like(x)
@@ -50,20 +51,20 @@ def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optio
     if n:
         _dropout_apply_kernel[(triton.cdiv(n, BLOCK),)](
             x, residual if residual is not None else x, gate if gate is not None else seed_offset, y, seed_offset,
-            n, float(p), float(scale), HAS_RES=residual is not None, HAS_GATE=gate is not None,
+            n, float(p), float(scale), group, HAS_RES=residual is not None, HAS_GATE=gate is not None,
             ACC=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
     return y
 
 
 @triton.jit
-def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale, HAS_X: tl.constexpr,
+def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale, group, HAS_X: tl.constexpr,
                               HAS_GATE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
     seed = tl.load(SEED_OFFSET)
     offset = tl.load(SEED_OFFSET + 1)
-    keep = (stream_uniform(seed, offset, idx) >= p) & (p < 1.0)
+    keep = (stream_uniform(seed, offset, idx // group) >= p) & (p < 1.0)
     d = tl.where(keep, tl.load(G + idx, mask=mask, other=0.0).to(ACC) * scale, 0.0)
     dx = d
     if HAS_GATE:
@@ -75,7 +76,7 @@ def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale
 
 
 def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optional[torch.Tensor],
-                      seed_offset: torch.Tensor, p: float, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                      seed_offset: torch.Tensor, p: float, scale: float, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dx, partials): dx = gate * dropout(grad); with x, one partial sum of x * dropout(grad)
     per BLOCK elements (the caller sums them)."""
     dx = torch.empty_like(grad)
@@ -85,7 +86,7 @@ def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optio
     if n:
         _dropout_apply_bwd_kernel[(triton.cdiv(n, BLOCK),)](
             grad, x if x is not None else grad, gate if gate is not None else seed_offset, dx,
-            partials if x is not None else dx, seed_offset, n, float(p), float(scale),
+            partials if x is not None else dx, seed_offset, n, float(p), float(scale), group,
             HAS_X=x is not None, HAS_GATE=gate is not None,
             ACC=tl.float64 if grad.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
     return dx, partials

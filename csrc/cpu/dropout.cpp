@@ -15,7 +15,7 @@ constexpr int64_t kBatch = 64;  // Philox blocks drawn per batch: 256 elements
 // Philox for kBatch consecutive counters into structure-of-arrays words, a loop GCC vectorizes
 // (independent counters, rounds unrolled, 32x32->64 multiplies as vpmuludq); then the elements.
 template <typename T>
-TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
+TRICKS_CPU_CLONES void apply_blocks(const Params& q, int64_t g0, int64_t g1) {
   using A = acc_t<T>;
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
@@ -38,7 +38,7 @@ TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
       words[3][t] = c3;
     }
     const int64_t base = 4 * gb;
-    if (base + 4 * ng <= q.n) {  // whole groups: word j of group t is element 4t + j
+    if (base + 4 * ng <= q.n) {  // whole blocks: word j of block t is element 4t + j
       for (int64_t t = 0; t < ng; ++t)
         for (int j = 0; j < 4; ++j) {
           const bool kept = keep(philox::to_uniform(words[j][t]), q.p);
@@ -55,10 +55,31 @@ TRICKS_CPU_CLONES void apply_groups(const Params& q, int64_t g0, int64_t g1) {
   }
 }
 
+// group > 1 (drop path): one draw per run of `group` elements, then a plain scaled loop.
+template <typename T>
+TRICKS_CPU_CLONES void apply_runs(const Params& q, int64_t begin, int64_t end) {
+  using A = acc_t<T>;
+  const T* x = static_cast<const T*>(q.x);
+  T* y = static_cast<T*>(q.y);
+  const T* res = static_cast<const T*>(q.residual);
+  const A gate = q.gate ? *static_cast<const A*>(q.gate) : A(1);
+  const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
+  for (int64_t i = begin; i < end;) {
+    const int64_t r = i / q.group, stop = std::min(end, (r + 1) * q.group);
+    const bool kept = keep(philox::uniform_at(seed, offset, static_cast<uint64_t>(r)), q.p);
+    for (; i < stop; ++i)
+      y[i] = static_cast<T>(apply(static_cast<A>(x[i]), kept, q.scale, gate, res ? static_cast<A>(res[i]) : A(0)));
+  }
+}
+
 template <typename T>
 void apply_kernel(const Params& q) {
+  if (q.group > 1) {
+    at::parallel_for(0, q.n, 1 << 14, [&](int64_t b, int64_t e) { apply_runs<T>(q, b, e); });
+    return;
+  }
   const int64_t groups = (q.n + 3) / 4;
-  at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_groups<T>(q, b, e); });
+  at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_blocks<T>(q, b, e); });
 }
 
 // Backward over one fixed chunk of elements: dx = gate * keep * scale * grad and, with x, the
@@ -73,7 +94,18 @@ TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
   const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
   const int64_t begin = chunk * kPartialChunk, end = std::min(q.n, begin + kPartialChunk);
   A part[4] = {};
-  for (int64_t gi = begin / 4; 4 * gi < end; ++gi) {
+  if (q.group > 1) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t r = i / q.group, stop = std::min(end, (r + 1) * q.group);
+      const bool kept = keep(philox::uniform_at(seed, offset, static_cast<uint64_t>(r)), q.p);
+      for (; i < stop; ++i) {
+        const A d = apply(static_cast<A>(g[i]), kept, q.scale, A(1), A(0));
+        dx[i] = static_cast<T>(gate * d);
+        if (x) part[0] += static_cast<A>(x[i]) * d;
+      }
+    }
+  }
+  for (int64_t gi = begin / 4; q.group == 1 && 4 * gi < end; ++gi) {
     const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(gi));
     for (int j = 0; j < 4; ++j) {
       const int64_t i = 4 * gi + j;
@@ -88,8 +120,9 @@ TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
 
 std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cpu(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
                                                          const c10::optional<at::Tensor>& gate,
-                                                         const at::Tensor& seed_offset, double p, double scale) {
-  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, kPartialChunk);
+                                                         const at::Tensor& seed_offset, double p, double scale,
+                                                         int64_t group) {
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kPartialChunk);
   const int64_t chunks = (grad.numel() + kPartialChunk - 1) / kPartialChunk;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "dropout_apply_bwd_cpu", [&] {
     at::parallel_for(0, chunks, 1, [&](int64_t s, int64_t e) {
@@ -100,8 +133,9 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cpu(const at::Tensor& grad,
 }
 
 at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
-                             const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale) {
-  auto r = prepare(x, residual, gate, seed_offset, p, scale);
+                             const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p, double scale,
+                             int64_t group) {
+  auto r = prepare(x, residual, gate, seed_offset, p, scale, group);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_apply_cpu",
                                   [&] { apply_kernel<scalar_t>(r.p); });
   return r.y;

@@ -11,18 +11,19 @@ namespace {
 
 at::Tensor dropout_apply_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& residual,
                               const c10::optional<at::Tensor>& gate, const at::Tensor& seed_offset, double p,
-                              double scale) {
+                              double scale, int64_t group) {
   c10::DeviceGuard guard(x.device());
-  auto r = prepare(x, residual, gate, seed_offset, p, scale);
+  auto r = prepare(x, residual, gate, seed_offset, p, scale, group);
   check_launch(launch_apply_cuda(r.p, current_cuda_stream(x)), "dropout_apply");
   return r.y;
 }
 
 std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cuda(const at::Tensor& grad, const c10::optional<at::Tensor>& x,
                                                           const c10::optional<at::Tensor>& gate,
-                                                          const at::Tensor& seed_offset, double p, double scale) {
+                                                          const at::Tensor& seed_offset, double p, double scale,
+                                                          int64_t group) {
   c10::DeviceGuard guard(grad.device());
-  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, kBwdBlockElements);
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kBwdBlockElements);
   check_launch(launch_bwd_cuda(b.p, current_cuda_stream(grad)), "dropout_apply_bwd");
   return {b.dx, b.partials};
 }

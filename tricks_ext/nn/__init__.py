@@ -1,4 +1,4 @@
 """Modules built on tricks_ext.functional."""
-from tricks_ext.nn.dropout import Dropout, ReZeroResidual
+from tricks_ext.nn.dropout import Dropout, DropPath, ReZeroResidual
 
-__all__ = ["Dropout", "ReZeroResidual"]
+__all__ = ["Dropout", "DropPath", "ReZeroResidual"]

@@ -28,6 +28,26 @@ class Dropout(torch.nn.Module):
         return f"p={self.p}"
 
 
+class DropPath(torch.nn.Module):
+    """Drop-in for timm ``DropPath(drop_prob, scale_by_keep)`` (stochastic depth): per-sample
+    dropout along dim 0 with the mask regenerated in backward. Same attribute names as timm and
+    no parameters or buffers, so timm state dicts load unchanged."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True, backend: Optional[str] = None) -> None:
+        super().__init__()
+        if not (isinstance(drop_prob, (int, float)) and 0.0 <= drop_prob <= 1.0):
+            raise ValueError(f"DropPath: drop_prob must be a number in [0, 1], got {drop_prob!r}")
+        self.drop_prob = float(drop_prob)
+        self.scale_by_keep = scale_by_keep
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.drop_path(x, self.drop_prob, self.training, self.scale_by_keep, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}"
+
+
 class ReZeroResidual(torch.nn.Module):
     """``x + alpha * dropout(sublayer(x))`` with a learnable scalar ``alpha`` initialized to 0
     (ReZero, arXiv 2003.04887): the block starts as the identity. The add, gate and dropout run

@@ -1,8 +1,9 @@
-"""dropout_apply: registration (fake + autograd) and per-backend entries of dropout and
-dropout_add.
+"""dropout_apply: registration (fake + autograd) and per-backend entries of dropout,
+dropout_add and drop_path.
 
 Operators: tricks_ext::dropout_apply (C++: CPU and CUDA) and tricks_ext::dropout_apply_triton,
-y = residual + gate * dropout(x) with residual and gate optional. x (and residual) contiguous,
+y = residual + gate * dropout(x) with residual and gate optional, one draw per ``group``
+consecutive elements (1: dropout; elements per sample: drop path). x (and residual) contiguous,
 gate one element in the statistics dtype, seed_offset int64 [2] on x's device, p and scale
 rounded to fp32. Backward (tricks_ext::dropout_apply_bwd / _triton): one pass and one Philox
 draw give dx = gate * dropout(grad) and per-chunk partial sums of x * dropout(grad) (= the gate
@@ -31,7 +32,7 @@ def fp32(v: float) -> float:
 
 
 def _fake(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-          scale: float) -> Tensor:
+          scale: float, group: int) -> Tensor:
     return torch.empty_like(x)
 
 
@@ -42,7 +43,7 @@ _PARTIAL_CHUNK = {"cpu": 1 << 16, "cuda": 1024, "triton": 1024}
 
 def _fake_bwd(chunk: Callable[[Tensor], int]) -> Callable:
     def fake(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-             scale: float):
+             scale: float, group: int):
         n = -(-grad.numel() // chunk(grad)) if x is not None else 0
         return torch.empty_like(grad), grad.new_empty((n,), dtype=stats_dtype(grad.dtype))
     return fake
@@ -50,8 +51,8 @@ def _fake_bwd(chunk: Callable[[Tensor], int]) -> Callable:
 
 def _register_autograd(name: str, bwd: Callable) -> None:
     def setup_context(ctx, inputs, output):
-        x, _residual, gate, seed_offset, p, scale = inputs
-        ctx.p, ctx.scale = p, scale
+        x, _residual, gate, seed_offset, p, scale, group = inputs
+        ctx.p, ctx.scale, ctx.group = p, scale, group
         ctx.save_for_backward(seed_offset, gate, x if ctx.needs_input_grad[2] else None)
 
     def backward(ctx, grad):
@@ -59,11 +60,11 @@ def _register_autograd(name: str, bwd: Callable) -> None:
         grad = grad.contiguous()
         dx = dgate = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
-            dx, partials = bwd(grad, x, gate, seed_offset, ctx.p, ctx.scale)
+            dx, partials = bwd(grad, x, gate, seed_offset, ctx.p, ctx.scale, ctx.group)
             if ctx.needs_input_grad[2]:
                 dgate = partials.sum().reshape(gate.shape).to(gate.dtype)
         dres = grad if ctx.needs_input_grad[1] else None
-        return (dx if ctx.needs_input_grad[0] else None), dres, dgate, None, None, None
+        return (dx if ctx.needs_input_grad[0] else None), dres, dgate, None, None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)
 
@@ -77,16 +78,16 @@ if _ext.HAS_C:
 
 @torch.library.custom_op("tricks_ext::dropout_apply_triton", mutates_args=())
 def _apply_triton(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-                  scale: float) -> Tensor:
+                  scale: float, group: int) -> Tensor:
     from tricks_ext.triton_kernels.dropout import dropout_apply
-    return dropout_apply(x, residual, gate, seed_offset, p, scale)
+    return dropout_apply(x, residual, gate, seed_offset, p, scale, group)
 
 
 @torch.library.custom_op("tricks_ext::dropout_apply_bwd_triton", mutates_args=())
 def _apply_bwd_triton(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-                      scale: float) -> Tuple[Tensor, Tensor]:
+                      scale: float, group: int) -> Tuple[Tensor, Tensor]:
     from tricks_ext.triton_kernels.dropout import dropout_apply_bwd
-    return dropout_apply_bwd(grad, x, gate, seed_offset, p, scale)
+    return dropout_apply_bwd(grad, x, gate, seed_offset, p, scale, group)
 
 
 _apply_triton.register_fake(_fake)
@@ -94,16 +95,19 @@ _apply_bwd_triton.register_fake(_fake_bwd(lambda t: _PARTIAL_CHUNK["triton"]))
 _register_autograd("tricks_ext::dropout_apply_triton", _apply_bwd_triton)
 
 
-def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float) -> Tensor:
-    return _reference(x, residual, fp32(p), seed_offset[0], seed_offset[1], gate)
+# Backend entries: (x, residual, gate, seed_offset, p, group, scale); scale None = 1 / (1 - p).
+def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
+           group: int = 1, scale: Optional[float] = None) -> Tensor:
+    return _reference(x, residual, fp32(p), seed_offset[0], seed_offset[1], gate, group, scale)
 
 
 def _kernel_entry(op: Callable) -> Callable:
-    def run(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float) -> Tensor:
+    def run(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
+            group: int = 1, scale: Optional[float] = None) -> Tensor:
         if gate is not None:
             gate = gate.reshape(()).to(stats_dtype(x.dtype))
         return op(x.contiguous(), None if residual is None else residual.contiguous(), gate, seed_offset,
-                  fp32(p), fp32(dropout_scale(p)))
+                  fp32(p), fp32(dropout_scale(p) if scale is None else scale), group)
     return run
 
 

@@ -1,7 +1,8 @@
 """Dropout with a counter-based mask, plain PyTorch: the specification of the dropout family.
 
-Element i (x's contiguous order) is kept iff u_i >= p (and p < 1), u from the Philox stream
-(seed, offset) defined below; kept elements are scaled by fp32(1 / (1 - p)).
+Element i (x's contiguous order) is kept iff u_{i // group} >= p (and p < 1), u from the Philox
+stream (seed, offset) defined below; kept elements are scaled by fp32(1 / (1 - p)). group = 1 is
+dropout; group = numel / N (one draw per sample of dim 0) is drop path (stochastic depth).
 Every backend computes the same mask, so outputs agree bit for bit.
 
 The stream: Philox4x32-10 in plain PyTorch, bit-identical to Triton's ``tl.randint4x(seed,
@@ -84,13 +85,24 @@ def dropout(x: Tensor, p: float, seed: Seed, offset: Seed) -> Tensor:
     return dropout_add(x, None, p, seed, offset)
 
 
+def drop_path(x: Tensor, p: float, seed: Seed, offset: Seed, scale_by_keep: bool = True,
+              residual: Optional[Tensor] = None) -> Tensor:
+    """Per-sample dropout (timm ``drop_path``): sample n of dim 0 is kept iff u_n >= p, scaled by
+    1 / (1 - p) when ``scale_by_keep``; plus ``residual`` when given."""
+    group = x.numel() // x.shape[0] if x.numel() else 1
+    return dropout_add(x, residual, p, seed, offset, group=group, scale=None if scale_by_keep else 1.0)
+
+
 def dropout_add(x: Tensor, residual: Optional[Tensor], p: float, seed: Seed, offset: Seed,
-                gate: Optional[Tensor] = None) -> Tensor:
+                gate: Optional[Tensor] = None, group: int = 1, scale: Optional[float] = None) -> Tensor:
     """residual + gate * dropout(x) (ReZero with a learnable scalar gate, arXiv 2003.04887);
-    residual and gate optional. Math in fp32 (fp64 for fp64 x)."""
-    keep = keep_mask(seed, offset, x.numel(), p, x.device).view(x.shape) & (p < 1.0)
+    residual and gate optional; ``group`` consecutive elements share one draw; ``scale`` of
+    kept elements defaults to 1 / (1 - p). Math in fp32 (fp64 for fp64 x)."""
+    draws = keep_mask(seed, offset, -(-x.numel() // group), p, x.device)
+    keep = draws.repeat_interleave(group)[:x.numel()].view(x.shape) & (p < 1.0)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    scale = torch.tensor(dropout_scale(p), dtype=torch.float32).to(device=x.device, dtype=acc)
+    scale = dropout_scale(p) if scale is None else scale
+    scale = torch.tensor(scale, dtype=torch.float32).to(device=x.device, dtype=acc)
     y = torch.where(keep, x.to(acc) * scale, torch.zeros((), dtype=acc, device=x.device))
     if gate is not None:
         y = gate.to(acc).reshape(()) * y

@@ -1,7 +1,8 @@
 // Dropout math shared by the CPU and CUDA kernels: element i of x is kept iff
-// u_i >= p and p < 1 (u from the Philox stream below), and scaled by
+// u_{i / group} >= p and p < 1 (u from the Philox stream below), and scaled by
 // scale = fp32(1 / (1 - p)), computed once on the host so every backend multiplies by the
 // same fp32 number and outputs agree bit for bit. p == 1 drops everything (no inf * 0).
+// group = 1 is dropout; group = elements per sample is drop path (one draw per sample).
 // The fused residual form (dropout_add, ReZero): y = residual + gate * dropout(x), with
 // residual = 0 and gate = 1 when absent (then y = dropout(x) exactly).
 #pragma once
@@ -54,6 +55,11 @@ TRICKS_HD float to_uniform(uint32_t word) {
   return static_cast<float>(x) * 4.6566127342e-10f;
 }
 
+// u of element `index` of the stream (seed, offset).
+TRICKS_HD float uniform_at(uint64_t seed, uint64_t offset, uint64_t index) {
+  return to_uniform(philox4x32_10(seed, offset + index / 4).w[index % 4]);
+}
+
 }  // namespace philox
 
 namespace dropout {
@@ -70,6 +76,7 @@ struct Params {
   void* partials;              // backward only: acc_t per chunk, or nullptr
   const int64_t* seed_offset;  // [2]: seed, offset (device memory for CUDA, host for CPU)
   int64_t n;
+  int64_t group;               // consecutive elements sharing one draw (>= 1)
   float p;
   float scale;
   DType dtype;
