@@ -53,6 +53,13 @@ TORCH_LIBRARY(tricks_ext, m) {
   // chunk of elements (summed by the caller: deterministic). Returns (dx, partials); partials
   // is empty without x.
   m.def("dropout_apply_bwd(Tensor grad, Tensor? x, Tensor? gate, Tensor seed_offset, float p, float scale, int group) -> (Tensor, Tensor)");
+
+  // Mixup / CutMix mixing of a batch with its flip (math: csrc/include/tricks/mixup.h): coef
+  // fp32 (B, 2) = (a, b) per sample, box int32 (B, 4) = (y0, y1, x0, x1) per sample; each sample
+  // of x is one dense block viewed as [outer][height][width][inner]. The out-of-place op returns
+  // a tensor with x's layout; mixup_apply_ mixes x in place.
+  m.def("mixup_apply(Tensor x, Tensor coef, Tensor box, int height, int width, int inner) -> Tensor");
+  m.def("mixup_apply_(Tensor(a!) x, Tensor coef, Tensor box, int height, int width, int inner) -> ()");
 }
 
 extern "C" PyObject* PyInit__C(void) {

@@ -13,7 +13,8 @@ from tricks_ext import _backend
 from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
-__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset"]
+__all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
+           "mixup"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -172,3 +173,40 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
     group = max(1, x.numel() // max(1, x.shape[0]))
     scale = None if scale_by_keep else 1.0
     return _backend.implementation("dropout", x.device, backend)(x, residual, None, seed_offset, float(p), group, scale)
+
+
+def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool = False,
+          backend: Optional[str] = None) -> Tensor:
+    """Mix a batch with its flip in one pass (the image side of timm ``Mixup``; parameters from
+    :meth:`tricks_ext.data.Mixup.sample_params` or your own).
+
+    Sample i's partner is j = N - 1 - i. Inside sample i's box (rows y0:y1, cols x0:x1 of the
+    last two dims) the output is x_j (CutMix); elsewhere x_i when b_i == 0, else
+    a_i x_i + b_i x_j (Mixup), math in fp32 (fp64 for fp64 x).
+
+    Args:
+        x: (N, ...) floating batch; CutMix boxes need rank >= 3. Contiguous and channels_last
+            are mixed in place of their layout; other strides are copied first. Must not
+            require grad (mixing is a data transform).
+        coef: (N, 2) per-sample (a, b).
+        box: (N, 4) integer per-sample (y0, y1, x0, x1); None means no boxes.
+        inplace: write into ``x`` (as timm does) instead of a new tensor.
+    """
+    op = "mixup"
+    check_float_tensor(op, "x", x)
+    if x.dim() < 1:
+        raise ValueError(f"{op}: x must have a batch dim")
+    if x.requires_grad:
+        raise RuntimeError(f"{op}: x requires grad; mixing is a data transform without a gradient: pass x.detach()")
+    n = x.shape[0]
+    if not (isinstance(coef, Tensor) and coef.shape == (n, 2) and coef.dtype.is_floating_point):
+        raise ValueError(f"{op}: coef must be a floating tensor of shape ({n}, 2), got "
+                         f"{tuple(coef.shape) if isinstance(coef, Tensor) else type(coef).__name__}")
+    if box is None:
+        box = torch.zeros(n, 4, dtype=torch.int32)
+    elif not (isinstance(box, Tensor) and box.shape == (n, 4) and not box.dtype.is_floating_point):
+        raise ValueError(f"{op}: box must be an integer tensor of shape ({n}, 4), got "
+                         f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
+    elif x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
+        raise ValueError(f"{op}: CutMix boxes need x of rank >= 3 (N, ..., H, W), got shape {tuple(x.shape)}")
+    return _backend.implementation(op, x.device, backend)(x, coef, box, inplace)
