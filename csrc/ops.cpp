@@ -60,6 +60,15 @@ TORCH_LIBRARY(tricks_ext, m) {
   // a tensor with x's layout; mixup_apply_ mixes x in place.
   m.def("mixup_apply(Tensor x, Tensor coef, Tensor box, int height, int width, int inner) -> Tensor");
   m.def("mixup_apply_(Tensor(a!) x, Tensor coef, Tensor box, int height, int width, int inner) -> ()");
+
+  // Soft-target cross-entropy per row (math: csrc/include/tricks/soft_ce.h) of contiguous
+  // logits (N, C). Targets: labels a (hard, with smoothing and ignore_index), mixed (a, b, lam
+  // fp32), or dense (N, C) in the logits' dtype. Returns (loss (N,), stats (N, 2) = lse, sum t),
+  // both fp32 (fp64 for fp64 logits); backward takes dL/dloss (N,) and stats, returns dlogits.
+  m.def("soft_ce_fwd(Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, float smoothing, "
+        "int ignore_index) -> (Tensor, Tensor)");
+  m.def("soft_ce_bwd(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, Tensor stats, "
+        "float smoothing, int ignore_index) -> Tensor");
 }
 
 extern "C" PyObject* PyInit__C(void) {

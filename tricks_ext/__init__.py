@@ -10,9 +10,9 @@ from tricks_ext._ext import HAS_C, HAS_CUDA_KERNELS, LOAD_ERROR
 from tricks_ext._backend import BACKENDS, BackendUnavailableError, get_backend, set_backend, use_backend
 from tricks_ext import ops  # noqa: F401  (registers the operators)
 from tricks_ext import functional, reference  # noqa: F401
-from tricks_ext import nn, optim  # noqa: F401
+from tricks_ext import data, nn, optim  # noqa: F401
 
 __all__ = [
     "__version__", "HAS_C", "HAS_CUDA_KERNELS", "LOAD_ERROR", "BACKENDS", "BackendUnavailableError",
-    "get_backend", "set_backend", "use_backend", "functional", "reference", "nn", "optim",
+    "get_backend", "set_backend", "use_backend", "functional", "reference", "data", "nn", "optim",
 ]

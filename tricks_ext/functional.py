@@ -14,7 +14,7 @@ from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
-           "mixup"]
+           "mixup", "soft_target_cross_entropy", "flood"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -210,3 +210,87 @@ def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool =
     elif x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
         raise ValueError(f"{op}: CutMix boxes need x of rank >= 3 (N, ..., H, W), got shape {tuple(x.shape)}")
     return _backend.implementation(op, x.device, backend)(x, coef, box, inplace)
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = "mean", label_smoothing: float = 0.0,
+                              ignore_index: int = -100, backend: Optional[str] = None) -> Tensor:
+    """Cross-entropy against soft targets in one forward and one backward kernel, with the
+    targets kept compact: loss_i = -sum_c t_ic log_softmax(logits_i)_c.
+
+    ``targets`` is one of:
+
+    * :class:`tricks_ext.data.MixedTargets` (from :class:`tricks_ext.data.Mixup`): label-smoothed
+      mixed one-hots, never expanded (O(N) target memory); equals timm
+      ``SoftTargetCrossEntropy()(logits, mixup_target(...))``.
+    * integer labels (N,): torch ``cross_entropy(logits, labels, label_smoothing=...,
+      ignore_index=...)``; 'mean' divides by the number of rows not ignored (NaN when all are).
+    * a dense floating (N, C) tensor: timm ``SoftTargetCrossEntropy`` (targets need not sum to
+      1; a dtype other than the logits' is handled by promoting both to the common dtype).
+
+    Statistics in fp32 (fp64 for fp64 logits) whatever the logits' dtype; the result has the
+    logits' dtype, like torch. Any C: rows stream through an online log-sum-exp on the GPU
+    backends. A label outside [0, C) (and not ``ignore_index``) makes that row's loss NaN
+    rather than raising, which would need a device-to-host sync. ``reduction``: 'mean', 'sum'
+    or 'none'.
+    """
+    from tricks_ext.data.mixup import MixedTargets
+
+    op = "soft_target_cross_entropy"
+    check_float_tensor(op, "logits", logits)
+    if logits.dim() != 2:
+        raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    n, classes = logits.shape
+    a = b = lam = dense = None
+    smoothing = float(label_smoothing)
+    count: Optional[Tensor] = None
+    if isinstance(targets, MixedTargets):
+        if label_smoothing:
+            raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
+        if targets.num_classes != classes:
+            raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have {classes} classes")
+        a, b, lam, smoothing = targets.a, targets.b, targets.lam, targets.smoothing
+    elif isinstance(targets, Tensor) and not targets.dtype.is_floating_point and not targets.dtype.is_complex:
+        if targets.shape != (n,):
+            raise ValueError(f"{op}: integer labels must have shape ({n},), got {tuple(targets.shape)}")
+        a = targets
+        count = (a != ignore_index).sum()
+    elif isinstance(targets, Tensor) and targets.dtype.is_floating_point:
+        if label_smoothing:
+            raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
+        if targets.shape != logits.shape:
+            raise ValueError(f"{op}: dense targets must have the logits' shape {tuple(logits.shape)}, "
+                             f"got {tuple(targets.shape)}")
+        dense = targets
+        common = torch.promote_types(logits.dtype, dense.dtype)
+        logits, dense = logits.to(common), dense.to(common)
+    else:
+        raise TypeError(f"{op}: targets must be MixedTargets, integer labels (N,) or a dense (N, C) float tensor, "
+                        f"got {type(targets).__name__}")
+    for name, t in (("targets", a), ("partner labels", b), ("lam", lam), ("targets", dense)):
+        check_same_device(op, name, t, logits, "logits")
+    out_dtype = logits.dtype
+    loss = _backend.implementation("soft_ce", logits.device, backend)(logits, a, b, lam, dense, smoothing,
+                                                                       int(ignore_index))
+    if reduction == "none":
+        return loss.to(out_dtype)
+    total = loss.sum()
+    if reduction == "sum":
+        return total.to(out_dtype)
+    return (total / (count if count is not None else n)).to(out_dtype)
+
+
+def flood(loss: Tensor, b: float) -> Tensor:
+    """Flooding (arXiv 2002.08709): ``|loss - b| + b``. Above the flood level ``b`` the
+    gradient is unchanged; below it the sign flips, so training loss floats around ``b``."""
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"flood: loss must be a tensor, got {type(loss).__name__}")
+    if not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 0):
+        raise ValueError(f"flood: b must be a finite number >= 0, got {b!r}")
+    return (loss - b).abs() + b

@@ -1,0 +1,157 @@
+// Soft-target cross-entropy, CPU: one task per block of rows; a row (4 KB at C = 1000 fp32) is
+// read from memory once and revisited in L1: pass 1 max (+ sum z, and sum t, sum t z for dense
+// targets), pass 2 sum exp(z - max). Reductions run in kLanes independent partial sums so GCC
+// vectorizes them (a single float accumulator cannot be reordered without -ffast-math).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "cpu/simd.h"
+#include "soft_ce.h"
+
+namespace tricks {
+namespace soft_ce {
+namespace {
+
+constexpr int kLanes = 16;
+
+TRICKS_CPU_INLINE float exp_acc(float x) { return exp_cpu(x); }
+TRICKS_CPU_INLINE double exp_acc(double x) { return std::exp(x); }
+
+template <typename A>
+TRICKS_CPU_INLINE A lane_sum(const A* v) {
+  A s = 0;
+  for (int l = 0; l < kLanes; ++l) s += v[l];
+  return s;
+}
+
+template <typename T>
+TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
+  using A = acc_t<T>;
+  const int64_t C = q.classes, Cv = C - C % kLanes;
+  for (int64_t i = r0; i < r1; ++i) {
+    const T* z = static_cast<const T*>(q.logits) + i * C;
+    const T* t = q.mode == Mode::Dense ? static_cast<const T*>(q.dense) + i * C : nullptr;
+    A mx[kLanes], sz[kLanes] = {}, st[kLanes] = {}, stz[kLanes] = {}, se[kLanes] = {};
+    for (int l = 0; l < kLanes; ++l) mx[l] = -INFINITY;
+    for (int64_t c = 0; c < Cv; c += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const A v = static_cast<A>(z[c + l]);
+        mx[l] = v > mx[l] ? v : mx[l];
+        sz[l] += v;
+      }
+    A m = -INFINITY, sum_z = lane_sum(sz);
+    for (int l = 0; l < kLanes; ++l) m = mx[l] > m ? mx[l] : m;
+    for (int64_t c = Cv; c < C; ++c) {
+      const A v = static_cast<A>(z[c]);
+      m = v > m ? v : m;
+      sum_z += v;
+    }
+    if (t) {
+      for (int64_t c = 0; c < Cv; c += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const A tv = static_cast<A>(t[c + l]);
+          st[l] += tv;
+          stz[l] += tv * static_cast<A>(z[c + l]);
+        }
+    }
+    const A shift = std::isinf(m) ? A(0) : m;  // all -inf (or +inf) rows: no inf - inf
+    for (int64_t c = 0; c < Cv; c += kLanes)
+      for (int l = 0; l < kLanes; ++l) se[l] += exp_acc(static_cast<A>(z[c + l]) - shift);
+    A sum_e = lane_sum(se);
+    for (int64_t c = Cv; c < C; ++c) sum_e += exp_acc(static_cast<A>(z[c]) - shift);
+    const A lse = shift + std::log(sum_e);
+    A* loss = static_cast<A*>(q.loss);
+    A* stats = static_cast<A*>(q.stats);
+    A total = 1;
+    if (t) {
+      A sum_t = lane_sum(st), sum_tz = lane_sum(stz);
+      for (int64_t c = Cv; c < C; ++c) {
+        sum_t += static_cast<A>(t[c]);
+        sum_tz += static_cast<A>(t[c]) * static_cast<A>(z[c]);
+      }
+      total = sum_t;
+      loss[i] = lse * sum_t - sum_tz;
+    } else {
+      const RowTarget r = row_target(q, i);
+      if (r.ignored) {
+        loss[i] = 0;
+      } else if (r.invalid) {
+        loss[i] = NAN;
+      } else {
+        const A tz = static_cast<A>(r.wa) * static_cast<A>(z[r.a]) + static_cast<A>(r.wb) * static_cast<A>(z[r.b]) +
+                     static_cast<A>(q.smoothing) / static_cast<A>(C) * sum_z;
+        loss[i] = lse - tz;
+      }
+    }
+    stats[2 * i] = lse;
+    stats[2 * i + 1] = total;
+  }
+}
+
+template <typename T>
+TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
+  using A = acc_t<T>;
+  const int64_t C = q.classes;
+  const A* stats = static_cast<const A*>(q.stats);
+  for (int64_t i = r0; i < r1; ++i) {
+    const T* z = static_cast<const T*>(q.logits) + i * C;
+    T* dz = static_cast<T*>(q.dlogits) + i * C;
+    const A g = static_cast<const A*>(q.grad)[i], lse = stats[2 * i], total = stats[2 * i + 1];
+    if (q.mode == Mode::Dense) {
+      const T* t = static_cast<const T*>(q.dense) + i * C;
+      for (int64_t c = 0; c < C; ++c)
+        dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) * total - static_cast<A>(t[c])));
+      continue;
+    }
+    const RowTarget r = row_target(q, i);
+    if (r.ignored || r.invalid) {
+      const T fill = static_cast<T>(r.ignored ? A(0) : A(NAN));
+      for (int64_t c = 0; c < C; ++c) dz[c] = fill;
+      continue;
+    }
+    const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
+    for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) - off));
+    for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
+      dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) -
+                                  (off + (c == r.a ? A(r.wa) : A(0)) + (c == r.b ? A(r.wb) : A(0)))));
+  }
+}
+
+int64_t grain(const Params& q) {
+  return std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(q.classes, 1));  // >= 16K elements per task
+}
+
+std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                                                   const c10::optional<at::Tensor>& b,
+                                                   const c10::optional<at::Tensor>& lam,
+                                                   const c10::optional<at::Tensor>& dense, double smoothing,
+                                                   int64_t ignore_index) {
+  auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_fwd_cpu", [&] {
+    at::parallel_for(0, f.p.rows, grain(f.p), [&](int64_t s, int64_t e) { fwd_rows<scalar_t>(f.p, s, e); });
+  });
+  return {f.loss, f.stats};
+}
+
+at::Tensor soft_ce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                           const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
+                           const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                           int64_t ignore_index) {
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_bwd_cpu", [&] {
+    at::parallel_for(0, r.p.rows, grain(r.p), [&](int64_t s, int64_t e) { bwd_rows<scalar_t>(r.p, s, e); });
+  });
+  return r.dlogits;
+}
+
+}  // namespace
+}  // namespace soft_ce
+}  // namespace tricks
+
+TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
+  m.impl("soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cpu);
+  m.impl("soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cpu);
+}

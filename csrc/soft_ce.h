@@ -1,0 +1,103 @@
+// Validation and allocation for the soft-target cross-entropy ops, shared by the CPU and CUDA
+// bindings.
+#pragma once
+
+#include "checks.h"
+#include "tricks/soft_ce.h"
+
+namespace tricks {
+namespace soft_ce {
+
+inline void check_labels(const at::Tensor& logits, const at::Tensor& t, const char* name) {
+  check_same_device(logits, "logits", t, name);
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, "soft_ce: ", name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == logits.size(0) && t.is_contiguous(), "soft_ce: ", name,
+              " must be contiguous (", logits.size(0), ",), got ", t.sizes());
+}
+
+// Fills everything but the outputs; mode from which targets are present.
+inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                      const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
+                      int64_t ignore_index) {
+  const DType dtype = to_dtype(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "soft_ce: logits must be contiguous (N, C), got ",
+              logits.sizes());
+  TORCH_CHECK(logits.size(1) >= 1, "soft_ce: logits need at least one class");
+  TORCH_CHECK(smoothing >= 0.0 && smoothing <= 1.0, "soft_ce: smoothing must be in [0, 1], got ", smoothing);
+  Params q{};
+  q.logits = logits.data_ptr();
+  q.rows = logits.size(0);
+  q.classes = logits.size(1);
+  q.smoothing = static_cast<float>(smoothing);
+  q.ignore_index = ignore_index;
+  q.dtype = dtype;
+  if (dense.has_value()) {
+    TORCH_CHECK(!a.has_value() && !b.has_value() && !lam.has_value(), "soft_ce: dense targets exclude labels");
+    check_same_device(logits, "logits", *dense, "dense");
+    TORCH_CHECK(dense->sizes() == logits.sizes() && dense->scalar_type() == logits.scalar_type() &&
+                    dense->is_contiguous(),
+                "soft_ce: dense targets must be contiguous with the logits' shape and dtype");
+    q.dense = dense->data_ptr();
+    q.mode = Mode::Dense;
+    return q;
+  }
+  TORCH_CHECK(a.has_value(), "soft_ce: give labels (a), mixed labels (a, b, lam) or dense targets");
+  check_labels(logits, *a, "a");
+  q.a = a->data_ptr<int64_t>();
+  TORCH_CHECK(b.has_value() == lam.has_value(), "soft_ce: mixed targets need both b and lam");
+  if (!b.has_value()) {
+    q.mode = Mode::Hard;
+    return q;
+  }
+  check_labels(logits, *b, "b");
+  check_same_device(logits, "logits", *lam, "lam");
+  TORCH_CHECK(lam->scalar_type() == at::kFloat && lam->dim() == 1 && lam->size(0) == q.rows && lam->is_contiguous(),
+              "soft_ce: lam must be contiguous float32 (", q.rows, ",)");
+  q.b = b->data_ptr<int64_t>();
+  q.lam = lam->data_ptr<float>();
+  q.mode = Mode::Mixed;
+  return q;
+}
+
+struct Fwd {
+  Params p;
+  at::Tensor loss, stats;
+};
+
+inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
+                       int64_t ignore_index) {
+  Fwd f{prepare(logits, a, b, lam, dense, smoothing, ignore_index), {}, {}};
+  const auto opts = logits.options().dtype(stats_dtype(logits));
+  f.loss = at::empty({logits.size(0)}, opts);
+  f.stats = at::empty({logits.size(0), 2}, opts);
+  f.p.loss = f.loss.data_ptr();
+  f.p.stats = f.stats.data_ptr();
+  return f;
+}
+
+struct Bwd {
+  Params p;
+  at::Tensor dlogits;
+};
+
+inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                       const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
+                       const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                       int64_t ignore_index) {
+  Bwd r{prepare(logits, a, b, lam, dense, smoothing, ignore_index), at::empty_like(logits)};
+  check_same_device(logits, "logits", grad, "grad");
+  check_same_device(logits, "logits", stats, "stats");
+  const auto acc = stats_dtype(logits);
+  TORCH_CHECK(grad.scalar_type() == acc && grad.dim() == 1 && grad.size(0) == logits.size(0) && grad.is_contiguous(),
+              "soft_ce_bwd: grad must be contiguous ", acc, " (N,)");
+  TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
+                  stats.size(1) == 2 && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, 2)");
+  r.p.grad = grad.data_ptr();
+  r.p.stats = const_cast<void*>(stats.data_ptr());
+  r.p.dlogits = r.dlogits.data_ptr();
+  return r;
+}
+
+}  // namespace soft_ce
+}  // namespace tricks

@@ -1,0 +1,28 @@
+"""Loss modules over tricks_ext.functional."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from tricks_ext import functional as F
+
+
+class SoftTargetCrossEntropy(torch.nn.Module):
+    """Drop-in for timm ``SoftTargetCrossEntropy`` (and for ``nn.CrossEntropyLoss`` with
+    integer labels): targets may be :class:`tricks_ext.data.MixedTargets`, integer labels or a
+    dense (N, C) tensor; see :func:`tricks_ext.functional.soft_target_cross_entropy`."""
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100,
+                 backend: Optional[str] = None) -> None:
+        super().__init__()
+        self.reduction, self.label_smoothing, self.ignore_index = reduction, label_smoothing, ignore_index
+        self.backend = backend
+
+    def forward(self, logits: Tensor, targets: object) -> Tensor:
+        return F.soft_target_cross_entropy(logits, targets, self.reduction, self.label_smoothing, self.ignore_index,
+                                           backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"

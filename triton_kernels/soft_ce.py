@@ -1,0 +1,138 @@
+"""Soft-target cross-entropy in Triton (math: csrc/include/tricks/soft_ce.h). One program per
+row; the forward streams the row once in BLOCK-wide chunks with a per-lane online
+log-sum-exp (so C of 128k+ needs no second pass), the backward writes dz in one pass.
+MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a, ignore_index)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
+
+DENSE, MIXED, HARD = 0, 1, 2
+
+
+def _block(classes: int) -> int:
+    return min(4096, max(16, triton.next_power_of_2(classes)))
+
+
+@triton.jit
+def _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE: tl.constexpr):
+    """(a, b, wa, wb, ignored, invalid) of a compact row."""
+    a = tl.load(A + i)
+    if MODE == 1:
+        b = tl.load(B + i)
+        lam = tl.load(LAM + i)
+        wa = (1.0 - smoothing) * lam
+        wb = (1.0 - smoothing) * (1.0 - lam)
+        ignored = a != a  # False, as a tensor
+    else:
+        b = a
+        wa = 1.0 - smoothing
+        wb = 0.0 * wa
+        ignored = a == ignore_index
+    invalid = (~ignored) & ((a < 0) | (a >= C) | (b < 0) | (b >= C))
+    return a, b, wa, wb, ignored, invalid
+
+
+@triton.jit
+def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
+                BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    base = i * C
+    m = tl.full([BLOCK], float("-inf"), ACC)
+    s = tl.zeros([BLOCK], ACC)
+    sz = tl.zeros([BLOCK], ACC)
+    st = tl.zeros([BLOCK], ACC)
+    stz = tl.zeros([BLOCK], ACC)
+    for c0 in range(0, C, BLOCK):
+        cols = c0 + tl.arange(0, BLOCK)
+        mask = cols < C
+        v = tl.load(Z + base + cols, mask=mask, other=float("-inf")).to(ACC)
+        m_new = tl.maximum(m, v)
+        ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # lanes still empty: no -inf - -inf
+        s = s * tl.exp(m - ref) + tl.exp(v - ref)
+        m = m_new
+        vz = tl.where(mask, v, 0.0)
+        sz += vz
+        if MODE == 0:
+            tv = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
+            st += tv
+            stz += tv * vz
+    mx = tl.max(m, axis=0)
+    total_e = tl.sum(s * tl.exp(m - mx), axis=0)
+    lse = mx + tl.log(total_e)
+    if MODE == 0:
+        total = tl.sum(st, axis=0)
+        loss = lse * total - tl.sum(stz, axis=0)
+    else:
+        total = lse * 0.0 + 1.0
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE)
+        ok = (~ignored) & (~invalid)
+        za = tl.load(Z + base + a, mask=ok, other=0.0).to(ACC)
+        zb = tl.load(Z + base + b, mask=ok, other=0.0).to(ACC)
+        loss = lse - (wa.to(ACC) * za + wb.to(ACC) * zb + (smoothing / C).to(ACC) * tl.sum(sz, axis=0))
+        loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
+    tl.store(LOSS + i, loss)
+    tl.store(STATS + 2 * i, lse)
+    tl.store(STATS + 2 * i + 1, total)
+
+
+@triton.jit
+def _bwd_kernel(G, Z, A, B, LAM, T, STATS, DZ, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
+                BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    base = i * C
+    g = tl.load(G + i)
+    lse = tl.load(STATS + 2 * i)
+    total = tl.load(STATS + 2 * i + 1)
+    if MODE != 0:
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE)
+    for c0 in range(0, C, BLOCK):
+        cols = c0 + tl.arange(0, BLOCK)
+        mask = cols < C
+        v = tl.load(Z + base + cols, mask=mask, other=0.0).to(ACC)
+        p = tl.exp(v - lse)
+        if MODE == 0:
+            t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
+            d = g * (p * total - t)
+        else:
+            t = smoothing / C + tl.where(cols == a, wa, 0.0) + tl.where(cols == b, wb, 0.0)
+            d = g * (p - t.to(ACC))
+            d = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), d))
+        tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
+
+
+def _args(logits, a, b, lam, dense):
+    mode = DENSE if dense is not None else (MIXED if b is not None else HARD)
+    dummy = logits
+    return mode, (a if a is not None else dummy, b if b is not None else dummy, lam if lam is not None else dummy,
+                  dense if dense is not None else dummy)
+
+
+def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
+                dense: Optional[torch.Tensor], smoothing: float, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    rows, classes = logits.shape
+    acc = stats_dtype(logits.dtype)
+    loss = torch.empty(rows, dtype=acc, device=logits.device)
+    stats = torch.empty(rows, 2, dtype=acc, device=logits.device)
+    mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    if rows:
+        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, float(smoothing), int(ignore_index),
+                             MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
+    return loss, stats
+
+
+def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, smoothing: float,
+                ignore_index: int) -> torch.Tensor:
+    rows, classes = logits.shape
+    dz = torch.empty_like(logits)
+    mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    if rows:
+        _bwd_kernel[(rows,)](grad, logits, a_, b_, lam_, t_, stats, dz, classes, float(smoothing), int(ignore_index),
+                             MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
+    return dz
