@@ -69,6 +69,12 @@ TORCH_LIBRARY(tricks_ext, m) {
         "int ignore_index) -> (Tensor, Tensor)");
   m.def("soft_ce_bwd(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, Tensor stats, "
         "float smoothing, int ignore_index) -> Tensor");
+
+  // Box masking (math: csrc/include/tricks/mask_boxes.h): value where a sample's (h, w) lies in
+  // any of its boxes, int32 (B, K, 4) = (y0, y1, x0, x1); layout as mixup_apply. Linear in x:
+  // the backward is the same op on the gradient with value 0.
+  m.def("mask_boxes(Tensor x, Tensor box, float value, int height, int width, int inner) -> Tensor");
+  m.def("mask_boxes_(Tensor(a!) x, Tensor box, float value, int height, int width, int inner) -> ()");
 }
 
 extern "C" PyObject* PyInit__C(void) {

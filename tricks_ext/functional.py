@@ -14,7 +14,7 @@ from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
-           "mixup", "soft_target_cross_entropy", "flood"]
+           "mixup", "soft_target_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -294,3 +294,69 @@ def flood(loss: Tensor, b: float) -> Tensor:
     if not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 0):
         raise ValueError(f"flood: b must be a finite number >= 0, got {b!r}")
     return (loss - b).abs() + b
+
+
+def mask_boxes(x: Tensor, box: Tensor, value: float = 0.0, inplace: bool = False, backend: Optional[str] = None) -> Tensor:
+    """Fill boxes of each sample with ``value`` in one pass: element (n, ..., h, w) becomes
+    ``value`` when (h, w) lies in any box ``box[n, k] = (y0, y1, x0, x1)`` (half-open; over x's
+    last two dims), else keeps x. The primitive of :func:`cutout` and :func:`spec_augment`.
+    Differentiable (out of place): the gradient is masked the same way. Contiguous and
+    channels_last x keep their layout."""
+    op = "mask_boxes"
+    check_float_tensor(op, "x", x)
+    if x.dim() < 3:
+        raise ValueError(f"{op}: x must be (N, ..., H, W), got shape {tuple(x.shape)}")
+    if not (isinstance(box, Tensor) and box.dim() == 3 and box.shape[0] == x.shape[0] and box.shape[2] == 4
+            and not box.dtype.is_floating_point):
+        raise ValueError(f"{op}: box must be an integer tensor ({x.shape[0]}, K, 4), got "
+                         f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
+    if inplace and x.requires_grad:
+        raise RuntimeError(f"{op}: inplace=True on a tensor that requires grad; use inplace=False")
+    return _backend.implementation(op, x.device, backend)(x, box, float(value), inplace)
+
+
+def cutout(x: Tensor, holes: int = 1, length: int = 16, value: float = 0.0, inplace: bool = False,
+           generator: Optional[torch.Generator] = None, seed_offset: Optional[Tensor] = None,
+           backend: Optional[str] = None) -> Tensor:
+    """Cutout (arXiv 1708.04552): per sample, ``holes`` squares of side ``length`` centred at
+    uniform pixels (clipped to the image) are set to ``value``. The centres come from the
+    Philox stream ``seed_offset`` (drawn from torch's generator when None): reproducible, the
+    same on every device, no host sync. x (N, ..., H, W)."""
+    from tricks_ext.reference.mask_boxes import cutout_boxes
+
+    if not (isinstance(holes, int) and holes >= 1 and isinstance(length, int) and length >= 0):
+        raise ValueError(f"cutout: holes must be an int >= 1 and length an int >= 0, got {holes!r}, {length!r}")
+    check_float_tensor("cutout", "x", x)
+    if x.dim() < 3:
+        raise ValueError(f"cutout: x must be (N, ..., H, W), got shape {tuple(x.shape)}")
+    so = _seed_offset_for("cutout", x, generator, seed_offset)
+    box = cutout_boxes(so[0], so[1], x.shape[0], holes, length, x.shape[-2], x.shape[-1], x.device)
+    return mask_boxes(x, box, value, inplace, backend)
+
+
+def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 100, freq_masks: int = 1,
+                 time_masks: int = 1, value: float = 0.0, inplace: bool = False,
+                 generator: Optional[torch.Generator] = None, seed_offset: Optional[Tensor] = None,
+                 backend: Optional[str] = None) -> Tensor:
+    """SpecAugment frequency and time masking (arXiv 1904.08779) of spectrograms
+    x (N, ..., F, T) in one pass: per sample, ``freq_masks`` bands of up to ``freq_mask_param``
+    frequency bins and ``time_masks`` spans of up to ``time_mask_param`` frames, drawn as
+    torchaudio's ``mask_along_axis_iid`` does, from the Philox stream ``seed_offset``."""
+    from tricks_ext.reference.mask_boxes import spec_augment_boxes
+
+    op = "spec_augment"
+    for name, v in (("freq_mask_param", freq_mask_param), ("time_mask_param", time_mask_param),
+                    ("freq_masks", freq_masks), ("time_masks", time_masks)):
+        if not (isinstance(v, int) and v >= 0):
+            raise ValueError(f"{op}: {name} must be an int >= 0, got {v!r}")
+    check_float_tensor(op, "x", x)
+    if x.dim() < 3:
+        raise ValueError(f"{op}: x must be (N, ..., F, T), got shape {tuple(x.shape)}")
+    if freq_masks + time_masks == 0:
+        return x
+    so = _seed_offset_for(op, x, generator, seed_offset)
+    box = spec_augment_boxes(so[0], so[1], x.shape[0], x.shape[-2], x.shape[-1], freq_mask_param, time_mask_param,
+                             freq_masks, time_masks, x.device)
+    return mask_boxes(x, box, value, inplace, backend)
