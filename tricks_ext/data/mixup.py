@@ -58,7 +58,8 @@ class MixedTargets:
 class MixParams(NamedTuple):
     """Per-sample mixing parameters (CPU tensors): coef fp32 (B, 2) = (fp32(lam), fp32(1 - lam))
     for Mixup or (1, 0) for CutMix / unmixed; box int32 (B, 4) = (y0, y1, x0, x1), empty for
-    Mixup; lam fp32 (B,) the target weight of each sample's own label (area-corrected for CutMix)."""
+    Mixup; lam float64 (B,) the target weight of each sample's own label (area-corrected for
+    CutMix; MixedTargets keep it in fp32)."""
     coef: Tensor
     box: Tensor
     lam: Tensor
@@ -172,7 +173,7 @@ class Mixup:
             else:
                 coef[idx] = torch.tensor([lam_i, 1.0 - lam_i], dtype=torch.float64).to(torch.float32)
             lam_out[idx] = lam_i
-        return MixParams(coef, box, lam_out.to(torch.float32))
+        return MixParams(coef, box, lam_out)
 
     # ---- application ----
 

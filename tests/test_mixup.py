@@ -1,0 +1,190 @@
+"""Mixup / CutMix: the fused mixing op on every backend equals the reference bit for bit, the
+sampler follows timm's formulas, and MixedTargets equal timm's dense targets."""
+import pytest
+import torch
+
+from helpers import backend_params, expect_error, run_opcheck
+from tricks_ext import functional as F
+from tricks_ext.data import MixedTargets, Mixup
+from tricks_ext.reference.mixup import box_lam, cutmix_box, mix as reference
+
+OP = "mixup"
+BACKENDS = backend_params(OP)
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def random_params(batch, h, w, gen):
+    lam = torch.rand(batch, generator=gen, dtype=torch.float64)
+    coef = torch.stack([lam, 1 - lam], 1).float()
+    cut = torch.rand(batch, generator=gen) < 0.5
+    coef[cut] = torch.tensor([1.0, 0.0])
+    y = torch.randint(0, h + 1, (batch, 2), generator=gen).sort(1).values
+    x = torch.randint(0, w + 1, (batch, 2), generator=gen).sort(1).values
+    box = torch.cat([y, x], 1).int() * cut[:, None]
+    coef[0] = torch.tensor([1.0, 0.0])  # an unmixed sample too
+    return coef, box
+
+
+def layouts(shape, device, dtype):
+    x = torch.randn(shape, device=device).to(dtype)
+    yield "contiguous", x
+    if len(shape) == 4:
+        yield "channels_last", x.to(memory_format=torch.channels_last)
+        yield "strided", torch.randn(shape[0], shape[1], shape[3], shape[2], device=device).to(dtype).transpose(2, 3)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(6, 3, 9, 11), (5, 2, 7, 4), (1, 3, 4, 4), (4, 2, 3, 5, 6), (7, 33)], ids=str)
+def test_bit_identical_to_reference(backend_device, dtype, shape):
+    backend, device = backend_device
+    gen = torch.Generator().manual_seed(sum(shape))
+    coef, box = random_params(shape[0], *((shape[-2], shape[-1]) if len(shape) >= 3 else (1, 1)), gen)
+    if len(shape) < 3:
+        box.zero_()
+    for name, x in layouts(shape, device, dtype):
+        expected = reference(x, coef, box)
+        out = F.mixup(x, coef, box, backend=backend)
+        assert torch.equal(out, expected), name
+        if name != "strided":
+            assert out.stride() == x.stride(), name
+        y = x.clone()
+        assert F.mixup(y, coef, box, inplace=True, backend=backend) is y
+        assert torch.equal(y, expected), f"{name} in place"
+
+
+def timm_mix(x, lam_per_sample, box_per_sample, cut_per_sample):
+    """timm Mixup._mix_elem's loop with given parameters (Mixup: x*lam + x_orig[j]*(1-lam);
+    CutMix: the box copied from the partner)."""
+    x = x.clone()
+    x_orig = x.clone()
+    n = len(x)
+    for i in range(n):
+        j = n - i - 1
+        lam = lam_per_sample[i]
+        if lam != 1.0:
+            if cut_per_sample[i]:
+                yl, yh, xl, xh = box_per_sample[i]
+                x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
+            else:
+                x[i] = x[i] * lam + x_orig[j] * (1 - lam)
+    return x
+
+
+def timm_targets(target, num_classes, lam, smoothing):
+    off = smoothing / num_classes
+    on = 1.0 - smoothing + off
+    y1 = torch.full((len(target), num_classes), off).scatter_(1, target.view(-1, 1), on)
+    y2 = torch.full((len(target), num_classes), off).scatter_(1, target.flip(0).view(-1, 1), on)
+    return y1 * lam + y2 * (1.0 - lam)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_mixup_equals_timm_formulas(backend_device, mode):
+    backend, device = backend_device
+    x = torch.randn(8, 3, 12, 10, device=device)
+    target = torch.randint(0, 10, (8,), device=device)
+    m = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, label_smoothing=0.1, num_classes=10, backend=backend)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        params = m.sample_params(8, (12, 10))
+        torch.manual_seed(seed)
+        mixed, targets = m(x, target)
+        cut = (params.coef[:, 1] == 0).tolist()
+        # timm's loop takes lam != 1 as "mix this sample"; CutMix samples carry their box
+        lam_loop = [0.5 if cut[i] else params.coef[i, 0].item() for i in range(8)]
+        expected = timm_mix(x.cpu(), lam_loop, params.box.tolist(), cut)
+        if mode == "batch" and not cut[0]:  # timm _mix_batch: x * lam + x.flip(0) * (1 - lam), lam a float
+            lam_b = params.lam[0].item()
+            expected = x.cpu() * lam_b + x.cpu().flip(0) * (1.0 - lam_b)
+        assert torch.equal(mixed.cpu(), expected), seed
+        dense = timm_targets(target.cpu(), 10, targets.lam.cpu().view(-1, 1), 0.1)
+        torch.testing.assert_close(targets.dense().cpu(), dense, rtol=0, atol=1e-7)
+
+
+def test_sampler_structure():
+    x = torch.randn(9, 3, 16, 16)
+    for mode in ("batch", "pair", "elem"):
+        torch.manual_seed(3)
+        m = Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=5)
+        p = m.sample_params(9, (16, 16))
+        for i in range(9):
+            y0, y1, x0, x1 = p.box[i].tolist()
+            if p.coef[i, 1] == 0 and y0 < y1 and x0 < x1:  # CutMix sample: lam is the kept area
+                assert p.lam[i].item() == pytest.approx(box_lam((y0, y1, x0, x1), 16, 16), abs=1e-7)
+            elif p.coef[i, 1] != 0:
+                assert p.lam[i].float() == p.coef[i, 0] and p.box[i].eq(0).all()
+        if mode == "batch":
+            assert (p.coef == p.coef[0]).all() and (p.box == p.box[0]).all()
+        if mode == "pair":
+            assert torch.equal(p.coef[:4], p.coef[5:].flip(0)) and torch.equal(p.box[:4], p.box[5:].flip(0))
+            assert p.lam[4] == 1 and p.coef[4, 1] == 0  # odd batch: the middle sample is left alone
+    torch.manual_seed(0)
+    off = Mixup(prob=0.0, num_classes=5)
+    mixed, t = off(x, torch.arange(9) % 5)
+    assert torch.equal(mixed, x) and (t.lam == 1).all()
+
+
+def test_seed_reproducible_and_minmax():
+    x = torch.randn(4, 3, 20, 20)
+    m = Mixup(cutmix_minmax=(0.2, 0.5), mode="elem", num_classes=3)
+    torch.manual_seed(11)
+    a, ta = m(x, torch.arange(4) % 3)
+    torch.manual_seed(11)
+    b, tb = m(x, torch.arange(4) % 3)
+    assert torch.equal(a, b) and torch.equal(ta.lam, tb.lam)
+    for _ in range(20):
+        p = m.sample_params(4, (20, 20))
+        for (y0, y1, x0, x1), (a, b) in zip(p.box.tolist(), p.coef.tolist()):
+            if b != 0 or a != 1 or y0 == y1:
+                continue  # a Mixup or unmixed sample
+            assert 4 <= y1 - y0 < 10 and 4 <= x1 - x0 < 10 and 0 <= y0 and y1 <= 20 and 0 <= x0 and x1 <= 20
+
+
+def test_cutmix_box_formula():
+    """timm rand_bbox: side ratio sqrt(1 - lam), centred, clipped."""
+    assert cutmix_box(224, 224, 0.75, 112, 112) == (56, 168, 56, 168)
+    assert cutmix_box(224, 224, 0.75, 0, 223) == (0, 56, 167, 224)  # clipped at the borders
+    assert box_lam((0, 56, 167, 224), 224, 224) == pytest.approx(1 - 56 * 57 / 224 ** 2)
+    assert cutmix_box(10, 7, 0.0, 5, 3) == (0, 10, 0, 7)
+
+
+def test_mixed_targets_dense():
+    t = MixedTargets(torch.tensor([0, 2, 1]), torch.tensor([1, 2, 0]), torch.tensor([0.3, 1.0, 0.5]), 0.1, 4)
+    d = t.dense()
+    torch.testing.assert_close(d.sum(1), torch.ones(3))
+    assert d[0, 0].item() == pytest.approx(0.025 + 0.9 * 0.3) and d[0, 1].item() == pytest.approx(0.025 + 0.9 * 0.7)
+    assert d[1, 2].item() == pytest.approx(0.925)
+    assert len(t) == 3 and t.to("cpu").num_classes == 4
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+def test_opcheck(backend_device):
+    import torch as _t
+    backend, device = backend_device
+    ops = ((_t.ops.tricks_ext.mixup_apply_triton, _t.ops.tricks_ext.mixup_apply_triton_) if backend == "triton"
+           else (_t.ops.tricks_ext.mixup_apply, _t.ops.tricks_ext.mixup_apply_))
+    coef, box = random_params(4, 5, 6, torch.Generator().manual_seed(0))
+    x = torch.randn(4, 3, 5, 6, device=device)
+    run_opcheck(ops[0], (x, coef.to(device), box.to(device), 5, 6, 1))
+    run_opcheck(ops[1], (x.clone(), coef.to(device), box.to(device), 5, 6, 1))
+
+
+class TestBadInput:
+    def test_config(self):
+        expect_error(ValueError, lambda: Mixup(mixup_alpha=0.0), "mixup_alpha")
+        expect_error(ValueError, lambda: Mixup(mode="sample"), "mode", "sample")
+        expect_error(ValueError, lambda: Mixup(prob=1.5), "prob", "1.5")
+        expect_error(ValueError, lambda: Mixup(cutmix_minmax=(0.5, 0.2)), "cutmix_minmax")
+
+    def test_call(self):
+        m = Mixup(num_classes=3)
+        expect_error(TypeError, lambda: m(torch.randn(4, 3, 8, 8), torch.rand(4)), "target", "integer")
+        expect_error(ValueError, lambda: m(torch.randn(4, 3, 8, 8), torch.arange(3)), "samples")
+        expect_error(ValueError, lambda: Mixup(mixup_alpha=0.0, cutmix_alpha=1.0)(torch.randn(4, 6), torch.arange(4)),
+                     "CutMix", "3 dims")
+        expect_error(RuntimeError, lambda: F.mixup(torch.randn(2, 3, requires_grad=True), torch.ones(2, 2)),
+                     "requires grad")
+        expect_error(ValueError, lambda: F.mixup(torch.randn(2, 3), torch.ones(3, 2)), "coef", "(2, 2)")
+        expect_error(TypeError, lambda: F.mixup(torch.ones(2, 3, dtype=torch.int64), torch.ones(2, 2)), "x", "int64")
