@@ -15,9 +15,11 @@ namespace tricks {
 namespace soft_ce {
 namespace {
 
-constexpr int kLanes = 16;
+// 32 lanes (4 AVX2 vectors of independent sums): forward of 256 x 1000 fp32 on one thread here
+// 0.39 ms, vs 0.58 ms with 16 lanes (GCC then keeps the max chain through memory).
+constexpr int kLanes = 32;
 
-TRICKS_CPU_INLINE float exp_acc(float x) { return exp_cpu(x); }
+TRICKS_CPU_INLINE float exp_acc(float x) { return tricks::exp_cpu(x); }
 TRICKS_CPU_INLINE double exp_acc(double x) { return std::exp(x); }
 
 template <typename A>

@@ -12,7 +12,6 @@
 // host-device sync.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "tricks/common.h"
@@ -66,29 +65,6 @@ TRICKS_HD RowTarget row_target(const Params& q, int64_t i) {
 // t_ic of a compact row.
 TRICKS_HD float compact_target(const RowTarget& r, int64_t c, float off) {
   return off + (c == r.a ? r.wa : 0.0f) + (c == r.b ? r.wb : 0.0f);
-}
-
-// exp for the CPU kernels: Cephes' expf (range reduction by ln 2 in two parts, degree-6
-// polynomial, exponent built in the bits), written so that GCC vectorizes it (the libm call
-// does not vectorize without -ffast-math; a row of 1000 classes then costs ~5 us instead of 1).
-// Max relative error 2 ulp on [-87, 88]; below -87.3 returns a value < 1.2e-38 (not 0).
-inline float exp_cpu(float x) {
-  x = x < -87.3f ? -87.3f : x;  // NaN passes through both compares
-  x = x > 88.3f ? 88.3f : x;  // keeps n <= 127: a finite exponent
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  const float n = (x * 1.44269504088896341f + magic) - magic;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  __builtin_memcpy(&scale, &e, sizeof(scale));
-  return y * scale;
 }
 
 }  // namespace soft_ce
