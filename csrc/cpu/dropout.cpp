@@ -12,8 +12,24 @@ namespace {
 
 constexpr int64_t kBatch = 64;  // Philox blocks drawn per batch: 256 elements
 
-// Philox for kBatch consecutive counters into structure-of-arrays words, a loop GCC vectorizes
-// (independent counters, rounds unrolled, 32x32->64 multiplies as vpmuludq); then the elements.
+// Philox for ng <= kBatch consecutive counters from `first` into structure-of-arrays words, a
+// loop GCC vectorizes (independent counters, rounds unrolled, 32x32->64 multiplies as vpmuludq).
+TRICKS_CPU_INLINE void philox_batch(uint32_t k0, uint32_t k1, uint64_t first, int64_t ng,
+                                    uint32_t (&words)[4][kBatch]) {
+  for (int64_t t = 0; t < ng; ++t) {
+    const uint64_t ctr = first + static_cast<uint64_t>(t);
+    uint32_t c0 = static_cast<uint32_t>(ctr), c1 = static_cast<uint32_t>(ctr >> 32), c2 = 0, c3 = 0;
+    uint32_t a = k0, b = k1;
+#pragma GCC unroll 10
+    for (int r = 0; r < 10; ++r) philox::round(c0, c1, c2, c3, a, b);
+    words[0][t] = c0;
+    words[1][t] = c1;
+    words[2][t] = c2;
+    words[3][t] = c3;
+  }
+}
+
+// Forward over Philox blocks [g0, g1): a batch of words, then the elements.
 template <typename T>
 TRICKS_CPU_CLONES void apply_blocks(const Params& q, int64_t g0, int64_t g1) {
   using A = acc_t<T>;
@@ -26,17 +42,7 @@ TRICKS_CPU_CLONES void apply_blocks(const Params& q, int64_t g0, int64_t g1) {
   alignas(64) uint32_t words[4][kBatch];
   for (int64_t gb = g0; gb < g1; gb += kBatch) {
     const int64_t ng = std::min<int64_t>(kBatch, g1 - gb);
-    for (int64_t t = 0; t < ng; ++t) {
-      const uint64_t ctr = offset + static_cast<uint64_t>(gb + t);
-      uint32_t c0 = static_cast<uint32_t>(ctr), c1 = static_cast<uint32_t>(ctr >> 32), c2 = 0, c3 = 0;
-      uint32_t a = k0, b = k1;
-#pragma GCC unroll 10
-      for (int r = 0; r < 10; ++r) philox::round(c0, c1, c2, c3, a, b);
-      words[0][t] = c0;
-      words[1][t] = c1;
-      words[2][t] = c2;
-      words[3][t] = c3;
-    }
+    philox_batch(k0, k1, offset + static_cast<uint64_t>(gb), ng, words);
     const int64_t base = 4 * gb;
     if (base + 4 * ng <= q.n) {  // whole blocks: word j of block t is element 4t + j
       for (int64_t t = 0; t < ng; ++t)
@@ -82,9 +88,11 @@ void apply_kernel(const Params& q) {
   at::parallel_for(0, groups, 2048, [&](int64_t b, int64_t e) { apply_blocks<T>(q, b, e); });
 }
 
-// Backward over one fixed chunk of elements: dx = gate * keep * scale * grad and, with x, the
-// chunk's sum of x * keep * scale * grad (the gate gradient's partial).
-template <typename T>
+// Backward over one fixed chunk of elements: dx = gate * keep * scale * grad and, with x
+// (kWithX), the chunk's sum of x * keep * scale * grad (the gate gradient's partial). Chunks
+// start at multiples of kPartialChunk, so at whole Philox blocks; words come in batches as in
+// the forward, and the element loop has no per-element branch.
+template <typename T, bool kWithX>
 TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
   using A = acc_t<T>;
   const T* g = static_cast<const T*>(q.x);
@@ -101,18 +109,32 @@ TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
       for (; i < stop; ++i) {
         const A d = apply(static_cast<A>(g[i]), kept, q.scale, A(1), A(0));
         dx[i] = static_cast<T>(gate * d);
-        if (x) part[0] += static_cast<A>(x[i]) * d;
+        if constexpr (kWithX) part[0] += static_cast<A>(x[i]) * d;
       }
     }
-  }
-  for (int64_t gi = begin / 4; q.group == 1 && 4 * gi < end; ++gi) {
-    const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(gi));
-    for (int j = 0; j < 4; ++j) {
-      const int64_t i = 4 * gi + j;
-      if (i >= end) break;
-      const A d = apply(static_cast<A>(g[i]), keep(philox::to_uniform(w.w[j]), q.p), q.scale, A(1), A(0));
-      dx[i] = static_cast<T>(gate * d);
-      if (x) part[j] += static_cast<A>(x[i]) * d;
+  } else {
+    const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    alignas(64) uint32_t words[4][kBatch];
+    for (int64_t base = begin; base < end; base += 4 * kBatch) {
+      const int64_t ne = std::min<int64_t>(4 * kBatch, end - base);
+      philox_batch(k0, k1, offset + static_cast<uint64_t>(base / 4), (ne + 3) / 4, words);
+      if (ne == 4 * kBatch) {
+        for (int64_t t = 0; t < kBatch; ++t)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t i = base + 4 * t + j;
+            const A d = apply(static_cast<A>(g[i]), keep(philox::to_uniform(words[j][t]), q.p), q.scale, A(1), A(0));
+            dx[i] = static_cast<T>(gate * d);
+            if constexpr (kWithX) part[j] += static_cast<A>(x[i]) * d;
+          }
+      } else {
+        for (int64_t e = 0; e < ne; ++e) {
+          const int64_t i = base + e;
+          const A d = apply(static_cast<A>(g[i]), keep(philox::to_uniform(words[e % 4][e / 4]), q.p), q.scale, A(1),
+                            A(0));
+          dx[i] = static_cast<T>(gate * d);
+          if constexpr (kWithX) part[e % 4] += static_cast<A>(x[i]) * d;
+        }
+      }
     }
   }
   if (q.partials) static_cast<A*>(q.partials)[chunk] = (part[0] + part[1]) + (part[2] + part[3]);
@@ -126,7 +148,10 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cpu(const at::Tensor& grad,
   const int64_t chunks = (grad.numel() + kPartialChunk - 1) / kPartialChunk;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "dropout_apply_bwd_cpu", [&] {
     at::parallel_for(0, chunks, 1, [&](int64_t s, int64_t e) {
-      for (int64_t c = s; c < e; ++c) bwd_chunk<scalar_t>(b.p, c);
+      for (int64_t c = s; c < e; ++c) {
+        if (b.p.residual) bwd_chunk<scalar_t, true>(b.p, c);
+        else bwd_chunk<scalar_t, false>(b.p, c);
+      }
     });
   });
   return {b.dx, b.partials};
