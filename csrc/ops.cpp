@@ -75,6 +75,14 @@ TORCH_LIBRARY(tricks_ext, m) {
   // the backward is the same op on the gradient with value 0.
   m.def("mask_boxes(Tensor x, Tensor box, float value, int height, int width, int inner) -> Tensor");
   m.def("mask_boxes_(Tensor(a!) x, Tensor box, float value, int height, int width, int inner) -> ()");
+
+  // EvoNorm-S0 (math: csrc/include/tricks/evonorm.h) of x viewed as (N, C, P): NCHW contiguous
+  // or channels_last (one spatial stride); v, weight, bias (C,) in the statistics dtype (fp32,
+  // fp64 for fp64 x). Forward returns (y with x's strides, mean (N, G), rstd (N, G)); backward
+  // returns (dx, partials (N, C, 3) = r A, r V, B) for the caller's deterministic sums over N.
+  m.def("evonorm_s0_fwd(Tensor x, Tensor v, Tensor weight, Tensor bias, int groups, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("evonorm_s0_bwd(Tensor dy, Tensor x, Tensor v, Tensor weight, Tensor mean, Tensor rstd, int groups, float eps) "
+        "-> (Tensor, Tensor)");
 }
 
 extern "C" PyObject* PyInit__C(void) {

@@ -14,7 +14,7 @@ from tricks_ext.ops._common import check_float_tensor, check_same_device
 from tricks_ext.reference.optim import centralize
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
-           "mixup", "soft_target_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment"]
+           "mixup", "soft_target_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -360,3 +360,36 @@ def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 10
     box = spec_augment_boxes(so[0], so[1], x.shape[0], x.shape[-2], x.shape[-1], freq_mask_param, time_mask_param,
                              freq_masks, time_masks, x.device)
     return mask_boxes(x, box, value, inplace, backend)
+
+
+def evonorm_s0(x: Tensor, v: Optional[Tensor], weight: Tensor, bias: Tensor, groups: int = 32, eps: float = 1e-5,
+               apply_act: bool = True, backend: Optional[str] = None) -> Tensor:
+    """EvoNorm-S0 (arXiv 2004.02967; timm ``EvoNorm2dS0``) in one forward and one backward
+    kernel: ``y = weight * x * sigmoid(v * x) / sqrt(var + eps) + bias``, var the biased variance
+    of each sample's group of C / groups channels over all spatial positions.
+
+    x is (N, C, *spatial) with rank >= 3 (N x C x L, N x C x H x W, N x C x D x H x W); NCHW and
+    channels_last come back in the same layout. Statistics in fp32 (fp64 for fp64 x) for
+    fp16/bf16 too. Saved for backward: x and two fp32 numbers per (sample, group); the reductions
+    for dv, dweight, dbias are deterministic. ``apply_act=False`` is timm's affine-only S0:
+    ``y = weight * x + bias`` (v unused; plain PyTorch ops).
+    """
+    op = "evonorm_s0"
+    check_float_tensor(op, "x", x)
+    if x.dim() < 3:
+        raise ValueError(f"{op}: x must be (N, C, *spatial) with rank >= 3, got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if not (isinstance(groups, int) and groups >= 1 and c % groups == 0):
+        raise ValueError(f"{op}: C={c} is not divisible by groups={groups!r}")
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+    names = (("weight", weight), ("bias", bias)) + ((("v", v),) if apply_act else ())
+    for name, t in names:
+        check_float_tensor(op, name, t)
+        check_same_device(op, name, t, x, "x")
+        if t.numel() != c:
+            raise ValueError(f"{op}: {name} must have C={c} elements, got shape {tuple(t.shape)}")
+    if not apply_act:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * weight.reshape(shape).to(x.dtype) + bias.reshape(shape).to(x.dtype)
+    return _backend.implementation(op, x.device, backend)(x, v, weight, bias, groups, float(eps))

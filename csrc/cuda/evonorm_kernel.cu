@@ -1,0 +1,126 @@
+// EvoNorm-S0, CUDA: one block per (sample, group). Forward: shifted sum, centred sum of
+// squares, output (3 reads of the group, the last two mostly from L2: a group is 100 KB at
+// 256x56x56 fp32 with 32 groups); backward: per-channel sums of the group, then dx. Elements
+// are walked by a flat in-group index e = c_local * P + p (32-bit: groups < 2^31 elements).
+#include <cuda_runtime.h>
+
+#include "dtype.cuh"
+#include "evonorm_kernel.h"
+
+namespace tricks {
+namespace evonorm {
+namespace {
+
+constexpr int kBlock = 256;
+
+__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
+__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
+
+__device__ __forceinline__ int64_t offset_of(const Params& q, int64_t n, int64_t c, int64_t p) {
+  return n * q.stride_n + c * q.stride_c + p * q.stride_p;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const int64_t n = blockIdx.x / q.groups, g = blockIdx.x % q.groups;
+  const uint32_t cg = static_cast<uint32_t>(q.channels / q.groups), P = static_cast<uint32_t>(q.spatial);
+  const uint32_t M = cg * P;
+  const int64_t c0 = g * cg;
+  const T* x = static_cast<const T*>(q.x);
+  const A pivot = to_acc<A>(x[offset_of(q, n, c0, 0)]);
+  A s = 0;
+  for (uint32_t e = threadIdx.x; e < M; e += kBlock) s += to_acc<A>(x[offset_of(q, n, c0 + e / P, e % P)]) - pivot;
+  const A mean = pivot + group_sum<kBlock>(s, smem) / static_cast<A>(M);
+  A sq = 0;
+  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
+    const A d = to_acc<A>(x[offset_of(q, n, c0 + e / P, e % P)]) - mean;
+    sq += d * d;
+  }
+  const A r = A(1) / sqrt(group_sum<kBlock>(sq, smem) / static_cast<A>(M) + static_cast<A>(q.eps));
+  if (threadIdx.x == 0) {
+    static_cast<A*>(q.mean)[blockIdx.x] = mean;
+    static_cast<A*>(q.rstd)[blockIdx.x] = r;
+  }
+  const A* v = static_cast<const A*>(q.v);
+  const A* gamma = static_cast<const A*>(q.gamma);
+  const A* beta = static_cast<const A*>(q.beta);
+  T* y = static_cast<T*>(q.y);
+  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
+    const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
+    const A xv = to_acc<A>(x[o]), vc = v[c];
+    y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, gamma[c], beta[c]));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const int64_t n = blockIdx.x / q.groups, g = blockIdx.x % q.groups;
+  const uint32_t cg = static_cast<uint32_t>(q.channels / q.groups), P = static_cast<uint32_t>(q.spatial);
+  const uint32_t M = cg * P;
+  const int64_t c0 = g * cg;
+  const T* x = static_cast<const T*>(q.x);
+  const T* dy = static_cast<const T*>(q.dy);
+  const A mean = static_cast<const A*>(q.mean)[blockIdx.x], r = static_cast<const A*>(q.rstd)[blockIdx.x];
+  const A* v = static_cast<const A*>(q.v);
+  const A* gamma = static_cast<const A*>(q.gamma);
+  A sum_ga = 0;  // kept by every thread: group_sum returns the sum to all
+  for (int64_t c = c0; c < c0 + cg; ++c) {
+    const A vc = v[c];
+    A a = 0, vv = 0, b = 0;
+    for (uint32_t p = threadIdx.x; p < P; p += kBlock) {
+      const int64_t o = offset_of(q, n, c, p);
+      const A xv = to_acc<A>(x[o]), d = to_acc<A>(dy[o]);
+      const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
+      a += d * xv * s;
+      vv += d * xv * xv * s * (A(1) - s);
+      b += d;
+    }
+    a = group_sum<kBlock>(a, smem);
+    vv = group_sum<kBlock>(vv, smem);
+    b = group_sum<kBlock>(b, smem);
+    if (threadIdx.x == 0) {
+      A* pc = static_cast<A*>(q.partials) + 3 * (n * q.channels + c);
+      pc[0] = r * a;
+      pc[1] = r * vv;
+      pc[2] = b;
+    }
+    sum_ga += gamma[c] * a;
+  }
+  const A c_ng = r / static_cast<A>(M) * sum_ga;
+  T* dx = static_cast<T*>(q.dx);
+  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
+    const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
+    const A xv = to_acc<A>(x[o]), vc = v[c];
+    const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
+    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, gamma[c], vc, c_ng, mean));
+  }
+}
+
+}  // namespace
+
+const char* launch_fwd_cuda(const Params& q, void* stream) {
+  if (q.batch * q.channels * q.spatial == 0) return nullptr;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    fwd_kernel<T><<<static_cast<unsigned>(q.batch * q.groups), kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+const char* launch_bwd_cuda(const Params& q, void* stream) {
+  if (q.batch * q.channels * q.spatial == 0) return nullptr;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    bwd_kernel<T><<<static_cast<unsigned>(q.batch * q.groups), kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+}  // namespace evonorm
+}  // namespace tricks

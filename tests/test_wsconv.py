@@ -1,0 +1,77 @@
+"""Weight-standardized convolutions: timm StdConv2d / ScaledStdConv2d numbers and state dicts,
+eval-mode caching, folding into plain convolutions."""
+import torch
+import torch.nn.functional as TF
+
+from helpers import expect_error
+from tricks_ext import nn as tnn
+
+
+def timm_std_conv(conv, x):
+    """timm StdConv2d.forward."""
+    w = TF.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None, training=True, momentum=0.0,
+                      eps=conv.eps).reshape_as(conv.weight)
+    return TF.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def timm_scaled_std_conv(conv, x):
+    """timm ScaledStdConv2d.forward."""
+    w = TF.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None,
+                      weight=(conv.gain * conv.scale).view(-1), training=True, momentum=0.0,
+                      eps=conv.eps).reshape_as(conv.weight)
+    return TF.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def test_wsconv2d_matches_timm_and_grads():
+    torch.manual_seed(0)
+    conv = tnn.WSConv2d(6, 8, 3, stride=2, padding=1, groups=2).double()
+    assert set(conv.state_dict()) == {"weight", "bias"}
+    x = torch.randn(2, 6, 9, 7, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(conv(x), timm_std_conv(conv, x))
+    assert torch.autograd.gradcheck(lambda t: conv(t), (x,))
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None and conv.bias.grad is not None
+    same = tnn.WSConv2d(4, 4, 3, padding="same", bias=False)
+    assert same(torch.randn(1, 4, 5, 6)).shape == (1, 4, 5, 6)
+
+
+def test_scaled_wsconv2d_matches_timm():
+    torch.manual_seed(1)
+    conv = tnn.ScaledWSConv2d(4, 6, 3, padding=1, gamma=1.7, gain_init=0.5).double()
+    assert set(conv.state_dict()) == {"weight", "bias", "gain"} and conv.gain.shape == (6, 1, 1, 1)
+    with torch.no_grad():
+        conv.gain.uniform_(0.5, 1.5)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), timm_scaled_std_conv(conv, x))
+    conv(x).sum().backward()
+    assert conv.gain.grad is not None
+
+
+def test_eval_cache_follows_weight_updates():
+    conv = tnn.WSConv2d(3, 4, 3).eval()
+    x = torch.randn(1, 3, 6, 6)
+    with torch.no_grad():
+        w1 = conv.standardized_weight()
+        assert conv.standardized_weight() is w1  # cached
+        conv.weight.mul_(2.0).add_(0.1)
+        w2 = conv.standardized_weight()
+        assert w2 is not w1
+        torch.testing.assert_close(conv(x), timm_std_conv(conv, x))
+    conv.train()
+    assert conv.standardized_weight() is not w2  # training recomputes (and builds a graph)
+
+
+def test_fold_weight_standardization():
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(tnn.WSConv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                tnn.ScaledWSConv2d(8, 4, 1), torch.nn.Conv2d(4, 2, 1))
+    x = torch.randn(2, 3, 7, 7)
+    folded = tnn.fold_weight_standardization(model)
+    assert not any(isinstance(m, tnn.WSConv2d) for m in folded.modules())
+    assert isinstance(model[0], tnn.WSConv2d)  # the original is left alone
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x))
+
+
+def test_errors():
+    expect_error(ValueError, lambda: tnn.WSConv2d(3, 4, 3, groups=2), "divisible")

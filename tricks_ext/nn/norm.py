@@ -1,0 +1,119 @@
+"""Normalization layers: EvoNorm-S0 and weight-standardized convolutions (timm-compatible
+parameter names, so timm state dicts load unchanged)."""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from tricks_ext import functional as F
+
+_Size = Union[int, Tuple[int, ...]]
+
+
+class EvoNormS0(torch.nn.Module):
+    """Drop-in for timm ``EvoNorm2dS0`` (parameters ``v``, ``weight``, ``bias``; ``v`` is None
+    with ``apply_act=False``), for any rank >= 3 input. ``group_size`` wins over ``groups``."""
+
+    def __init__(self, num_features: int, groups: int = 32, group_size: Optional[int] = None, eps: float = 1e-5,
+                 apply_act: bool = True, backend: Optional[str] = None) -> None:
+        super().__init__()
+        if group_size:
+            if num_features % group_size:
+                raise ValueError(f"EvoNormS0: num_features={num_features} is not divisible by group_size={group_size}")
+            groups = num_features // group_size
+        if apply_act and num_features % groups:  # affine-only S0 has no groups, as timm
+            raise ValueError(f"EvoNormS0: num_features={num_features} is not divisible by groups={groups}")
+        self.num_features, self.groups, self.eps, self.apply_act = num_features, groups, eps, apply_act
+        self.weight = torch.nn.Parameter(torch.ones(num_features))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features))
+        self.v = torch.nn.Parameter(torch.ones(num_features)) if apply_act else None
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.evonorm_s0(x, self.v, self.weight, self.bias, self.groups, self.eps, self.apply_act,
+                            backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, groups={self.groups}, eps={self.eps}, apply_act={self.apply_act}"
+
+
+class WSConv2d(torch.nn.Conv2d):
+    """Conv2d with Weight Standardization (arXiv 1903.10520), timm ``StdConv2d`` semantics and
+    state dict: the weight is standardized per output channel (biased variance, ``eps``) by the
+    fused op, then ``F.conv2d`` (cuDNN) runs. Any nn.Conv2d padding, including 'same'.
+    In eval mode the standardized weight is cached until the weight (or gain) changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size, stride: _Size = 1,
+                 padding: Union[_Size, str] = 0, dilation: _Size = 1, groups: int = 1, bias: bool = True,
+                 eps: float = 1e-6, backend: Optional[str] = None, **kwargs) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias, **kwargs)
+        self.eps = eps
+        self.backend = backend
+        self._cache: Optional[Tuple[tuple, Tensor]] = None
+
+    def _gain_scale(self) -> Tuple[Optional[Tensor], Optional[float]]:
+        return None, None
+
+    def standardized_weight(self) -> Tensor:
+        """The weight the convolution uses; cached in eval mode when no gradient is needed."""
+        gain, scale = self._gain_scale()
+        params = [t for t in (self.weight, gain) if t is not None]
+        if self.training or torch.is_grad_enabled() and any(t.requires_grad for t in params):
+            self._cache = None
+            return F.weight_standardize(self.weight, self.eps, gain, scale, backend=self.backend)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, F.weight_standardize(self.weight, self.eps, gain, scale, backend=self.backend))
+        return self._cache[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eps={self.eps}"
+
+
+class ScaledWSConv2d(WSConv2d):
+    """timm ``ScaledStdConv2d`` (NF-Nets, arXiv 2101.08692): the standardized weight times a
+    learnable per-channel ``gain`` (O, 1, 1, 1), init ``gain_init``, and ``gamma * fan_in**-0.5``.
+    Default eps 1e-6 as timm 1.0 (older timm and DESIGN.md used 1e-5)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size, stride: _Size = 1,
+                 padding: Union[_Size, str] = 0, dilation: _Size = 1, groups: int = 1, bias: bool = True,
+                 gamma: float = 1.0, eps: float = 1e-6, gain_init: float = 1.0, backend: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, eps,
+                         backend, **kwargs)
+        self.scale = gamma * self.weight[0].numel() ** -0.5
+        self.gain = torch.nn.Parameter(torch.full((out_channels, 1, 1, 1), float(gain_init)))
+
+    def _gain_scale(self) -> Tuple[Optional[Tensor], Optional[float]]:
+        return self.gain, self.scale
+
+
+@torch.no_grad()
+def fold_weight_standardization(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` where every WSConv2d / ScaledWSConv2d is a plain ``nn.Conv2d`` holding
+    the standardized weight (for export and inference); ``model`` itself is unchanged."""
+    model = copy.deepcopy(model)
+
+    def convert(module: torch.nn.Module) -> torch.nn.Module:
+        if isinstance(module, WSConv2d):
+            conv = torch.nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                                   module.padding, module.dilation, module.groups, module.bias is not None,
+                                   module.padding_mode, device=module.weight.device, dtype=module.weight.dtype)
+            gain, scale = module._gain_scale()
+            conv.weight.copy_(F.weight_standardize(module.weight, module.eps, gain, scale, backend=module.backend))
+            if module.bias is not None:
+                conv.bias.copy_(module.bias)
+            conv.train(module.training)
+            return conv
+        for name, child in module.named_children():
+            setattr(module, name, convert(child))
+        return module
+
+    return convert(model)

@@ -1,0 +1,102 @@
+"""evonorm_s0: registration (fake + autograd) and per-backend entries of EvoNorm-S0.
+
+Operators: tricks_ext::evonorm_s0_fwd / _bwd (C++: CPU and CUDA) and the Triton pair
+evonorm_s0_fwd_triton / _bwd_triton, on x viewed as (N, C, P). Saved for backward: x and the
+per-(n, g) mean and rstd (plus the (C,) v and weight). The backward's per-(n, c) partials are
+summed over N here, in a fixed order (deterministic dv, dweight, dbias).
+Backend entries: (x, v, weight, bias, groups, eps) -> y, for x (N, C, ...).
+"""
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+from torch import Tensor
+
+from tricks_ext import _backend, _ext
+from tricks_ext.ops._common import stats_dtype
+from tricks_ext.reference.evonorm import evonorm_s0 as _reference
+
+OP = "evonorm_s0"
+
+
+def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float):
+    acc = stats_dtype(x.dtype)
+    return torch.empty_like(x), x.new_empty((x.shape[0], groups), dtype=acc), x.new_empty((x.shape[0], groups),
+                                                                                          dtype=acc)
+
+
+def _fake_bwd(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int, eps: float):
+    return torch.empty_like(x), x.new_empty((x.shape[0], x.shape[1], 3), dtype=stats_dtype(x.dtype))
+
+
+def _register_autograd(name: str, bwd: Callable) -> None:
+    def setup_context(ctx, inputs, output):
+        x, v, weight, _bias, groups, eps = inputs
+        ctx.groups, ctx.eps = groups, eps
+        ctx.save_for_backward(x, v, weight, output[1], output[2])
+
+    def backward(ctx, dy, _dmean, _drstd):
+        x, v, weight, mean, rstd = ctx.saved_tensors
+        dx, part = bwd(dy, x, v, weight, mean, rstd, ctx.groups, ctx.eps)
+        sums = part.sum(0)  # (C, 3): sum_n r A, sum_n r V, sum_n B
+        return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None
+
+    torch.library.register_autograd(name, backward, setup_context=setup_context)
+
+
+if _ext.HAS_C:
+    torch.library.register_fake("tricks_ext::evonorm_s0_fwd")(_fake_fwd)
+    torch.library.register_fake("tricks_ext::evonorm_s0_bwd")(_fake_bwd)
+    _register_autograd("tricks_ext::evonorm_s0_fwd", torch.ops.tricks_ext.evonorm_s0_bwd)
+
+
+@torch.library.custom_op("tricks_ext::evonorm_s0_fwd_triton", mutates_args=())
+def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int,
+                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    from tricks_ext.triton_kernels.evonorm import evonorm_fwd
+    return evonorm_fwd(x, v, weight, bias, groups, eps)
+
+
+@torch.library.custom_op("tricks_ext::evonorm_s0_bwd_triton", mutates_args=())
+def _bwd_triton(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int,
+                eps: float) -> Tuple[Tensor, Tensor]:
+    from tricks_ext.triton_kernels.evonorm import evonorm_bwd
+    return evonorm_bwd(dy, x, v, weight, mean, rstd, groups)
+
+
+_fwd_triton.register_fake(_fake_fwd)
+_bwd_triton.register_fake(_fake_bwd)
+_register_autograd("tricks_ext::evonorm_s0_fwd_triton", _bwd_triton)
+
+
+def as_ncp(x: Tensor) -> Tensor:
+    """x (N, C, ...) as (N, C, P) whose strides the kernels walk (and whose empty_like has the
+    same strides): a view for NCHW contiguous and channels_last(_3d), else a contiguous copy."""
+    x3 = x.flatten(2) if x.dim() > 3 else x
+    if x3.dim() == 3 and torch.empty_like(x3).stride() == x3.stride():
+        return x3
+    return x.contiguous().flatten(2)
+
+
+def _kernel_entry(op: Callable) -> Callable:
+    def run(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+        acc = stats_dtype(x.dtype)
+        c = x.shape[1]
+        y, _mean, _rstd = op(as_ncp(x), v.to(acc).reshape(c), weight.to(acc).reshape(c), bias.to(acc).reshape(c),
+                             groups, float(eps))
+        return y.view(x.shape)
+    return run
+
+
+def _torch(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+    y = _reference(x, v, weight, bias, groups, eps)
+    return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)  # x's layout, as the kernels
+
+
+_backend.register(OP, "torch", _torch)
+_backend.register(OP, "triton", _kernel_entry(_fwd_triton))
+if _ext.HAS_C:
+    _cpp = _kernel_entry(torch.ops.tricks_ext.evonorm_s0_fwd)
+    _backend.register(OP, "cpu", _cpp)
+    _backend.register(OP, "cuda", _cpp)

@@ -1,0 +1,34 @@
+"""EvoNorm-S0 in plain PyTorch (arXiv 2004.02967; timm ``EvoNorm2dS0``): the specification of
+the fused op. Statistics and math in fp32 (fp64 for fp64 x), the result cast to x's dtype."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def evonorm_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+               apply_act: bool = True) -> Tensor:
+    """y = weight * x * sigmoid(v x) / sqrt(var_ng + eps) + bias, var over each sample's group of
+    C / groups channels and all spatial positions (biased, centred); ``apply_act=False``:
+    y = weight * x + bias. x (N, C, ...)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa = x.to(acc)
+    w, b = weight.to(acc).view(shape), bias.to(acc).view(shape)
+    if not apply_act:
+        return (xa * w + b).to(x.dtype)
+    num = xa * torch.sigmoid(xa * v.to(acc).view(shape))
+    grouped = xa.reshape(x.shape[0], groups, -1)
+    std = (grouped.var(dim=-1, unbiased=False, keepdim=True) + eps).sqrt()
+    y = (num.reshape(x.shape[0], groups, -1) / std).reshape(x.shape)
+    return (y * w + b).to(x.dtype)
+
+
+def timm_evonorm2d_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+    """timm ``EvoNorm2dS0.forward`` as written there (math in x's dtype, std in fp32)."""
+    v_shape = (1, -1, 1, 1)
+    n = x * (x * v.view(v_shape).to(dtype=x.dtype)).sigmoid()
+    b, c, h, w = x.shape
+    std = x.reshape(b, groups, c // groups, h, w).float().var(dim=(2, 3, 4), unbiased=False, keepdim=True)
+    std = std.add(eps).sqrt().to(x.dtype).expand(b, groups, c // groups, h, w).reshape(b, c, h, w)
+    return (n / std) * weight.view(v_shape).to(dtype=x.dtype) + bias.view(v_shape).to(dtype=x.dtype)

@@ -1,0 +1,139 @@
+"""EvoNorm-S0 in Triton (math: csrc/include/tricks/evonorm.h): one program per (sample,
+group) of x viewed as (N, C, P) with strides (NCHW contiguous or channels_last). Forward:
+shifted sum, centred sum of squares, output; backward: per-channel sums, then dx."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
+
+BLOCK = 1024
+
+
+@triton.jit
+def _sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
+                BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    n = (pid // groups).to(tl.int64)
+    g = pid % groups
+    cg = C // groups
+    M = cg * P
+    c0 = g * cg
+    base = X + n * s_n
+    pivot = tl.load(base + c0 * s_c).to(ACC)
+    acc = tl.zeros([BLOCK], ACC)
+    for e0 in range(0, M, BLOCK):
+        e = e0 + tl.arange(0, BLOCK)
+        m = e < M
+        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        acc += tl.where(m, xv - pivot, 0.0)
+    mean = pivot + tl.sum(acc, axis=0) / M
+    acc = tl.zeros([BLOCK], ACC)
+    for e0 in range(0, M, BLOCK):
+        e = e0 + tl.arange(0, BLOCK)
+        m = e < M
+        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        d = tl.where(m, xv - mean, 0.0)
+        acc += d * d
+    r = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / M + eps)
+    tl.store(MEAN + pid, mean)
+    tl.store(RSTD + pid, r)
+    for e0 in range(0, M, BLOCK):
+        e = e0 + tl.arange(0, BLOCK)
+        m = e < M
+        c = c0 + e // P
+        off = n * s_n + c * s_c + (e % P) * s_p
+        xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
+        vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
+        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
+        bc = tl.load(BETA + c, mask=m, other=0.0).to(ACC)
+        y = gc * xv * _sigmoid(vc * xv) * r + bc
+        tl.store(Y + off, cast_to(y, Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s_p, ACC: tl.constexpr,
+                BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    n = (pid // groups).to(tl.int64)
+    g = pid % groups
+    cg = C // groups
+    M = cg * P
+    c0 = g * cg
+    mean = tl.load(MEAN + pid)
+    r = tl.load(RSTD + pid)
+    sum_ga = mean * 0.0
+    for cl in range(0, cg):
+        c = c0 + cl
+        vc = tl.load(V + c).to(ACC)
+        a = tl.zeros([BLOCK], ACC)
+        vv = tl.zeros([BLOCK], ACC)
+        b = tl.zeros([BLOCK], ACC)
+        for p0 in range(0, P, BLOCK):
+            p = p0 + tl.arange(0, BLOCK)
+            m = p < P
+            off = n * s_n + c * s_c + p * s_p
+            xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
+            d = tl.load(DY + off, mask=m, other=0.0).to(ACC)
+            s = _sigmoid(vc * xv)
+            a += d * xv * s
+            vv += d * xv * xv * s * (1.0 - s)
+            b += d
+        sa = tl.sum(a, axis=0)
+        pc = PART + 3 * (n * C + c)
+        tl.store(pc, r * sa)
+        tl.store(pc + 1, r * tl.sum(vv, axis=0))
+        tl.store(pc + 2, tl.sum(b, axis=0))
+        sum_ga += tl.load(GAMMA + c).to(ACC) * sa
+    c_ng = r / M * sum_ga
+    for e0 in range(0, M, BLOCK):
+        e = e0 + tl.arange(0, BLOCK)
+        m = e < M
+        c = c0 + e // P
+        off = n * s_n + c * s_c + (e % P) * s_p
+        xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
+        d = tl.load(DY + off, mask=m, other=0.0).to(ACC)
+        vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
+        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
+        s = _sigmoid(vc * xv)
+        dx = r * gc * d * s * (1.0 + vc * xv * (1.0 - s)) - r * r * c_ng * (xv - mean)
+        tl.store(DX + off, cast_to(dx, DX.dtype.element_ty), mask=m)
+
+
+def _block(group_numel: int) -> int:
+    return min(BLOCK, max(16, triton.next_power_of_2(max(group_numel, 1))))
+
+
+def evonorm_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
+                eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (N, C, P) with the strides validated by the caller."""
+    n, c, p = x.shape
+    y = torch.empty_like(x)
+    acc = stats_dtype(x.dtype)
+    mean = torch.zeros(n, groups, dtype=acc, device=x.device)
+    rstd = torch.zeros(n, groups, dtype=acc, device=x.device)
+    if x.numel():
+        _fwd_kernel[(n * groups,)](x, y, v, gamma, beta, mean, rstd, groups, c, p, *x.stride(), float(eps),
+                                   ACC=acc_dtype(x.dtype), BLOCK=_block(c // groups * p))
+    return y, mean, rstd
+
+
+def evonorm_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor,
+                rstd: torch.Tensor, groups: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    n, c, p = x.shape
+    dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
+    dx = torch.empty_like(x)
+    part = torch.zeros(n, c, 3, dtype=stats_dtype(x.dtype), device=x.device)
+    if x.numel():
+        _bwd_kernel[(n * groups,)](dy, x, v, gamma, mean, rstd, dx, part, groups, c, p, *x.stride(),
+                                   ACC=acc_dtype(x.dtype), BLOCK=_block(p))
+    return dx, part
