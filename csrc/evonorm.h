@@ -35,12 +35,13 @@ inline Params prepare(const at::Tensor& x, const at::Tensor& v, const at::Tensor
 
 struct Fwd {
   Params p;
-  at::Tensor y, mean, rstd;
+  at::Tensor y, mean, rstd, work;
 };
 
+// split: chunks per group for the split-reduction forward (1: off); CUDA only.
 inline Fwd prepare_fwd(const at::Tensor& x, const at::Tensor& v, const at::Tensor& gamma, const at::Tensor& beta,
-                       int64_t groups, double eps) {
-  Fwd f{prepare(x, v, gamma, groups, eps), at::empty_like(x), {}, {}};
+                       int64_t groups, double eps, int64_t split = 1) {
+  Fwd f{prepare(x, v, gamma, groups, eps), at::empty_like(x), {}, {}, {}};
   check_vector(beta, "bias", x.size(1), stats_dtype(x), x);
   const auto opts = x.options().dtype(stats_dtype(x));
   f.mean = at::empty({x.size(0), groups}, opts);
@@ -49,6 +50,11 @@ inline Fwd prepare_fwd(const at::Tensor& x, const at::Tensor& v, const at::Tenso
   f.p.y = f.y.data_ptr();
   f.p.mean = f.mean.data_ptr();
   f.p.rstd = f.rstd.data_ptr();
+  f.p.split = std::max<int64_t>(split, 1);
+  if (f.p.split > 1) {
+    f.work = at::empty({x.size(0) * groups, f.p.split, 3}, opts);
+    f.p.partials = f.work.data_ptr();
+  }
   TORCH_CHECK(f.y.strides() == x.strides(), "evonorm_s0: x must be contiguous or channels_last");
   return f;
 }

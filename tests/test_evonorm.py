@@ -99,7 +99,7 @@ def test_opcheck_and_compile(backend_device):
     gen = torch.Generator().manual_seed(3)
     x, params, _ = make((2, 8, 3, 5), device, gen)
     x3 = x.flatten(2).requires_grad_(True)
-    run_opcheck(fwd, (x3, *[p.requires_grad_(True) for p in params], 4, 1e-5))
+    run_opcheck(fwd, (x3, *[p.requires_grad_(True) for p in params], 4, 1e-5, 0))
     eager, compiled = run_compiled(lambda t, v: F.evonorm_s0(t * 1.5, v, params[1], params[2], 4, backend=backend),
                                    x.requires_grad_(True), params[0].detach().requires_grad_(True))
     for e, c in zip(eager, compiled):
@@ -125,3 +125,22 @@ class TestBadInput:
         expect_error(ValueError, lambda: F.evonorm_s0(x, torch.ones(5), p, p, 3), "v", "C=6")
         expect_error(TypeError, lambda: F.evonorm_s0(x.long(), p, p, p, 3), "x", "int64")
         expect_error(ValueError, lambda: tnn.EvoNormS0(10, groups=4), "num_features=10", "groups=4")
+
+
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] in ("cuda", "triton")])
+@pytest.mark.parametrize("split", [2, 3, 7, 64])
+def test_split_forward_matches_one_block_per_group(backend_device, split):
+    """The split-reduction forward (chunks of a group reduced apart, merged by Chan's formula)
+    gives the one-block forward's result; 64 chunks of a 45-element group leave some empty."""
+    backend, device = backend_device
+    fwd = torch.ops.tricks_ext.evonorm_s0_fwd_triton if backend == "triton" else torch.ops.tricks_ext.evonorm_s0_fwd
+    gen = torch.Generator().manual_seed(split)
+    for shape, groups in (((2, 8, 9, 5), 2), ((1, 4, 33, 31), 1)):
+        x, (v, w, b), _ = make(shape, device, gen)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x3 = x.contiguous(memory_format=fmt).flatten(2)
+            one = fwd(x3, v, w, b, groups, 1e-5, 1)
+            many = fwd(x3, v, w, b, groups, 1e-5, split)
+            for a, e in zip(many, one):
+                torch.testing.assert_close(a, e, rtol=2e-6, atol=2e-6)
+            assert many[0].stride() == x3.stride()

@@ -20,14 +20,17 @@ def _sigmoid(z):
 
 
 @triton.jit
+def _group(pid, groups, C, P):
+    """(n, channels per group, elements per group, first channel) of program pid."""
+    cg = C // groups
+    return (pid // groups).to(tl.int64), cg, cg * P, (pid % groups) * cg
+
+
+@triton.jit
 def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    n = (pid // groups).to(tl.int64)
-    g = pid % groups
-    cg = C // groups
-    M = cg * P
-    c0 = g * cg
+    n, cg, M, c0 = _group(pid, groups, C, P)
     base = X + n * s_n
     pivot = tl.load(base + c0 * s_c).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
@@ -61,14 +64,86 @@ def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, e
 
 
 @triton.jit
+def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Split forward, pass 1: chunk program_id(1) of the group: count, mean, centred sum of
+    squares (csrc/cuda/evonorm_kernel.cu: split_stats_kernel)."""
+    pid = tl.program_id(0)
+    k = tl.program_id(1)
+    n, cg, M, c0 = _group(pid, groups, C, P)
+    chunk = (M + split - 1) // split
+    e0 = k * chunk
+    e1 = tl.minimum(M, e0 + chunk)
+    base = X + n * s_n
+    first = tl.minimum(e0, M - 1)
+    pivot = tl.load(base + (c0 + first // P) * s_c + (first % P) * s_p).to(ACC)
+    acc = tl.zeros([BLOCK], ACC)
+    for e_off in range(0, chunk, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
+        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        acc += tl.where(m, xv - pivot, 0.0)
+    count = tl.maximum(e1 - e0, 0).to(ACC)
+    mean = pivot + tl.sum(acc, axis=0) / tl.maximum(count, 1.0)
+    acc = tl.zeros([BLOCK], ACC)
+    for e_off in range(0, chunk, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
+        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        d = tl.where(m, xv - mean, 0.0)
+        acc += d * d
+    out = PART + 3 * (pid * split + k)
+    tl.store(out, count)
+    tl.store(out + 1, tl.where(count > 0, mean, 0.0))
+    tl.store(out + 2, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def _split_out_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, PART, groups, C, P, s_n, s_c, s_p, eps, split,
+                      ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Split forward, pass 2: merge the group's chunks in a fixed order (Chan et al.), write this
+    chunk's outputs; chunk 0 stores mean and rstd."""
+    pid = tl.program_id(0)
+    k = tl.program_id(1)
+    n, cg, M, c0 = _group(pid, groups, C, P)
+    part = PART + 3 * pid * split
+    cnt = tl.load(part).to(ACC)
+    mean = tl.load(part + 1).to(ACC)
+    m2 = tl.load(part + 2).to(ACC)
+    for j in range(1, split):
+        n2 = tl.load(part + 3 * j).to(ACC)
+        mean2 = tl.load(part + 3 * j + 1).to(ACC)
+        m2b = tl.load(part + 3 * j + 2).to(ACC)
+        total = cnt + n2
+        w = tl.where(total > 0, n2 / tl.maximum(total, 1.0), 0.0)
+        delta = mean2 - mean
+        mean = mean + delta * w
+        m2 = m2 + m2b + delta * delta * cnt * w
+        cnt = total
+    r = 1.0 / tl.sqrt(m2 / M + eps)
+    if k == 0:
+        tl.store(MEAN + pid, mean)
+        tl.store(RSTD + pid, r)
+    chunk = (M + split - 1) // split
+    e0 = k * chunk
+    e1 = tl.minimum(M, e0 + chunk)
+    for e_off in range(0, chunk, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
+        c = c0 + e // P
+        off = n * s_n + c * s_c + (e % P) * s_p
+        xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
+        vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
+        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
+        bc = tl.load(BETA + c, mask=m, other=0.0).to(ACC)
+        y = gc * xv * _sigmoid(vc * xv) * r + bc
+        tl.store(Y + off, cast_to(y, Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
 def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s_p, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    n = (pid // groups).to(tl.int64)
-    g = pid % groups
-    cg = C // groups
-    M = cg * P
-    c0 = g * cg
+    n, cg, M, c0 = _group(pid, groups, C, P)
     mean = tl.load(MEAN + pid)
     r = tl.load(RSTD + pid)
     sum_ga = mean * 0.0
@@ -113,17 +188,39 @@ def _block(group_numel: int) -> int:
     return min(BLOCK, max(16, triton.next_power_of_2(max(group_numel, 1))))
 
 
+def choose_split(groups_total: int, group_numel: int, device: torch.device) -> int:
+    """Chunks per group for the split forward: the rule of csrc/cuda/evonorm_kernel.cu
+    (choose_split_cuda); 1 off CUDA."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if groups_total >= 2 * sms or group_numel < 2 * 8192:
+        return 1
+    return max(1, min(-(-2 * sms // groups_total), group_numel // 8192, 64))
+
+
 def evonorm_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
-                eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (N, C, P) with the strides validated by the caller."""
+                eps: float, split: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (N, C, P) with the strides validated by the caller; split: chunks per group (0: auto)."""
     n, c, p = x.shape
     y = torch.empty_like(x)
     acc = stats_dtype(x.dtype)
     mean = torch.zeros(n, groups, dtype=acc, device=x.device)
     rstd = torch.zeros(n, groups, dtype=acc, device=x.device)
-    if x.numel():
+    if not x.numel():
+        return y, mean, rstd
+    group_numel = c // groups * p
+    split = min(split or choose_split(n * groups, group_numel, x.device), 65535)
+    if split > 1:
+        part = torch.empty(n * groups, split, 3, dtype=acc, device=x.device)
+        block = _block(-(-group_numel // split))
+        _split_stats_kernel[(n * groups, split)](x, part, groups, c, p, *x.stride(), split, ACC=acc_dtype(x.dtype),
+                                                 BLOCK=block)
+        _split_out_kernel[(n * groups, split)](x, y, v, gamma, beta, mean, rstd, part, groups, c, p, *x.stride(),
+                                               float(eps), split, ACC=acc_dtype(x.dtype), BLOCK=block)
+    else:
         _fwd_kernel[(n * groups,)](x, y, v, gamma, beta, mean, rstd, groups, c, p, *x.stride(), float(eps),
-                                   ACC=acc_dtype(x.dtype), BLOCK=_block(c // groups * p))
+                                   ACC=acc_dtype(x.dtype), BLOCK=_block(group_numel))
     return y, mean, rstd
 
 

@@ -142,7 +142,7 @@ void for_groups(const Params& q, F f) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cpu(const at::Tensor& x, const at::Tensor& v,
                                                                const at::Tensor& gamma, const at::Tensor& beta,
-                                                               int64_t groups, double eps) {
+                                                               int64_t groups, double eps, int64_t /*split*/) {
   auto f = prepare_fwd(x, v, gamma, beta, groups, eps);
   if (x.numel() == 0) return {f.y, f.mean.zero_(), f.rstd.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "evonorm_fwd_cpu", [&] {

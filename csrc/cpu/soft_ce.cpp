@@ -77,16 +77,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       total = sum_t;
       loss[i] = lse * sum_t - sum_tz;
     } else {
-      const RowTarget r = row_target(q, i);
-      if (r.ignored) {
-        loss[i] = 0;
-      } else if (r.invalid) {
-        loss[i] = NAN;
-      } else {
-        const A tz = static_cast<A>(r.wa) * static_cast<A>(z[r.a]) + static_cast<A>(r.wb) * static_cast<A>(z[r.b]) +
-                     static_cast<A>(q.smoothing) / static_cast<A>(C) * sum_z;
-        loss[i] = lse - tz;
-      }
+      loss[i] = compact_loss(q, row_target(q, i), lse, sum_z, [z](int64_t c) { return static_cast<A>(z[c]); });
     }
     stats[2 * i] = lse;
     stats[2 * i + 1] = total;

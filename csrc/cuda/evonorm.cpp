@@ -11,9 +11,14 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cuda(const at::Tensor& x, const at::Tensor& v,
                                                                 const at::Tensor& gamma, const at::Tensor& beta,
-                                                                int64_t groups, double eps) {
+                                                                int64_t groups, double eps, int64_t split) {
   c10::DeviceGuard guard(x.device());
-  auto f = prepare_fwd(x, v, gamma, beta, groups, eps);
+  TORCH_CHECK(split >= 0, "evonorm_s0_fwd: split must be >= 0 (0: automatic), got ", split);
+  const int64_t groups_total = x.size(0) * groups;
+  if (split == 0 && groups >= 1 && groups_total > 0)
+    split = choose_split_cuda(groups_total, x.numel() / groups_total);
+  split = std::min<int64_t>(split, 65535);  // grid.y
+  auto f = prepare_fwd(x, v, gamma, beta, groups, eps, split);
   TORCH_CHECK(x.numel() / std::max<int64_t>(x.size(0) * groups, 1) < (int64_t(1) << 31),
               "evonorm_s0: groups of 2^31 elements or more are not supported");
   if (x.numel() == 0) return {f.y, f.mean.zero_(), f.rstd.zero_()};

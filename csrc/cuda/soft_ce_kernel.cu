@@ -82,14 +82,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     total = st;
     loss[i] = lse * st - stz;
   } else {
-    const RowTarget r = row_target(q, i);
-    if (r.ignored) {
-      loss[i] = 0;
-    } else if (r.invalid) {
-      loss[i] = NAN;
-    } else {
-      loss[i] = lse - (A(r.wa) * to_acc<A>(z[r.a]) + A(r.wb) * to_acc<A>(z[r.b]) + A(q.smoothing) / A(C) * sz);
-    }
+    loss[i] = compact_loss(q, row_target(q, i), lse, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
   }
   stats[2 * i] = lse;
   stats[2 * i + 1] = total;

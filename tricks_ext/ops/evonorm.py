@@ -4,7 +4,8 @@ Operators: tricks_ext::evonorm_s0_fwd / _bwd (C++: CPU and CUDA) and the Triton 
 evonorm_s0_fwd_triton / _bwd_triton, on x viewed as (N, C, P). Saved for backward: x and the
 per-(n, g) mean and rstd (plus the (C,) v and weight). The backward's per-(n, c) partials are
 summed over N here, in a fixed order (deterministic dv, dweight, dbias).
-Backend entries: (x, v, weight, bias, groups, eps) -> y, for x (N, C, ...).
+Backend entries: (x, v, weight, bias, groups, eps, split=0) -> y, for x (N, C, ...); split is
+the GPU forward's chunks per group (0: chosen from the SM count; 1: one program per group).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tricks_ext.reference.evonorm import evonorm_s0 as _reference
 OP = "evonorm_s0"
 
 
-def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float):
+def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, split: int):
     acc = stats_dtype(x.dtype)
     return torch.empty_like(x), x.new_empty((x.shape[0], groups), dtype=acc), x.new_empty((x.shape[0], groups),
                                                                                           dtype=acc)
@@ -32,7 +33,7 @@ def _fake_bwd(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rs
 
 def _register_autograd(name: str, bwd: Callable) -> None:
     def setup_context(ctx, inputs, output):
-        x, v, weight, _bias, groups, eps = inputs
+        x, v, weight, _bias, groups, eps, _split = inputs
         ctx.groups, ctx.eps = groups, eps
         ctx.save_for_backward(x, v, weight, output[1], output[2])
 
@@ -40,7 +41,7 @@ def _register_autograd(name: str, bwd: Callable) -> None:
         x, v, weight, mean, rstd = ctx.saved_tensors
         dx, part = bwd(dy, x, v, weight, mean, rstd, ctx.groups, ctx.eps)
         sums = part.sum(0)  # (C, 3): sum_n r A, sum_n r V, sum_n B
-        return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None
+        return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)
 
@@ -52,10 +53,10 @@ if _ext.HAS_C:
 
 
 @torch.library.custom_op("tricks_ext::evonorm_s0_fwd_triton", mutates_args=())
-def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int,
-                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+                split: int) -> Tuple[Tensor, Tensor, Tensor]:
     from tricks_ext.triton_kernels.evonorm import evonorm_fwd
-    return evonorm_fwd(x, v, weight, bias, groups, eps)
+    return evonorm_fwd(x, v, weight, bias, groups, eps, split)
 
 
 @torch.library.custom_op("tricks_ext::evonorm_s0_bwd_triton", mutates_args=())
@@ -80,16 +81,16 @@ def as_ncp(x: Tensor) -> Tensor:
 
 
 def _kernel_entry(op: Callable) -> Callable:
-    def run(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+    def run(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, split: int = 0) -> Tensor:
         acc = stats_dtype(x.dtype)
         c = x.shape[1]
         y, _mean, _rstd = op(as_ncp(x), v.to(acc).reshape(c), weight.to(acc).reshape(c), bias.to(acc).reshape(c),
-                             groups, float(eps))
+                             groups, float(eps), split)
         return y.view(x.shape)
     return run
 
 
-def _torch(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+def _torch(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, split: int = 0) -> Tensor:
     y = _reference(x, v, weight, bias, groups, eps)
     return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)  # x's layout, as the kernels
 

@@ -30,11 +30,24 @@ struct Params {
   const void* dy;        // backward: x's layout
   void* dx;              // backward: x's layout
   void* partials;        // backward: [N, C, 3] acc_t: r A, r V, B
+                         // split forward: [N * G, split, 3] acc_t: count, mean, M2 per chunk
+  int64_t split;         // forward chunks per group (1: one block per group)
   int64_t batch, channels, groups, spatial;
   int64_t stride_n, stride_c, stride_p;
   double eps;
   DType dtype;
 };
+
+// Chan et al.'s pairwise combination of (count, mean, centred sum of squares) partials: the
+// split forward reduces each chunk of a group in two passes, then merges the chunks.
+template <typename A>
+TRICKS_HD void merge_moments(A& n, A& mean, A& m2, A n2, A mean2, A m2b) {
+  if (n2 == A(0)) return;
+  const A total = n + n2, delta = mean2 - mean;
+  mean += delta * (n2 / total);
+  m2 += m2b + delta * delta * (n * n2 / total);
+  n = total;
+}
 
 template <typename A>
 TRICKS_HD A sigmoid_of(A z, A e) {  // e = exp(-z), computed by the caller's exp

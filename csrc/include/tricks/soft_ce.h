@@ -12,6 +12,7 @@
 // host-device sync.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "tricks/common.h"
@@ -60,6 +61,15 @@ TRICKS_HD RowTarget row_target(const Params& q, int64_t i) {
   }
   r.invalid = !r.ignored && (r.a < 0 || r.a >= q.classes || r.b < 0 || r.b >= q.classes);
   return r;
+}
+
+// loss_i of a compact row from its lse and sum_c z_ic; load(c) reads z_ic (called only for a
+// valid label: an out-of-range one must not be dereferenced).
+template <typename A, typename Load>
+TRICKS_HD A compact_loss(const Params& q, const RowTarget& r, A lse, A sum_z, Load load) {
+  if (r.ignored) return A(0);
+  if (r.invalid) return static_cast<A>(NAN);
+  return lse - (A(r.wa) * load(r.a) + A(r.wb) * load(r.b) + A(q.smoothing) / A(q.classes) * sum_z);
 }
 
 // t_ic of a compact row.
