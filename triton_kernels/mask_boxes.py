@@ -6,11 +6,14 @@ import torch
 import triton
 import triton.language as tl
 
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to
+
 BLOCK = 1024
 
 
 @triton.jit
-def _mask_kernel(X, OUT, BOX, boxes, sample, height, width, inner, value, SAME: tl.constexpr, BLOCK: tl.constexpr):
+def _mask_kernel(X, OUT, BOX, boxes, sample, height, width, inner, value, SAME: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK: tl.constexpr):
     e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = e < sample
     n = tl.program_id(1).to(tl.int64)
@@ -22,7 +25,7 @@ def _mask_kernel(X, OUT, BOX, boxes, sample, height, width, inner, value, SAME: 
         b = BOX + (n * boxes + k) * 4
         inside = inside | ((h >= tl.load(b)) & (h < tl.load(b + 1)) & (w >= tl.load(b + 2)) & (w < tl.load(b + 3)))
     ptr = n * sample + e
-    fill = tl.full([BLOCK], value, tl.float32).to(OUT.dtype.element_ty)
+    fill = cast_to(tl.full([BLOCK], value, ACC), OUT.dtype.element_ty)
     if SAME:
         tl.store(OUT + ptr, fill, mask=mask & inside)
     else:
@@ -38,4 +41,5 @@ def mask_boxes(x: torch.Tensor, out: torch.Tensor, box: torch.Tensor, value: flo
     if batch == 0 or sample == 0:
         return
     _mask_kernel[(triton.cdiv(sample, BLOCK), batch)](x, out, box, box.shape[1], sample, height, width, inner,
-                                                      float(value), SAME=out.data_ptr() == x.data_ptr(), BLOCK=BLOCK)
+                                                      float(value), SAME=out.data_ptr() == x.data_ptr(),
+                                                      ACC=acc_dtype(x.dtype), BLOCK=BLOCK)
