@@ -96,7 +96,12 @@ def _ours(backend: str, inplace: bool = False):
         lam = torch.full((labels.numel(),), LAM, device=labels.device)
         targets = MixedTargets(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1])
         return F.soft_target_cross_entropy(logits, targets, backend=backend)
-    return _runner(mix, loss)
+
+    def setup(case: Case, device: torch.device):
+        if inplace and case.name.startswith("soft CE"):
+            raise Unavailable("in place applies to the mixing cases only")
+        return _runner(mix, loss)(case, device)
+    return setup
 
 
 def providers(device: torch.device) -> List[Provider]:
