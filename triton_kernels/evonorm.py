@@ -27,32 +27,33 @@ def _group(pid, groups, C, P):
 
 
 @triton.jit
-def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
-                BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n, cg, M, c0 = _group(pid, groups, C, P)
+def _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Mean and centred sum of squares of group elements [e0, e1) (e0 < e1): two passes."""
     base = X + n * s_n
-    pivot = tl.load(base + c0 * s_c).to(ACC)
+    pivot = tl.load(base + (c0 + e0 // P) * s_c + (e0 % P) * s_p).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
-    for e0 in range(0, M, BLOCK):
-        e = e0 + tl.arange(0, BLOCK)
-        m = e < M
+    for e_off in range(0, e1 - e0, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
         xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
         acc += tl.where(m, xv - pivot, 0.0)
-    mean = pivot + tl.sum(acc, axis=0) / M
+    mean = pivot + tl.sum(acc, axis=0) / (e1 - e0)
     acc = tl.zeros([BLOCK], ACC)
-    for e0 in range(0, M, BLOCK):
-        e = e0 + tl.arange(0, BLOCK)
-        m = e < M
+    for e_off in range(0, e1 - e0, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
         xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
         d = tl.where(m, xv - mean, 0.0)
         acc += d * d
-    r = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / M + eps)
-    tl.store(MEAN + pid, mean)
-    tl.store(RSTD + pid, r)
-    for e0 in range(0, M, BLOCK):
-        e = e0 + tl.arange(0, BLOCK)
-        m = e < M
+    return mean, tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Outputs of group elements [e0, e1) given the group's rstd r."""
+    for e_off in range(0, e1 - e0, BLOCK):
+        e = e0 + e_off + tl.arange(0, BLOCK)
+        m = e < e1
         c = c0 + e // P
         off = n * s_n + c * s_c + (e % P) * s_p
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
@@ -64,37 +65,37 @@ def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, e
 
 
 @triton.jit
+def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
+                BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    n, cg, M, c0 = _group(pid, groups, C, P)
+    mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)
+    r = 1.0 / tl.sqrt(m2 / M + eps)
+    tl.store(MEAN + pid, mean)
+    tl.store(RSTD + pid, r)
+    _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, 0, M, r, ACC, BLOCK)
+
+
+@triton.jit
 def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Split forward, pass 1: chunk program_id(1) of the group: count, mean, centred sum of
-    squares (csrc/cuda/evonorm_kernel.cu: split_stats_kernel)."""
+    squares (csrc/cuda/evonorm_kernel.cu: split_stats_kernel); an empty chunk stores zeros."""
     pid = tl.program_id(0)
     k = tl.program_id(1)
     n, cg, M, c0 = _group(pid, groups, C, P)
     chunk = (M + split - 1) // split
-    e0 = k * chunk
+    e0 = tl.minimum(k * chunk, M)
     e1 = tl.minimum(M, e0 + chunk)
-    base = X + n * s_n
-    first = tl.minimum(e0, M - 1)
-    pivot = tl.load(base + (c0 + first // P) * s_c + (first % P) * s_p).to(ACC)
-    acc = tl.zeros([BLOCK], ACC)
-    for e_off in range(0, chunk, BLOCK):
-        e = e0 + e_off + tl.arange(0, BLOCK)
-        m = e < e1
-        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
-        acc += tl.where(m, xv - pivot, 0.0)
-    count = tl.maximum(e1 - e0, 0).to(ACC)
-    mean = pivot + tl.sum(acc, axis=0) / tl.maximum(count, 1.0)
-    acc = tl.zeros([BLOCK], ACC)
-    for e_off in range(0, chunk, BLOCK):
-        e = e0 + e_off + tl.arange(0, BLOCK)
-        m = e < e1
-        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
-        d = tl.where(m, xv - mean, 0.0)
-        acc += d * d
     out = PART + 3 * (pid * split + k)
-    tl.store(out, count)
-    tl.store(out + 1, tl.where(count > 0, mean, 0.0))
-    tl.store(out + 2, tl.sum(acc, axis=0))
+    if e0 < e1:
+        mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC, BLOCK)
+        tl.store(out, (e1 - e0).to(ACC))
+        tl.store(out + 1, mean)
+        tl.store(out + 2, m2)
+    else:
+        tl.store(out, 0.0)
+        tl.store(out + 1, 0.0)
+        tl.store(out + 2, 0.0)
 
 
 @triton.jit
@@ -124,19 +125,8 @@ def _split_out_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, PART, groups, C, P, s_n,
         tl.store(MEAN + pid, mean)
         tl.store(RSTD + pid, r)
     chunk = (M + split - 1) // split
-    e0 = k * chunk
-    e1 = tl.minimum(M, e0 + chunk)
-    for e_off in range(0, chunk, BLOCK):
-        e = e0 + e_off + tl.arange(0, BLOCK)
-        m = e < e1
-        c = c0 + e // P
-        off = n * s_n + c * s_c + (e % P) * s_p
-        xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
-        vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
-        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
-        bc = tl.load(BETA + c, mask=m, other=0.0).to(ACC)
-        y = gc * xv * _sigmoid(vc * xv) * r + bc
-        tl.store(Y + off, cast_to(y, Y.dtype.element_ty), mask=m)
+    e0 = tl.minimum(k * chunk, M)
+    _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, tl.minimum(M, e0 + chunk), r, ACC, BLOCK)
 
 
 @triton.jit

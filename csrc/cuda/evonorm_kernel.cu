@@ -33,84 +33,28 @@ __device__ __forceinline__ Group group_of(const Params& q) {
   return Group{blockIdx.x / q.groups, (blockIdx.x % q.groups) * cg, cg, static_cast<uint32_t>(q.spatial)};
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
-  using A = acc_t<T>;
-  __shared__ A smem[kBlock / 32];
-  const Group gr = group_of(q);
-  const int64_t n = gr.n, c0 = gr.c0;
-  const uint32_t cg = gr.cg, P = gr.P, M = cg * P;
+// Mean and centred sum of squares of elements [e0, e1) of the group (e0 < e1), two passes (the
+// second from L1/L2); every thread gets both.
+template <typename T, typename A>
+__device__ __forceinline__ void moments(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A* smem, A& mean,
+                                        A& m2) {
   const T* x = static_cast<const T*>(q.x);
-  const A pivot = to_acc<A>(x[offset_of(q, n, c0, 0)]);
-  A s = 0;
-  for (uint32_t e = threadIdx.x; e < M; e += kBlock) s += to_acc<A>(x[offset_of(q, n, c0 + e / P, e % P)]) - pivot;
-  const A mean = pivot + group_sum<kBlock>(s, smem) / static_cast<A>(M);
-  A sq = 0;
-  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
-    const A d = to_acc<A>(x[offset_of(q, n, c0 + e / P, e % P)]) - mean;
-    sq += d * d;
-  }
-  const A r = A(1) / sqrt(group_sum<kBlock>(sq, smem) / static_cast<A>(M) + static_cast<A>(q.eps));
-  if (threadIdx.x == 0) {
-    static_cast<A*>(q.mean)[blockIdx.x] = mean;
-    static_cast<A*>(q.rstd)[blockIdx.x] = r;
-  }
-  const A* v = static_cast<const A*>(q.v);
-  const A* gamma = static_cast<const A*>(q.gamma);
-  const A* beta = static_cast<const A*>(q.beta);
-  T* y = static_cast<T*>(q.y);
-  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
-    const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
-    const A xv = to_acc<A>(x[o]), vc = v[c];
-    y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, gamma[c], beta[c]));
-  }
-}
-
-// Split forward, pass 1: chunk blockIdx.y of the group: its count, mean and centred sum of
-// squares (two passes over the chunk, the second from L2).
-template <typename T>
-__global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
-  using A = acc_t<T>;
-  __shared__ A smem[kBlock / 32];
-  const Group gr = group_of(q);
-  const uint32_t P = gr.P, M = gr.cg * P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
-  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
-  const T* x = static_cast<const T*>(q.x);
-  A* out = static_cast<A*>(q.partials) + 3 * (static_cast<int64_t>(blockIdx.x) * q.split + blockIdx.y);
-  if (e0 >= e1) {
-    if (threadIdx.x == 0) out[0] = out[1] = out[2] = A(0);
-    return;  // uniform across the block: no thread reaches a barrier
-  }
+  const uint32_t P = gr.P;
   const A pivot = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e0 / P, e0 % P)]);
   A s = 0;
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) s += to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - pivot;
-  const A count = static_cast<A>(e1 - e0);
-  const A mean = pivot + group_sum<kBlock>(s, smem) / count;
+  mean = pivot + group_sum<kBlock>(s, smem) / static_cast<A>(e1 - e0);
   A sq = 0;
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
     const A d = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - mean;
     sq += d * d;
   }
-  sq = group_sum<kBlock>(sq, smem);
-  if (threadIdx.x == 0) {
-    out[0] = count;
-    out[1] = mean;
-    out[2] = sq;
-  }
+  m2 = group_sum<kBlock>(sq, smem);
 }
 
-// Split forward, pass 2: every block merges the group's chunks in the same order (so all agree
-// bit for bit), chunk 0 stores mean and rstd, and each block writes its chunk's outputs.
-template <typename T>
-__global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
-  using A = acc_t<T>;
-  const Group gr = group_of(q);
-  const uint32_t P = gr.P, M = gr.cg * P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
-  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
-  const A* part = static_cast<const A*>(q.partials) + 3 * static_cast<int64_t>(blockIdx.x) * q.split;
-  A n = 0, mean = 0, m2 = 0;
-  for (int64_t k = 0; k < q.split; ++k) merge_moments(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
-  const A r = A(1) / sqrt(m2 / static_cast<A>(M) + static_cast<A>(q.eps));
+// Outputs of elements [e0, e1) of the group; block (x, 0)'s thread 0 stores mean and rstd.
+template <typename T, typename A>
+__device__ __forceinline__ void write_outputs(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A mean, A r) {
   if (blockIdx.y == 0 && threadIdx.x == 0) {
     static_cast<A*>(q.mean)[blockIdx.x] = mean;
     static_cast<A*>(q.rstd)[blockIdx.x] = r;
@@ -121,10 +65,63 @@ __global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
   const A* gamma = static_cast<const A*>(q.gamma);
   const A* beta = static_cast<const A*>(q.beta);
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
-    const int64_t c = gr.c0 + e / P, o = offset_of(q, gr.n, c, e % P);
+    const int64_t c = gr.c0 + e / gr.P, o = offset_of(q, gr.n, c, e % gr.P);
     const A xv = to_acc<A>(x[o]), vc = v[c];
     y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, gamma[c], beta[c]));
   }
+}
+
+template <typename A>
+__device__ __forceinline__ A rstd_of(const Params& q, A m2, uint32_t M) {
+  return A(1) / sqrt(m2 / static_cast<A>(M) + static_cast<A>(q.eps));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P;
+  A mean, m2;
+  moments<T>(q, gr, 0, M, smem, mean, m2);
+  write_outputs<T>(q, gr, 0, M, mean, rstd_of(q, m2, M));
+}
+
+// Split forward, pass 1: chunk blockIdx.y of the group: its count, mean and centred sum of
+// squares.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
+  A* out = static_cast<A*>(q.partials) + 3 * (static_cast<int64_t>(blockIdx.x) * q.split + blockIdx.y);
+  if (e0 >= e1) {
+    if (threadIdx.x == 0) out[0] = out[1] = out[2] = A(0);
+    return;  // uniform across the block: no thread reaches a barrier
+  }
+  A mean, m2;
+  moments<T>(q, gr, e0, e1, smem, mean, m2);
+  if (threadIdx.x == 0) {
+    out[0] = static_cast<A>(e1 - e0);
+    out[1] = mean;
+    out[2] = m2;
+  }
+}
+
+// Split forward, pass 2: every block merges the group's chunks in the same order (so all agree
+// bit for bit) and writes its chunk's outputs.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
+  using A = acc_t<T>;
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
+  const A* part = static_cast<const A*>(q.partials) + 3 * static_cast<int64_t>(blockIdx.x) * q.split;
+  A n = 0, mean = 0, m2 = 0;
+  for (int64_t k = 0; k < q.split; ++k) merge_moments(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+  write_outputs<T>(q, gr, e0, e1, mean, rstd_of(q, m2, M));
 }
 
 template <typename T>
