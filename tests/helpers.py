@@ -98,6 +98,17 @@ def run_compiled(fn: Callable, *args: torch.Tensor, backend: str = "inductor") -
     return run(fn), run(torch.compile(fn, fullgraph=True, backend=backend))
 
 
+def saved_bytes(forward: Callable[[], torch.Tensor]) -> list:
+    """Bytes of each tensor autograd saves for backward while ``forward()`` runs (then
+    backpropagates its sum): checks that a mask or a dense target is never kept."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        out = forward()
+    out.sum().backward()
+    return saved
+
+
 def expect_error(exc_type: type, fn: Callable, *words: str) -> str:
     """Assert ``fn()`` raises ``exc_type`` with every one of ``words`` in its message."""
     with pytest.raises(exc_type) as info:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
+from helpers import (assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck,
+                     saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext.reference import dropout as philox
 from tricks_ext.reference.dropout import dropout as reference
@@ -92,11 +93,7 @@ def test_no_mask_is_saved_for_backward(backend_device):
     whose torch.where saves its mask like any eager chain."""
     backend, device = backend_device
     x = torch.randn(256, 64, device=device, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
-        y = F.dropout(x, 0.2, backend=backend)
-    y.sum().backward()
+    saved = saved_bytes(lambda: F.dropout(x, 0.2, backend=backend))
     assert sum(saved) <= 16, f"saved {saved} bytes; only the int64 (seed, offset) pair may be kept"
 
 
@@ -255,18 +252,11 @@ def test_dropout_add_saves_no_mask(backend_device):
     x = torch.randn(128, 64, device=device, requires_grad=True)
     res = torch.randn(128, 64, device=device, requires_grad=True)
     for gate, limit in ((None, 16), (torch.tensor(0.5, device=device), 16 + 4)):
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                      lambda t: t):
-            y = F.dropout_add(x, res, 0.2, gate=gate, backend=backend)
-        y.sum().backward()
+        saved = saved_bytes(lambda: F.dropout_add(x, res, 0.2, gate=gate, backend=backend))
         assert sum(saved) <= limit, saved
     # a learnable gate needs x for its gradient (an input, not a mask)
-    saved = []
     gate = torch.tensor(0.5, device=device, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
-        F.dropout_add(x, res, 0.2, gate=gate, backend=backend).sum().backward()
+    saved = saved_bytes(lambda: F.dropout_add(x, res, 0.2, gate=gate, backend=backend))
     assert sum(saved) <= 16 + 4 + x.numel() * 4, saved
 
 
@@ -357,11 +347,7 @@ def test_drop_path_rate_and_identities(backend_device):
 def test_drop_path_saves_no_mask(backend_device):
     backend, device = backend_device
     x = torch.randn(32, 64, device=device, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
-        y = F.drop_path(x, 0.2, backend=backend)
-    y.sum().backward()
+    saved = saved_bytes(lambda: F.drop_path(x, 0.2, backend=backend))
     assert sum(saved) <= 16, saved
 
 
