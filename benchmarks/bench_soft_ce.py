@@ -1,0 +1,79 @@
+"""Soft-target cross-entropy with Mixup targets, vs timm's formulas in eager PyTorch
+(``mixup_target`` dense targets + ``SoftTargetCrossEntropy``; timm itself when importable) and
+torch.compile of them.
+
+Floor: the forward reads the logits (N x C), the backward reads them and writes dlogits:
+3 x N x C x bytes; the compact targets (two labels and lam per row) are O(N).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from benchmarks.common import Case, Provider, Unavailable, ours
+from tricks_ext import functional as F
+from tricks_ext.data import MixedTargets
+from tricks_ext.reference.mixup import mixed_targets
+from tricks_ext.reference.soft_ce import timm_soft_target_cross_entropy
+
+OP = "soft_ce"
+LAM, SMOOTHING = 0.7, 0.1
+
+
+def cases(device: torch.device, quick: bool) -> List[Case]:
+    shapes = [(32, 1000)] if quick else [(256, 1000), (32, 131072)]
+    out = []
+    for n, c in shapes:
+        for dtype in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
+            size = torch.tensor([], dtype=dtype).element_size()
+            out.append(Case(f"soft CE {n}x{c}", dtype, "fwd+bwd", 3 * n * c * size, {"logits": (n, c)}))
+    return out
+
+
+def timm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """timm's Mixup loss in batch mode with lam = LAM: dense targets, then SoftTargetCrossEntropy."""
+    lam = torch.full((labels.numel(),), LAM, device=labels.device)
+    return timm_soft_target_cross_entropy(logits, mixed_targets(labels, labels.flip(0), lam, SMOOTHING,
+                                                                logits.shape[1]))
+
+
+def ours_loss(backend: str):
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        lam = torch.full((labels.numel(),), LAM, device=labels.device)
+        targets = MixedTargets(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1])
+        return F.soft_target_cross_entropy(logits, targets, backend=backend)
+    return loss
+
+
+def timm_module_loss():
+    """timm's own SoftTargetCrossEntropy on mixup_target, or Unavailable."""
+    try:
+        from timm.data.mixup import mixup_target
+        from timm.loss import SoftTargetCrossEntropy
+    except Exception as exc:  # timm missing, or its torchvision import failing
+        raise Unavailable(f"timm is not importable: {type(exc).__name__}: {exc}")
+    ce = SoftTargetCrossEntropy()
+    return lambda z, y: ce(z, mixup_target(y, z.shape[1], LAM, SMOOTHING))
+
+
+def logits_and_labels(shape, dtype, device):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(shape, generator=gen).to(device, dtype).requires_grad_(True)
+    labels = torch.randint(0, shape[1], (shape[0],), generator=gen).to(device)
+    return logits, labels
+
+
+def _runner(loss):
+    def setup(case: Case, device: torch.device):
+        logits, labels = logits_and_labels(case.params["logits"], case.dtype, device)
+        return lambda: torch.autograd.grad(loss(logits, labels), logits)
+    return setup
+
+
+def providers(device: torch.device) -> List[Provider]:
+    return [
+        Provider("timm", lambda case, dev: _runner(timm_module_loss())(case, dev)),
+        Provider("timm formulas, eager", _runner(timm_loss)),
+        Provider("timm formulas, torch.compile", lambda case, dev: _runner(torch.compile(timm_loss))(case, dev)),
+    ] + [ours(OP, b, lambda b_: _runner(ours_loss(b_))) for b in ("cpu", "cuda", "triton")]
