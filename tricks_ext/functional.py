@@ -95,6 +95,14 @@ def _check_p(op: str, p: float) -> None:
         raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
 
 
+def _check_residual(op: str, residual: Tensor, x: Tensor) -> None:
+    check_float_tensor(op, "residual", residual)
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} {residual.dtype}"
+                         f" vs {tuple(x.shape)} {x.dtype}")
+    check_same_device(op, "residual", residual, x, "x")
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optional[torch.Generator] = None,
             seed_offset: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """Dropout whose mask is regenerated in backward from a (seed, offset) pair, never stored.
@@ -128,12 +136,8 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
     """
     op = "dropout_add"
     check_float_tensor(op, "x", x)
-    check_float_tensor(op, "residual", residual)
+    _check_residual(op, residual, x)
     _check_p(op, p)
-    if residual.shape != x.shape or residual.dtype != x.dtype:
-        raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} {residual.dtype}"
-                         f" vs {tuple(x.shape)} {x.dtype}")
-    check_same_device(op, "residual", residual, x, "x")
     if gate is not None:
         check_float_tensor(op, "gate", gate)
         check_same_device(op, "gate", gate, x, "x")
@@ -162,11 +166,7 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have a batch dim (rank >= 1), got a 0-d tensor")
     if residual is not None:
-        check_float_tensor(op, "residual", residual)
-        if residual.shape != x.shape or residual.dtype != x.dtype:
-            raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} "
-                             f"{residual.dtype} vs {tuple(x.shape)} {x.dtype}")
-        check_same_device(op, "residual", residual, x, "x")
+        _check_residual(op, residual, x)
     if not training or p == 0.0:
         return x if residual is None else residual + x
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
