@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/philox.h"
+
 namespace {
 bool has_cuda_kernels() {
 #ifdef TRICKS_EXT_WITH_CUDA
@@ -16,6 +18,9 @@ bool has_cuda_kernels() {
 
 TORCH_LIBRARY(tricks_ext, m) {
   m.def("_has_cuda_kernels() -> bool", &has_cuda_kernels);
+  // Whether the CPU dropout kernels draw Philox with AVX2 (cpu/philox.h; TRICKS_EXT_NO_AVX2=1
+  // forces the portable path).
+  m.def("_cpu_philox_avx2() -> bool", &tricks::dropout::keep_mask_uses_avx2);
 
   // Weight standardization over all dims but the first. `w` must be row-dense (each output
   // channel's elements contiguous in memory, any order inside: contiguous and channels_last

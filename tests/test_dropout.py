@@ -1,5 +1,9 @@
 """dropout on every backend: the reference's mask bit for bit, regenerated (not stored) in
 backward, the right statistics, identities, errors."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -18,8 +22,9 @@ SHAPES = [(3, 5, 7), (1,), (1001,), (64, 33), (2, 1, 4, 4)]
 SEED, OFFSET = 2 ** 40 + 11, 77
 
 
-# (seed, offset) pairs: zero, small, a counter past 2^32 (its high word), the largest seed
-STREAMS = [(0, 0), (1234, 5), (2 ** 40 + 7, 2 ** 33 + 3), (2 ** 63 - 1, 17)]
+# (seed, offset) pairs: zero, small, a counter past 2^32 (its high word), one whose low word
+# wraps inside the first batch of blocks (the carry), the largest seed
+STREAMS = [(0, 0), (1234, 5), (2 ** 40 + 7, 2 ** 33 + 3), (5, 2 ** 32 - 3), (2 ** 63 - 1, 17)]
 
 
 def so(device):
@@ -63,6 +68,33 @@ def test_streams_bit_identical(backend_device, seed, offset):
     x = torch.randn(1001, device=device)
     y = F.dropout(x, 0.5, seed_offset=torch.tensor([seed, offset], device=device), backend=backend)
     assert torch.equal(y, reference(x, 0.5, seed, offset))
+
+
+@pytest.mark.skipif(not tricks_ext.HAS_C, reason="needs the C++ extension")
+def test_cpu_philox_paths():
+    """The CPU kernels draw Philox with AVX2 intrinsics where the CPU has AVX2 (the tests above
+    check that path) and with the portable loop otherwise: run the portable one in a child
+    process and compare its masks, forward and backward, with the reference."""
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert torch.ops.tricks_ext._cpu_philox_avx2()
+    code = (
+        "import torch, tricks_ext\n"
+        "from tricks_ext import functional as F\n"
+        "from tricks_ext.reference.dropout import dropout as reference\n"
+        "assert not torch.ops.tricks_ext._cpu_philox_avx2()\n"
+        f"for seed, offset in {STREAMS!r}:\n"
+        "    for dtype in (torch.float32, torch.bfloat16):\n"
+        "        x = torch.randn(1001).to(dtype).requires_grad_(True)\n"
+        "        so = torch.tensor([seed, offset])\n"
+        "        y = F.dropout(x, 0.5, seed_offset=so, backend='cpu')\n"
+        "        assert torch.equal(y, reference(x.detach(), 0.5, seed, offset)), (seed, offset, dtype)\n"
+        "        g = torch.randn(1001).to(dtype)\n"
+        "        y.backward(g)\n"
+        "        assert torch.equal(x.grad, reference(g, 0.5, seed, offset)), (seed, offset, dtype)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TRICKS_EXT_NO_AVX2": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
