@@ -61,7 +61,8 @@ def _extension_kwargs():
 
     cuda_home = _find_cuda_home()
     with_cuda = _want_cuda(cuda_home)
-    sources = sorted(glob.glob(os.path.join("csrc", "ops.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "ops.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")) +
+                     glob.glob(os.path.join("csrc", "autograd", "*.cpp")))
     # -fno-math-errno: lets sqrt vectorize (errno is never read); no other fast-math licence.
     # -ffp-contract=off: no a*b+c -> fma fusion, so every CPU (and each target_clones ISA
     # variant) rounds alike; with fusion the AVX2 clone drifted from torch.optim.AdamW past 1e-6

@@ -66,14 +66,16 @@ TORCH_LIBRARY(tricks_ext, m) {
   m.def("mixup_apply(Tensor x, Tensor coef, Tensor box, int height, int width, int inner) -> Tensor");
   m.def("mixup_apply_(Tensor(a!) x, Tensor coef, Tensor box, int height, int width, int inner) -> ()");
 
-  // Soft-target cross-entropy per row (math: csrc/include/tricks/soft_ce.h) of contiguous
-  // logits (N, C). Targets: labels a (hard, with smoothing and ignore_index), mixed (a, b, lam
-  // fp32), or dense (N, C) in the logits' dtype. Returns (loss (N,), stats (N, 2) = lse, sum t),
-  // both fp32 (fp64 for fp64 logits); backward takes dL/dloss (N,) and stats, returns dlogits.
+  // Soft-target cross-entropy (math: csrc/include/tricks/soft_ce.h) of contiguous logits (N, C).
+  // Targets: labels a (hard, with smoothing and ignore_index), mixed (a, b, lam fp32), or dense
+  // (N, C) in the logits' dtype. reduction: 0 none (loss (N,)), 1 sum, 2 mean (loss ()); 'mean'
+  // divides by the rows not ignored for hard labels, by N otherwise. Returns (loss in the
+  // logits' dtype, stats (N, 2) = lse, sum t in fp32 (fp64 for fp64 logits)); backward takes
+  // dL/dloss (the loss's shape and dtype) and stats, returns dlogits.
   m.def("soft_ce_fwd(Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, float smoothing, "
-        "int ignore_index) -> (Tensor, Tensor)");
+        "int ignore_index, int reduction) -> (Tensor, Tensor)");
   m.def("soft_ce_bwd(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, Tensor stats, "
-        "float smoothing, int ignore_index) -> Tensor");
+        "float smoothing, int ignore_index, int reduction) -> Tensor");
 
   // Box masking (math: csrc/include/tricks/mask_boxes.h): value where a sample's (h, w) lies in
   // any of its boxes, int32 (B, K, 4) = (y0, y1, x0, x1); layout as mixup_apply. Linear in x:

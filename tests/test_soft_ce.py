@@ -38,7 +38,8 @@ def run(fn, logits, grad):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("kind", ["mixed", "hard", "dense"])
-def test_matches_reference(backend_device, dtype, shape, kind):
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_matches_reference(backend_device, dtype, shape, kind, reduction):
     backend, device = backend_device
     n, c = shape
     gen = torch.Generator().manual_seed(n * c)
@@ -47,11 +48,11 @@ def test_matches_reference(backend_device, dtype, shape, kind):
     grad = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
 
     def ours(z):
-        return F.soft_target_cross_entropy(z, targets, reduction="none", backend=backend, **kw)
+        return F.soft_target_cross_entropy(z, targets, reduction=reduction, backend=backend, **kw)
 
     def ref(z):
         return F.soft_target_cross_entropy(z, targets if kind != "dense" else targets.to(z.dtype) if z.dtype ==
-                                           torch.float64 else targets, reduction="none", backend="torch", **kw)
+                                           torch.float64 else targets, reduction=reduction, backend="torch", **kw)
 
     x = logits.to(dtype)
     if kind == "dense":
@@ -130,9 +131,12 @@ def test_opcheck(backend_device):
     lam = torch.rand(5, device=device)
     dense = torch.softmax(torch.randn(5, 11, device=device), -1)
     for args in ((a, a.flip(0), lam, None), (a, None, None, None), (None, None, None, dense)):
-        run_opcheck(fwd, (z,) + args + (0.1 if args[3] is None else 0.0, -100))
-        _loss, stats = fwd(z.detach(), *args, 0.1, -100)
-        run_opcheck(bwd, (torch.randn(5, device=device), z.detach()) + args + (stats, 0.1, -100))
+        smoothing = 0.1 if args[3] is None else 0.0
+        for reduction in (0, 1, 2):
+            run_opcheck(fwd, (z,) + args + (smoothing, -100, reduction))
+            _loss, stats = fwd(z.detach(), *args, smoothing, -100, reduction)
+            grad = torch.randn(5 if reduction == 0 else (), device=device)
+            run_opcheck(bwd, (grad, z.detach()) + args + (stats, smoothing, -100, reduction))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

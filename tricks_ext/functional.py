@@ -249,7 +249,6 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     n, classes = logits.shape
     a = b = lam = dense = None
     smoothing = float(label_smoothing)
-    count: Optional[Tensor] = None
     if isinstance(targets, MixedTargets):
         if label_smoothing:
             raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
@@ -260,7 +259,6 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
         if targets.shape != (n,):
             raise ValueError(f"{op}: integer labels must have shape ({n},), got {tuple(targets.shape)}")
         a = targets
-        count = (a != ignore_index).sum()
     elif isinstance(targets, Tensor) and targets.dtype.is_floating_point:
         if label_smoothing:
             raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
@@ -275,15 +273,8 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
                         f"got {type(targets).__name__}")
     for name, t in (("targets", a), ("partner labels", b), ("lam", lam), ("targets", dense)):
         check_same_device(op, name, t, logits, "logits")
-    out_dtype = logits.dtype
-    loss = _backend.implementation("soft_ce", logits.device, backend)(logits, a, b, lam, dense, smoothing,
-                                                                       int(ignore_index))
-    if reduction == "none":
-        return loss.to(out_dtype)
-    total = loss.sum()
-    if reduction == "sum":
-        return total.to(out_dtype)
-    return (total / (count if count is not None else n)).to(out_dtype)
+    return _backend.implementation("soft_ce", logits.device, backend)(logits, a, b, lam, dense, smoothing,
+                                                                       int(ignore_index), reduction)
 
 
 def flood(loss: Tensor, b: float) -> Tensor:

@@ -82,11 +82,11 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing, ignore_index, MODE: 
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, B, LAM, T, STATS, DZ, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
-                BLOCK: tl.constexpr):
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing, ignore_index, MODE: tl.constexpr,
+                ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
-    g = tl.load(G + i)
+    g = tl.load(G + i * G_STRIDE)
     lse = tl.load(STATS + 2 * i)
     total = tl.load(STATS + 2 * i + 1)
     if MODE != 0:
@@ -115,6 +115,7 @@ def _args(logits, a, b, lam, dense):
 
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
                 dense: Optional[torch.Tensor], smoothing: float, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(per-row losses, stats (N, 2)), both in the statistics dtype."""
     rows, classes = logits.shape
     acc = stats_dtype(logits.dtype)
     loss = torch.empty(rows, dtype=acc, device=logits.device)
@@ -129,10 +130,12 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
 def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                 lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, smoothing: float,
                 ignore_index: int) -> torch.Tensor:
+    """dlogits; grad is dL/dloss_i in the statistics dtype, (N,) or one 0-dim value for all rows."""
     rows, classes = logits.shape
     dz = torch.empty_like(logits)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
-        _bwd_kernel[(rows,)](grad, logits, a_, b_, lam_, t_, stats, dz, classes, float(smoothing), int(ignore_index),
-                             MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
+        _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
+                             float(smoothing), int(ignore_index), MODE=mode, ACC=acc_dtype(logits.dtype),
+                             BLOCK=_block(classes))
     return dz

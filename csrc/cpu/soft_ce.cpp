@@ -92,7 +92,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
     T* dz = static_cast<T*>(q.dlogits) + i * C;
-    const A g = static_cast<const A*>(q.grad)[i], lse = stats[2 * i], total = stats[2 * i + 1];
+    const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], lse = stats[2 * i], total = stats[2 * i + 1];
     if (q.mode == Mode::Dense) {
       const T* t = static_cast<const T*>(q.dense) + i * C;
       for (int64_t c = 0; c < C; ++c)
@@ -121,19 +121,19 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cpu(const at::Tensor& logits, con
                                                    const c10::optional<at::Tensor>& b,
                                                    const c10::optional<at::Tensor>& lam,
                                                    const c10::optional<at::Tensor>& dense, double smoothing,
-                                                   int64_t ignore_index) {
-  auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index);
+                                                   int64_t ignore_index, int64_t reduction) {
+  auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_fwd_cpu", [&] {
     at::parallel_for(0, f.p.rows, grain(f.p), [&](int64_t s, int64_t e) { fwd_rows<scalar_t>(f.p, s, e); });
   });
-  return {f.loss, f.stats};
+  return {finish_fwd(f, logits, a, reduction), f.stats};
 }
 
 at::Tensor soft_ce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                            const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                            const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
-                           int64_t ignore_index) {
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index);
+                           int64_t ignore_index, int64_t reduction) {
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_bwd_cpu", [&] {
     at::parallel_for(0, r.p.rows, grain(r.p), [&](int64_t s, int64_t e) { bwd_rows<scalar_t>(r.p, s, e); });
   });

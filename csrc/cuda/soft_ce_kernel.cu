@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const T* z = static_cast<const T*>(q.logits) + i * C;
   T* dz = static_cast<T*>(q.dlogits) + i * C;
   const A* stats = static_cast<const A*>(q.stats);
-  const A g = static_cast<const A*>(q.grad)[i], lse = stats[2 * i], total = stats[2 * i + 1];
+  const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], lse = stats[2 * i], total = stats[2 * i + 1];
   if (q.mode == Mode::Dense) {
     const T* t = static_cast<const T*>(q.dense) + i * C;
     for (int64_t c = threadIdx.x; c < C; c += kBlock)

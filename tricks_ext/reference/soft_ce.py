@@ -37,6 +37,19 @@ def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
     return torch.where(invalid, torch.full((), float("nan"), dtype=acc, device=loss.device), loss)
 
 
+def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: str,
+                dtype: torch.dtype) -> Tensor:
+    """The loss from per-row losses, in ``dtype``: 'none', 'sum', or 'mean' (torch
+    ``cross_entropy``: over the rows not ignored for hard labels, a without b; NaN when all
+    are; over all rows otherwise)."""
+    if reduction == "none":
+        return rows.to(dtype)
+    total = rows.sum()
+    if reduction == "mean":
+        total = total / ((a != ignore_index).sum() if a is not None and b is None else rows.shape[0])
+    return total.to(dtype)
+
+
 def timm_soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """timm ``SoftTargetCrossEntropy``: mean over rows of sum(-target * log_softmax(x, -1))."""
     return torch.sum(-target * torch.log_softmax(logits, dim=-1), dim=-1).mean()

@@ -30,7 +30,8 @@ struct Params {
   const void* dense;     // (rows, classes) targets in the logits' dtype (dense)
   void* loss;            // forward: (rows,) acc_t (fp32; fp64 for fp64 logits), like stats and grad
   void* stats;           // (rows, 2): lse, T (written by forward, read by backward)
-  const void* grad;      // backward: dL/dloss_i (rows,)
+  const void* grad;      // backward: dL/dloss_i acc_t, at grad[i * grad_stride]
+  int64_t grad_stride;   // 1: one per row (reduction 'none'); 0: one for all rows (sum, mean)
   void* dlogits;         // backward: (rows, classes)
   int64_t rows, classes;
   float smoothing;
