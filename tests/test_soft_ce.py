@@ -101,10 +101,12 @@ def test_gradcheck_fp64(backend_device):
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(4, 7, generator=gen, dtype=torch.float64).to(device).requires_grad_(True)
     t = torch.softmax(torch.randn(4, 7, generator=gen, dtype=torch.float64), -1).to(device).requires_grad_(True)
-    run_gradcheck(lambda z_, t_: F.soft_target_cross_entropy(z_, t_, "none", backend=backend), (z, t))
+    for reduction in ("none", "mean"):  # dense targets get a gradient too, scaled per reduction
+        run_gradcheck(lambda z_, t_: F.soft_target_cross_entropy(z_, t_, reduction, backend=backend), (z, t))
     a = torch.tensor([1, 6, 0, 3], device=device)
     mt = MixedTargets(a, a.flip(0), torch.tensor([0.25, 0.5, 1.0, 0.75], device=device), 0.1, 7)
     run_gradcheck(lambda z_: F.soft_target_cross_entropy(z_, mt, "none", backend=backend), (z,))
+    run_gradcheck(lambda z_: F.soft_target_cross_entropy(z_, mt, "mean", backend=backend), (z,))
     run_gradcheck(lambda z_: F.soft_target_cross_entropy(z_, a, "sum", label_smoothing=0.3, backend=backend), (z,))
 
 
