@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tricks_ext import _backend, _ext
 from tricks_ext.ops._common import stats_dtype
-from tricks_ext.reference.soft_ce import reduce_rows, soft_ce_rows
+from tricks_ext.reference.soft_ce import mean_divisor, reduce_rows, soft_ce_rows
 
 OP = "soft_ce"
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -49,7 +49,7 @@ def row_grads(grad: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_ind
     g = grad.to(acc)
     if reduction != REDUCTIONS["mean"]:
         return g.contiguous()
-    return g / ((a != ignore_index).sum() if a is not None and b is None else rows)
+    return g / mean_divisor(a, b, ignore_index, rows)
 
 
 def _register_autograd(name: str, bwd: Callable) -> None:

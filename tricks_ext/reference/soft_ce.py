@@ -7,7 +7,7 @@ labels a with label smoothing s (torch ``cross_entropy(label_smoothing=s)``; a r
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -46,8 +46,13 @@ def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_i
         return rows.to(dtype)
     total = rows.sum()
     if reduction == "mean":
-        total = total / ((a != ignore_index).sum() if a is not None and b is None else rows.shape[0])
+        total = total / mean_divisor(a, b, ignore_index, rows.shape[0])
     return total.to(dtype)
+
+
+def mean_divisor(a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, rows: int) -> Union[Tensor, int]:
+    """What 'mean' divides by: the rows not ignored for hard labels (a without b), else all rows."""
+    return (a != ignore_index).sum() if a is not None and b is None else rows
 
 
 def timm_soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
