@@ -8,7 +8,10 @@ DEPS := triton:triton ninja:ninja pybind11:pybind11 pytest:pytest numpy:numpy ma
 PYTEST_ARGS ?= -q -ra
 BENCH_ARGS ?=
 
-.PHONY: deps build test bench info clean
+N ?= 1000
+SEED ?= 1
+
+.PHONY: deps build test bench fuzz info clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
@@ -17,11 +20,20 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(PIP) install $$missing; fi
 
+# _C is compiled in place by ninja under build/, so a second `make` recompiles only the sources
+# (or headers) that changed; the editable install, once, only maps the package names
+# (tricks_ext.triton_kernels -> triton_kernels/).
 build: deps
-	$(PIP) install --no-build-isolation --no-deps -e .
+	$(PYTHON) setup.py -q build_ext --inplace
+	@$(PYTHON) -c "import tricks_ext.triton_kernels, sys; sys.exit(not tricks_ext.__file__.startswith('$(CURDIR)/'))" \
+	  2>/dev/null || TRICKS_EXT_SKIP_EXT=1 $(PIP) install --no-build-isolation --no-deps -e .
 
 test: build
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# A longer fuzz run than `make test`'s (60 cases per op from seed 0): N cases per op from SEED.
+fuzz: build
+	TRICKS_FUZZ_CASES=$(N) TRICKS_FUZZ_SEED=$(SEED) $(PYTHON) -m pytest tests/fuzz $(PYTEST_ARGS)
 
 bench: build
 	$(PYTHON) -m tricks_ext bench $(BENCH_ARGS)

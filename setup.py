@@ -7,6 +7,8 @@ against the CPU-only torch wheel. Environment:
   TORCH_CUDA_ARCH_LIST      CUDA archs (default "8.0;9.0": A100 and H100/H200)
   TRICKS_EXT_PTXAS_VERBOSE=1  print register/spill counts of every CUDA kernel
   MAX_JOBS                  parallel compile jobs (ninja)
+  TRICKS_EXT_SKIP_EXT=1     install the Python package only (`make build` compiles _C in place
+                            first with `setup.py build_ext --inplace`, which ninja keeps incremental)
 Build in place with: pip install --no-build-isolation --no-deps -e .
 """
 import glob
@@ -43,6 +45,17 @@ def _find_cuda_home():
                 os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
             return home
     return None
+
+
+def _nvcc_version(cuda_home):
+    """'13.0' from `nvcc --version` ('... release 13.0, V13.0.88')."""
+    import re
+    import subprocess
+    out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"release (\d+\.\d+)", out)
+    if not found:
+        raise RuntimeError(f"tricks_ext: cannot read the CUDA version from nvcc --version: {out!r}")
+    return found.group(1)
 
 
 def _want_cuda(cuda_home):
@@ -82,6 +95,12 @@ def _extension_kwargs():
         # The CPU torch wheel reports no CUDA_HOME, so torch's builder would refuse .cu files;
         # the .cu files need nothing from torch, only nvcc, so point the builder at it.
         cpp_extension.CUDA_HOME = cuda_home
+        # The builder gives nvcc's compile rule a dependency file only when torch.version.cuda
+        # is set (it is None in the CPU wheel); without one, an incremental build would keep
+        # .cu objects compiled against an older header. Tell it the toolkit's version.
+        import torch
+        if torch.version.cuda is None:
+            torch.version.cuda = _nvcc_version(cuda_home)
         kwargs["define_macros"].append(("TRICKS_EXT_WITH_CUDA", "1"))
         kwargs["include_dirs"].append(os.path.join(cuda_home, "include"))
         kwargs["library_dirs"].append(os.path.join(cuda_home, "lib64"))
@@ -93,6 +112,8 @@ def _extension_kwargs():
 
 
 def _ext_modules_and_cmdclass():
+    if os.environ.get("TRICKS_EXT_SKIP_EXT") == "1":
+        return [], {}
     try:
         cpp_extension, sources, kwargs = _extension_kwargs()
     except ImportError as exc:  # torch missing: pure-Python install, `torch` backend only

@@ -28,7 +28,7 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
   q.logits = logits.data_ptr();
   q.rows = logits.size(0);
   q.classes = logits.size(1);
-  q.smoothing = static_cast<float>(smoothing);
+  q.smoothing = smoothing;
   q.ignore_index = ignore_index;
   q.dtype = dtype;
   if (dense.has_value()) {

@@ -44,6 +44,13 @@ def _check_name(name: str) -> str:
     return name
 
 
+def check_backend_name(owner: str, backend: object) -> None:
+    """For constructors that store a backend: None or a name in CHOICES, checked up front so a
+    typo (or a positional argument in the wrong place) fails where it is written."""
+    if backend is not None and not (isinstance(backend, str) and backend in CHOICES):
+        raise ValueError(f"{owner}: backend must be None or one of {', '.join(CHOICES)}, got {backend!r}")
+
+
 def set_backend(name: str) -> None:
     """Set the process-wide default backend (``auto`` restores automatic selection)."""
     global _global_backend

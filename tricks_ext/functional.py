@@ -202,14 +202,20 @@ def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool =
     if not (isinstance(coef, Tensor) and coef.shape == (n, 2) and coef.dtype.is_floating_point):
         raise ValueError(f"{op}: coef must be a floating tensor of shape ({n}, 2), got "
                          f"{tuple(coef.shape) if isinstance(coef, Tensor) else type(coef).__name__}")
+    check_same_device(op, "coef", coef, x, "x")
     if box is None:
-        box = torch.zeros(n, 4, dtype=torch.int32)
-    elif not (isinstance(box, Tensor) and box.shape == (n, 4) and not box.dtype.is_floating_point):
+        box = torch.zeros(n, 4, dtype=torch.int32, device=x.device)
+    elif not (isinstance(box, Tensor) and box.shape == (n, 4) and _is_integer(box.dtype)):
         raise ValueError(f"{op}: box must be an integer tensor of shape ({n}, 4), got "
                          f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
-    elif x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
+    check_same_device(op, "box", box, x, "x")
+    if x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
         raise ValueError(f"{op}: CutMix boxes need x of rank >= 3 (N, ..., H, W), got shape {tuple(x.shape)}")
     return _backend.implementation(op, x.device, backend)(x, coef, box, inplace)
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -298,9 +304,10 @@ def mask_boxes(x: Tensor, box: Tensor, value: float = 0.0, inplace: bool = False
     if x.dim() < 3:
         raise ValueError(f"{op}: x must be (N, ..., H, W), got shape {tuple(x.shape)}")
     if not (isinstance(box, Tensor) and box.dim() == 3 and box.shape[0] == x.shape[0] and box.shape[2] == 4
-            and not box.dtype.is_floating_point):
+            and _is_integer(box.dtype)):
         raise ValueError(f"{op}: box must be an integer tensor ({x.shape[0]}, K, 4), got "
                          f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
+    check_same_device(op, "box", box, x, "x")
     if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
         raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
     if inplace and x.requires_grad:
@@ -370,7 +377,7 @@ def evonorm_s0(x: Tensor, v: Optional[Tensor], weight: Tensor, bias: Tensor, gro
     if x.dim() < 3:
         raise ValueError(f"{op}: x must be (N, C, *spatial) with rank >= 3, got shape {tuple(x.shape)}")
     c = x.shape[1]
-    if not (isinstance(groups, int) and groups >= 1 and c % groups == 0):
+    if apply_act and not (isinstance(groups, int) and groups >= 1 and c % groups == 0):
         raise ValueError(f"{op}: C={c} is not divisible by groups={groups!r}")
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
         raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")

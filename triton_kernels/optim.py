@@ -24,7 +24,8 @@ BLOCK = 1024
 
 @triton.jit
 def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, FOUND_INF, GRAD_SCALE,
-                       lr, beta1, beta2, ln_beta1, ln_beta2, eps, p_mul, l2, alpha, lookahead_k, rho_inf,
+                       lr, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2, eps, p_mul, l2, alpha,
+                       lookahead_k, rho_inf,
                        P_DTYPE: tl.constexpr, M_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
                        HAS_SLOW: tl.constexpr, RECTIFY: tl.constexpr, MAXIMIZE: tl.constexpr,
                        HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, BLOCK: tl.constexpr):
@@ -87,8 +88,8 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
         v = tl.load(v_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         g = g + l2 * p
         p = p * p_mul
-        m = beta1 * m + (1.0 - beta1) * g
-        v = beta2 * v + (1.0 - beta2) * g * g
+        m = beta1 * m + one_minus_beta1 * g
+        v = beta2 * v + one_minus_beta2 * g * g
         if RECTIFY:
             p = p - step_size32 * tl.where(has_denom, m / (tl.sqrt(v) * inv_denom32 + eps), m)
         else:
@@ -122,7 +123,9 @@ def optim_step(plan, found_inf: Optional[torch.Tensor], grad_scale: Optional[tor
     _optim_step_kernel[(plan.n_items,)](
         plan.work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
         found_inf if found_inf is not None else dummy, grad_scale if grad_scale is not None else dummy,
-        float(lr), float(b1), float(b2), math.log(b1) if b1 > 0 else -math.inf, math.log(b2) if b2 > 0 else -math.inf,
+        # 1 - beta in float64 here, as torch does (csrc/include/tricks/optim.h, Moments)
+        float(lr), float(b1), float(b2), 1.0 - b1, 1.0 - b2,
+        math.log(b1) if b1 > 0 else -math.inf, math.log(b2) if b2 > 0 else -math.inf,
         float(group["eps"]), float(p_mul), float(l2), float(group["lookahead_alpha"]),
         int(group["lookahead_k"] or 1), 2.0 / (1.0 - b2) - 1.0,
         P_DTYPE=_TL[p_dtype], M_DTYPE=_TL[m_dtype], S_DTYPE=_TL[s_dtype or p_dtype], HAS_SLOW=s_dtype is not None,

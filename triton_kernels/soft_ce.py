@@ -15,17 +15,24 @@ from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
 DENSE, MIXED, HARD = 0, 1, 2
 
 
+def _split(value: float) -> Tuple[float, float]:
+    """value as fp32 hi + lo: Triton passes float scalars as fp32, and fp64 logits need the
+    smoothing to ~48 bits (hi + lo is rebuilt in the accumulation dtype in the kernels)."""
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    return hi, value - hi
+
+
 def _block(classes: int) -> int:
     return min(4096, max(16, triton.next_power_of_2(classes)))
 
 
 @triton.jit
-def _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE: tl.constexpr):
-    """(a, b, wa, wb, ignored, invalid) of a compact row."""
+def _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr):
+    """(a, b, wa, wb, ignored, invalid) of a compact row, weights in ACC."""
     a = tl.load(A + i)
     if MODE == 1:
         b = tl.load(B + i)
-        lam = tl.load(LAM + i)
+        lam = tl.load(LAM + i).to(ACC)
         wa = (1.0 - smoothing) * lam
         wb = (1.0 - smoothing) * (1.0 - lam)
         ignored = a != a  # False, as a tensor
@@ -39,10 +46,18 @@ def _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
+def _weighted(w, z):
+    """w * z, 0 for a zero weight even where z is -inf (a masked logit)."""
+    return w * tl.where(w == 0, 0.0, z)
+
+
+@triton.jit
+def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
+    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
+    smoothing = smoothing_hi * one + smoothing_lo * one
     m = tl.full([BLOCK], float("-inf"), ACC)
     s = tl.zeros([BLOCK], ACC)
     sz = tl.zeros([BLOCK], ACC)
@@ -61,20 +76,21 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing, ignore_index, MODE: 
         if MODE == 0:
             tv = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
             st += tv
-            stz += tv * vz
+            stz += _weighted(tv, vz)
     mx = tl.max(m, axis=0)
     total_e = tl.sum(s * tl.exp(m - mx), axis=0)
-    lse = mx + tl.log(total_e)
+    lse = tl.where((mx == float("inf")) | (mx == float("-inf")), float("nan"), mx + tl.log(total_e))  # row_lse
     if MODE == 0:
         total = tl.sum(st, axis=0)
         loss = lse * total - tl.sum(stz, axis=0)
     else:
         total = lse * 0.0 + 1.0
-        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE)
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
         ok = (~ignored) & (~invalid)
         za = tl.load(Z + base + a, mask=ok, other=0.0).to(ACC)
         zb = tl.load(Z + base + b, mask=ok, other=0.0).to(ACC)
-        loss = lse - (wa.to(ACC) * za + wb.to(ACC) * zb + (smoothing / C).to(ACC) * tl.sum(sz, axis=0))
+        loss = lse - (_weighted(wa.to(ACC), za) + _weighted(wb.to(ACC), zb) +
+                      _weighted((smoothing / C).to(ACC), tl.sum(sz, axis=0)))
         loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
     tl.store(LOSS + i, loss)
     tl.store(STATS + 2 * i, lse)
@@ -82,15 +98,17 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing, ignore_index, MODE: 
 
 
 @triton.jit
-def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing, ignore_index, MODE: tl.constexpr,
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, ignore_index, MODE: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
+    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
+    smoothing = smoothing_hi * one + smoothing_lo * one
     g = tl.load(G + i * G_STRIDE)
     lse = tl.load(STATS + 2 * i)
     total = tl.load(STATS + 2 * i + 1)
     if MODE != 0:
-        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE)
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
         mask = cols < C
@@ -100,7 +118,7 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing, ignore_in
             t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
             d = g * (p * total - t)
         else:
-            t = smoothing / C + tl.where(cols == a, wa, 0.0) + tl.where(cols == b, wb, 0.0)
+            t = smoothing / C + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
             d = g * (p - t.to(ACC))
             d = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), d))
         tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
@@ -122,7 +140,7 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     stats = torch.empty(rows, 2, dtype=acc, device=logits.device)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
-        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, float(smoothing), int(ignore_index),
+        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing), int(ignore_index),
                              MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
     return loss, stats
 
@@ -136,6 +154,6 @@ def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tens
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
         _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
-                             float(smoothing), int(ignore_index), MODE=mode, ACC=acc_dtype(logits.dtype),
+                             *_split(smoothing), int(ignore_index), MODE=mode, ACC=acc_dtype(logits.dtype),
                              BLOCK=_block(classes))
     return dz

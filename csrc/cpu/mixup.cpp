@@ -26,17 +26,21 @@ TRICKS_CPU_CLONES void mix_rows(const Params& q, int64_t t0, int64_t t1) {
     const int32_t* bi = q.box + 4 * i;
     const int32_t* bj = q.box + 4 * j;
     const bool row_i = h >= bi[0] && h < bi[1], row_j = h >= bj[0] && h < bj[1];
+    // Column edges clipped to the row: the cuts index memory, so a box past the image (any
+    // int32 the caller passes) must not move them outside [0, row_len].
+    const int64_t ci0 = std::clamp<int64_t>(bi[2], 0, q.width) * q.inner, ci1 = std::clamp<int64_t>(bi[3], 0, q.width) * q.inner;
+    const int64_t cj0 = std::clamp<int64_t>(bj[2], 0, q.width) * q.inner, cj1 = std::clamp<int64_t>(bj[3], 0, q.width) * q.inner;
     int64_t cuts[6] = {0, row_len, 0, 0, 0, 0};
     int n = 2;
-    if (row_i) { cuts[n++] = bi[2] * q.inner; cuts[n++] = bi[3] * q.inner; }
-    if (row_j) { cuts[n++] = bj[2] * q.inner; cuts[n++] = bj[3] * q.inner; }
+    if (row_i) { cuts[n++] = ci0; cuts[n++] = ci1; }
+    if (row_j) { cuts[n++] = cj0; cuts[n++] = cj1; }
     std::sort(cuts, cuts + n);
     const float ai = q.coef[2 * i], bi_ = q.coef[2 * i + 1], aj = q.coef[2 * j], bj_ = q.coef[2 * j + 1];
     for (int c = 0; c + 1 < n; ++c) {
       const int64_t s = cuts[c], e = cuts[c + 1];
       if (s >= e) continue;
-      const bool in_i = row_i && s >= bi[2] * q.inner && s < bi[3] * q.inner;
-      const bool in_j = row_j && s >= bj[2] * q.inner && s < bj[3] * q.inner;
+      const bool in_i = row_i && s >= ci0 && s < ci1;
+      const bool in_j = row_j && s >= cj0 && s < cj1;
       for (int64_t k = s; k < e; ++k) {  // read both before writing: out may alias x
         const A vi = static_cast<A>(xi[k]), vj = static_cast<A>(xj[k]);
         const A ri = in_i ? vj : mix(vi, vj, ai, bi_);

@@ -41,7 +41,8 @@ TRICKS_CPU_INLINE void run_item(const Item& it, const Params& q, const Scalars<a
   const Decay<A> d = decay_of<A>(q);
   const A inv_scale = q.grad_scale ? A(1) / static_cast<A>(*q.grad_scale) : A(1);
   const A gmul = q.maximize ? -inv_scale : inv_scale;
-  const A beta1 = static_cast<A>(q.beta1), beta2 = static_cast<A>(q.beta2), eps = static_cast<A>(q.eps);
+  const Moments<A> b = moments_of<A>(q);
+  const A eps = static_cast<A>(q.eps);
   const A alpha = static_cast<A>(q.alpha);
   A mean = 0;
   if (it.gc_row) {
@@ -63,7 +64,7 @@ TRICKS_CPU_INLINE void run_item(const Item& it, const Params& q, const Scalars<a
     S* __restrict__ sp = slow;
     for (int64_t k = 0; k < it.len; ++k) {
       A mk = mp[k], vk = vp[k];
-      A pk = update<kDenom>(static_cast<A>(pp[k]), static_cast<A>(gp[k]) * gmul - mean, mk, vk, beta1, beta2, eps, d,
+      A pk = update<kDenom>(static_cast<A>(pp[k]), static_cast<A>(gp[k]) * gmul - mean, mk, vk, b, eps, d,
                             s.step_size, s.inv_denom_scale);
       mp[k] = mk;
       vp[k] = vk;

@@ -56,7 +56,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
         for (int l = 0; l < kLanes; ++l) {
           const A tv = static_cast<A>(t[c + l]);
           st[l] += tv;
-          stz[l] += tv * static_cast<A>(z[c + l]);
+          stz[l] += weighted(tv, static_cast<A>(z[c + l]));
         }
     }
     const A shift = std::isinf(m) ? A(0) : m;  // all -inf (or +inf) rows: no inf - inf
@@ -64,7 +64,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       for (int l = 0; l < kLanes; ++l) se[l] += exp_acc(static_cast<A>(z[c + l]) - shift);
     A sum_e = lane_sum(se);
     for (int64_t c = Cv; c < C; ++c) sum_e += exp_acc(static_cast<A>(z[c]) - shift);
-    const A lse = shift + std::log(sum_e);
+    const A lse = row_lse(m, shift, std::log(sum_e));
     A* loss = static_cast<A*>(q.loss);
     A* stats = static_cast<A*>(q.stats);
     A total = 1;
@@ -72,12 +72,12 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       A sum_t = lane_sum(st), sum_tz = lane_sum(stz);
       for (int64_t c = Cv; c < C; ++c) {
         sum_t += static_cast<A>(t[c]);
-        sum_tz += static_cast<A>(t[c]) * static_cast<A>(z[c]);
+        sum_tz += weighted(static_cast<A>(t[c]), static_cast<A>(z[c]));
       }
       total = sum_t;
       loss[i] = lse * sum_t - sum_tz;
     } else {
-      loss[i] = compact_loss(q, row_target(q, i), lse, sum_z, [z](int64_t c) { return static_cast<A>(z[c]); });
+      loss[i] = compact_loss(q, row_target<A>(q, i), lse, sum_z, [z](int64_t c) { return static_cast<A>(z[c]); });
     }
     stats[2 * i] = lse;
     stats[2 * i + 1] = total;
@@ -99,7 +99,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
         dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) * total - static_cast<A>(t[c])));
       continue;
     }
-    const RowTarget r = row_target(q, i);
+    const RowTarget<A> r = row_target<A>(q, i);
     if (r.ignored || r.invalid) {
       const T fill = static_cast<T>(r.ignored ? A(0) : A(NAN));
       for (int64_t c = 0; c < C; ++c) dz[c] = fill;
@@ -109,7 +109,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
     for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) - off));
     for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
       dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) -
-                                  (off + (c == r.a ? A(r.wa) : A(0)) + (c == r.b ? A(r.wb) : A(0)))));
+                                  compact_target(r, c, off)));
   }
 }
 

@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
   const Decay<A> d = decay_of<A>(q);
   const A inv_scale = q.grad_scale != nullptr ? A(1) / static_cast<A>(*q.grad_scale) : A(1);
   const A gmul = q.maximize ? -inv_scale : inv_scale;
-  const A beta1 = static_cast<A>(q.beta1), beta2 = static_cast<A>(q.beta2), eps = static_cast<A>(q.eps);
+  const Moments<A> b = moments_of<A>(q);
+  const A eps = static_cast<A>(q.eps);
   A mean = 0;
   if (gc) {  // uniform per block: every thread takes part in the reduction
     A part = 0;
@@ -42,8 +43,8 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
     A mk = m[k], vk = v[k];
     const A gk = to_acc<A>(g[k]) * gmul - mean;
     A pk = s.has_denom
-               ? update<true>(to_acc<A>(p[k]), gk, mk, vk, beta1, beta2, eps, d, s.step_size, s.inv_denom_scale)
-               : update<false>(to_acc<A>(p[k]), gk, mk, vk, beta1, beta2, eps, d, s.step_size, s.inv_denom_scale);
+               ? update<true>(to_acc<A>(p[k]), gk, mk, vk, b, eps, d, s.step_size, s.inv_denom_scale)
+               : update<false>(to_acc<A>(p[k]), gk, mk, vk, b, eps, d, s.step_size, s.inv_denom_scale);
     m[k] = mk;
     v[k] = vk;
     if (s.sync) {

@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     if (t != nullptr) {
       const A tv = to_acc<A>(t[c]);
       st += tv;
-      stz += tv * v;
+      stz += weighted(tv, v);
     }
   }
 #pragma unroll
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     stz = group_sum<kBlock>(stz, smem);
   }
   if (threadIdx.x != 0) return;
-  const A lse = m + log(s);
+  const A lse = row_lse(m, m, log(s));
   A* loss = static_cast<A*>(q.loss);
   A* stats = static_cast<A*>(q.stats);
   A total = 1;
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     total = st;
     loss[i] = lse * st - stz;
   } else {
-    loss[i] = compact_loss(q, row_target(q, i), lse, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
+    loss[i] = compact_loss(q, row_target<A>(q, i), lse, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
   }
   stats[2 * i] = lse;
   stats[2 * i + 1] = total;
@@ -102,13 +102,13 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
       dz[c] = from_acc<T>(g * (exp_dev(to_acc<A>(z[c]) - lse) * total - to_acc<A>(t[c])));
     return;
   }
-  const RowTarget r = row_target(q, i);
-  const float off = q.smoothing / static_cast<float>(C);
+  const RowTarget<A> r = row_target<A>(q, i);
+  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     A v;
     if (r.ignored) v = 0;
     else if (r.invalid) v = NAN;
-    else v = g * (exp_dev(to_acc<A>(z[c]) - lse) - A(compact_target(r, c, off)));
+    else v = g * (exp_dev(to_acc<A>(z[c]) - lse) - compact_target(r, c, off));
     dz[c] = from_acc<T>(v);
   }
 }

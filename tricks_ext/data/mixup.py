@@ -2,12 +2,14 @@
 pass and returning compact targets instead of a dense (N, C) tensor."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+import math
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from tricks_ext import functional as F
+from tricks_ext._backend import check_backend_name
 from tricks_ext.reference.mixup import box_lam, cutmix_box, mixed_targets
 
 _MODES = ("batch", "pair", "elem")
@@ -23,18 +25,35 @@ class MixedTargets:
     :meth:`dense` expands it for anyone who needs the tensor (timm ``mixup_target``'s values).
     """
 
-    def __init__(self, a: Tensor, b: Tensor, lam: Tensor, smoothing: float, num_classes: int) -> None:
-        if a.dim() != 1 or a.shape != b.shape or lam.shape != a.shape:
-            raise ValueError(f"MixedTargets: a, b and lam must be 1-D of one length, got {tuple(a.shape)}, "
-                             f"{tuple(b.shape)}, {tuple(lam.shape)}")
-        if a.dtype.is_floating_point or b.dtype.is_floating_point:
-            raise TypeError(f"MixedTargets: a and b must be integer class labels, got {a.dtype} and {b.dtype}")
+    def __init__(self, a: Union[Tensor, Sequence[int]], b: Union[Tensor, Sequence[int]],
+                 lam: Union[Tensor, float, Sequence[float]], smoothing: float, num_classes: int) -> None:
+        name = "MixedTargets"
+        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
+            raise ValueError(f"{name}: num_classes must be an int >= 1, got {num_classes!r}")
+        if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)):
+            raise TypeError(f"{name}: smoothing must be a number in [0, 1], got {type(smoothing).__name__}")
         if not 0.0 <= smoothing <= 1.0:
-            raise ValueError(f"MixedTargets: smoothing must be in [0, 1], got {smoothing!r}")
-        if num_classes < 1:
-            raise ValueError(f"MixedTargets: num_classes must be >= 1, got {num_classes!r}")
+            raise ValueError(f"{name}: smoothing must be in [0, 1], got {smoothing!r}")
+        a, b = (_labels(name, arg, t) for arg, t in (("a", a), ("b", b)))
+        if a.dim() != 1 or a.shape != b.shape:
+            raise ValueError(f"{name}: a and b must be 1-D of one length, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if b.device != a.device:
+            raise RuntimeError(f"{name}: b is on {b.device} but a is on {a.device}")
+        if isinstance(lam, Tensor):
+            if lam.device != a.device:
+                raise RuntimeError(f"{name}: lam is on {lam.device} but a is on {a.device}")
+            if not lam.dtype.is_floating_point:
+                raise TypeError(f"{name}: lam must be floating, got {lam.dtype}")
+        elif not isinstance(lam, bool) and isinstance(lam, (int, float, list, tuple)):
+            lam = torch.as_tensor(lam, dtype=torch.float64, device=a.device)
+        else:
+            raise TypeError(f"{name}: lam must be a float, a sequence or a tensor, got {type(lam).__name__}")
+        if lam.dim() == 0:  # one lam for the batch, as timm's mixup_target takes it
+            lam = lam.expand(a.shape)
+        if lam.shape != a.shape:
+            raise ValueError(f"{name}: lam must be a scalar or have a's shape {tuple(a.shape)}, got {tuple(lam.shape)}")
         self.a, self.b = a.long(), b.long()
-        self.lam = lam.to(torch.float32)
+        self.lam = lam.to(torch.float32).contiguous()
         self.smoothing, self.num_classes = float(smoothing), int(num_classes)
 
     def __len__(self) -> int:
@@ -53,6 +72,17 @@ class MixedTargets:
 
     def __repr__(self) -> str:
         return f"MixedTargets(n={len(self)}, smoothing={self.smoothing}, num_classes={self.num_classes})"
+
+
+def _labels(owner: str, arg: str, t: object) -> Tensor:
+    if not isinstance(t, Tensor):
+        try:
+            t = torch.as_tensor(t)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{owner}: {arg} must be integer class labels (a tensor or a sequence of ints): {e}") from e
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{owner}: {arg} must be integer class labels, got {t.dtype}")
+    return t
 
 
 class MixParams(NamedTuple):
@@ -86,6 +116,13 @@ class Mixup:
                  cutmix_minmax: Optional[Sequence[float]] = None, prob: float = 1.0, switch_prob: float = 0.5,
                  mode: str = "batch", correct_lam: bool = True, label_smoothing: float = 0.1,
                  num_classes: int = 1000, backend: Optional[str] = None) -> None:
+        for name, v in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha), ("prob", prob),
+                        ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise TypeError(f"Mixup: {name} must be a finite number, got {v!r}")
+        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
+            raise TypeError(f"Mixup: num_classes must be an int, got {num_classes!r}")
+        check_backend_name("Mixup", backend)
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(f"Mixup: mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha!r}, {cutmix_alpha!r}")
         if cutmix_minmax is not None:

@@ -7,25 +7,37 @@ import torch
 from torch import Tensor
 
 from tricks_ext import functional as F
+from tricks_ext._backend import check_backend_name
+
+
+def _check_p(owner: str, name: str, p: object) -> float:
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
+        raise ValueError(f"{owner}: {name} must be a number in [0, 1], got {p!r}")
+    return float(p)
 
 
 class Dropout(torch.nn.Module):
-    """Drop-in for ``torch.nn.Dropout(p)``: same distribution, no stored mask, the same mask on
-    every backend for the same seed. Seeds come from torch's generator (``torch.manual_seed``
-    makes runs reproducible)."""
+    """Drop-in for ``torch.nn.Dropout(p, inplace)``: same distribution, no stored mask, the same
+    mask on every backend for the same seed. Seeds come from torch's generator
+    (``torch.manual_seed`` makes runs reproducible). ``inplace=True`` writes the result into
+    the input and returns it, as torch's does (the input must then not be a leaf that requires
+    grad)."""
 
-    def __init__(self, p: float = 0.5, backend: Optional[str] = None) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, backend: Optional[str] = None) -> None:
         super().__init__()
-        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = _check_p("Dropout", "p", p)
+        if not isinstance(inplace, bool):
+            raise TypeError(f"Dropout: inplace must be a bool, got {inplace!r}")
+        check_backend_name("Dropout", backend)
+        self.inplace = inplace
         self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training, backend=self.backend)
+        out = F.dropout(x, self.p, self.training, backend=self.backend)
+        return x.copy_(out) if self.inplace and out is not x else out
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class DropPath(torch.nn.Module):
@@ -35,9 +47,8 @@ class DropPath(torch.nn.Module):
 
     def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True, backend: Optional[str] = None) -> None:
         super().__init__()
-        if not (isinstance(drop_prob, (int, float)) and 0.0 <= drop_prob <= 1.0):
-            raise ValueError(f"DropPath: drop_prob must be a number in [0, 1], got {drop_prob!r}")
-        self.drop_prob = float(drop_prob)
+        self.drop_prob = _check_p("DropPath", "drop_prob", drop_prob)
+        check_backend_name("DropPath", backend)
         self.scale_by_keep = scale_by_keep
         self.backend = backend
 
@@ -55,8 +66,8 @@ class ReZeroResidual(torch.nn.Module):
 
     def __init__(self, sublayer: torch.nn.Module, p: float = 0.0, backend: Optional[str] = None) -> None:
         super().__init__()
-        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            raise ValueError(f"ReZeroResidual: p must be a number in [0, 1], got {p!r}")
+        p = _check_p("ReZeroResidual", "p", p)
+        check_backend_name("ReZeroResidual", backend)
         self.sublayer = sublayer
         self.alpha = torch.nn.Parameter(torch.zeros(()))
         self.p = float(p)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import functional as F
+from tricks_ext._backend import check_backend_name
 
 
 class SoftTargetCrossEntropy(torch.nn.Module):
@@ -17,6 +18,15 @@ class SoftTargetCrossEntropy(torch.nn.Module):
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0, ignore_index: int = -100,
                  backend: Optional[str] = None) -> None:
         super().__init__()
+        name = type(self).__name__
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
+        if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
+                and 0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        if not (isinstance(ignore_index, int) and not isinstance(ignore_index, bool)):
+            raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
+        check_backend_name(name, backend)
         self.reduction, self.label_smoothing, self.ignore_index = reduction, label_smoothing, ignore_index
         self.backend = backend
 

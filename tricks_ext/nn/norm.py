@@ -9,8 +9,25 @@ import torch
 from torch import Tensor
 
 from tricks_ext import functional as F
+from tricks_ext._backend import check_backend_name
+from tricks_ext.ops._common import check_eps
 
 _Size = Union[int, Tuple[int, ...]]
+
+
+def _is_positive_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def symmetric_padding(kernel_size: _Size, stride: _Size = 1, dilation: _Size = 1) -> Union[int, Tuple[int, ...]]:
+    """timm ``get_padding``: ``((stride - 1) + dilation * (kernel_size - 1)) // 2`` per dim."""
+    def per_dim(v: _Size, n: int) -> Tuple[int, ...]:
+        return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+    n = max(len(v) if isinstance(v, (tuple, list)) else 1 for v in (kernel_size, stride, dilation))
+    if n == 1 and not any(isinstance(v, (tuple, list)) for v in (kernel_size, stride, dilation)):
+        return ((stride - 1) + dilation * (kernel_size - 1)) // 2
+    ks, ss, ds = per_dim(kernel_size, n), per_dim(stride, n), per_dim(dilation, n)
+    return tuple(((s - 1) + d * (k - 1)) // 2 for k, s, d in zip(ks, ss, ds))
 
 
 class EvoNormS0(torch.nn.Module):
@@ -20,6 +37,13 @@ class EvoNormS0(torch.nn.Module):
     def __init__(self, num_features: int, groups: int = 32, group_size: Optional[int] = None, eps: float = 1e-5,
                  apply_act: bool = True, backend: Optional[str] = None) -> None:
         super().__init__()
+        name = type(self).__name__
+        for arg, value in (("num_features", num_features), ("groups", groups), ("group_size", group_size)):
+            if not (value is None and arg == "group_size" or _is_positive_int(value)):
+                raise ValueError(f"{name}: {arg} must be an int >= 1{' or None' if arg == 'group_size' else ''}, "
+                                 f"got {value!r}")
+        check_eps(name, eps)
+        check_backend_name(name, backend)
         if group_size:
             if num_features % group_size:
                 raise ValueError(f"EvoNormS0: num_features={num_features} is not divisible by group_size={group_size}")
@@ -43,32 +67,34 @@ class EvoNormS0(torch.nn.Module):
 class WSConv2d(torch.nn.Conv2d):
     """Conv2d with Weight Standardization (arXiv 1903.10520), timm ``StdConv2d`` semantics and
     state dict: the weight is standardized per output channel (biased variance, ``eps``) by the
-    fused op, then ``F.conv2d`` (cuDNN) runs. Any nn.Conv2d padding, including 'same'.
-    In eval mode the standardized weight is cached until the weight (or gain) changes."""
+    fused op, then ``F.conv2d`` (cuDNN) runs. Any nn.Conv2d padding, including 'same';
+    ``padding=None`` is timm's symmetric ``((stride - 1) + dilation * (kernel_size - 1)) // 2``.
+
+    The standardized weight is recomputed on every forward, in eval mode too: a cache keyed on
+    the weight's version would serve stale values after ``weight.data.copy_(...)`` (the usual
+    EMA update), whose writes bypass the version counter. The standardization reads the weight
+    once (O * K elements, small beside the convolution); for inference without it, use
+    :func:`fold_weight_standardization`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size, stride: _Size = 1,
-                 padding: Union[_Size, str] = 0, dilation: _Size = 1, groups: int = 1, bias: bool = True,
+                 padding: Union[_Size, str, None] = 0, dilation: _Size = 1, groups: int = 1, bias: bool = True,
                  eps: float = 1e-6, backend: Optional[str] = None, **kwargs) -> None:
+        check_eps(type(self).__name__, eps, allow_zero=True)
+        check_backend_name(type(self).__name__, backend)
+        if padding is None:
+            padding = symmetric_padding(kernel_size, stride, dilation)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, **kwargs)
         self.eps = eps
         self.backend = backend
-        self._cache: Optional[Tuple[tuple, Tensor]] = None
 
     def _gain_scale(self) -> Tuple[Optional[Tensor], Optional[float]]:
         return None, None
 
     def standardized_weight(self) -> Tensor:
-        """The weight the convolution uses; cached in eval mode when no gradient is needed."""
+        """The weight the convolution uses, standardized from the current weight (and gain)."""
         gain, scale = self._gain_scale()
-        params = [t for t in (self.weight, gain) if t is not None]
-        if self.training or torch.is_grad_enabled() and any(t.requires_grad for t in params):
-            self._cache = None
-            return F.weight_standardize(self.weight, self.eps, gain, scale, backend=self.backend)
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, F.weight_standardize(self.weight, self.eps, gain, scale, backend=self.backend))
-        return self._cache[1]
+        return F.weight_standardize(self.weight, self.eps, gain, scale, backend=self.backend)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.standardized_weight(), self.bias)

@@ -1,6 +1,7 @@
 """Helpers shared by the op modules: input validation with messages that name the problem."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -22,6 +23,14 @@ def check_float_tensor(op: str, name: str, t: object) -> Tensor:
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
     return t
+
+
+def check_eps(op: str, eps: object, allow_zero: bool = False) -> float:
+    """eps must be a finite real number > 0 (>= 0 with ``allow_zero``)."""
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps)
+    if not (ok and (eps >= 0 if allow_zero else eps > 0)):
+        raise ValueError(f"{op}: eps must be a finite number {'>= 0' if allow_zero else '> 0'}, got {eps!r}")
+    return float(eps)
 
 
 def check_same_device(op: str, name: str, t: Optional[Tensor], ref: Tensor, ref_name: str) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend, _ext
-from tricks_ext.ops.mixup import sample_layout
+from tricks_ext.ops.mixup import clip_boxes, sample_layout
 from tricks_ext.reference.mask_boxes import mask_boxes as _reference
 
 OP = "mask_boxes"
@@ -73,7 +73,7 @@ def _torch(x: Tensor, box: Tensor, value: float, inplace: bool) -> Tensor:
 def _kernel_entry(op: Callable, op_: Callable) -> Callable:
     def run(x: Tensor, box: Tensor, value: float, inplace: bool) -> Tensor:
         xd, height, width, inner = sample_layout(x)
-        box = box.to(x.device, torch.int32).contiguous()
+        box = clip_boxes(box, height, width, x.device)
         if not inplace:
             return op(xd, box, float(value), height, width, inner)
         op_(xd, box, float(value), height, width, inner)

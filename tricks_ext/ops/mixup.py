@@ -28,6 +28,14 @@ def sample_layout(x: Tensor) -> Tuple[Tensor, int, int, int]:
     return x.contiguous(), h, w, 1
 
 
+def clip_boxes(box: Tensor, height: int, width: int, device: torch.device) -> Tensor:
+    """Boxes as the kernels take them: int32 on ``device``, each (y0, y1, x0, x1) clipped to
+    [0, height] x [0, width] in int64 first, so that an int64 edge past 2**31 cannot wrap into
+    the image. Clipping keeps every box's meaning (an empty box stays empty)."""
+    b = box.to(device, torch.int64)
+    return torch.cat([b[..., :2].clamp(0, height), b[..., 2:].clamp(0, width)], dim=-1).to(torch.int32).contiguous()
+
+
 def _fake(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> Tensor:
     return torch.empty_like(x)
 
@@ -69,7 +77,7 @@ def _kernel_entry(op: Callable, op_: Callable) -> Callable:
     def run(x: Tensor, coef: Tensor, box: Tensor, inplace: bool) -> Tensor:
         xd, height, width, inner = sample_layout(x)
         coef = coef.to(x.device, torch.float32).contiguous()
-        box = box.to(x.device, torch.int32).contiguous()
+        box = clip_boxes(box, height, width, x.device)
         if not inplace:
             return op(xd, coef, box, height, width, inner)
         op_(xd, coef, box, height, width, inner)

@@ -104,6 +104,17 @@ def _centralized(p: Tensor, gc_min_dim: int) -> bool:
     return bool(gc_min_dim) and p.dim() > 1 and p.dim() >= gc_min_dim and p.shape[0] > 0
 
 
+def check_params(backend: str, params: List[Tensor]) -> None:
+    """Raise unless ``backend`` can step these params (the optimizer asks before it changes
+    anything): the fused kernels walk each param as rows of one dense block."""
+    if backend == "torch":
+        return
+    for p in params:
+        if not is_row_dense(p):
+            raise RuntimeError(f"optimizer: the fused kernels need contiguous or channels_last params, got shape "
+                               f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
+
+
 def _fused(launch: Callable, needs_plan: bool) -> Callable:
     """A fused backend: step counters on the params' device, grads restrided like their params,
     counts bumped before the kernel and undone on the device when found_inf is set."""
@@ -111,9 +122,6 @@ def _fused(launch: Callable, needs_plan: bool) -> Callable:
              grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
         device = params[0].device
         for p, st in zip(params, states):
-            if not is_row_dense(p):
-                raise RuntimeError(f"optimizer: the fused kernels need contiguous or channels_last params, got shape "
-                                   f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
             if st["step"].device != device:
                 st["step"] = st["step"].to(device)
         grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]

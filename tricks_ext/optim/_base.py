@@ -16,27 +16,53 @@ from torch.optim import Optimizer
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import FLOAT_DTYPES, stats_dtype
+from tricks_ext.ops.optim import check_params
 
 OP = "optim_step"
 
 
+# Group keys of torch.optim.Adam/AdamW/RAdam that change the math or the state's meaning: a
+# state dict that sets one is refused (continuing it as plain Adam would be silently wrong).
+# ``foreach`` and ``fused`` only pick torch's implementation of the same math: accepted.
+_UNSUPPORTED_FLAGS = {
+    "amsgrad": "AMSGrad keeps a running max of exp_avg_sq and steps with it",
+    "differentiable": "the fused step is not differentiable",
+    "capturable": "capturable state keeps its step counters on the device in torch's own layout",
+}
+_TORCH_ONLY_KEYS = tuple(_UNSUPPORTED_FLAGS) + ("foreach", "fused")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _check_hyper(group: Dict[str, Any]) -> None:
-    lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-    if isinstance(lr, Tensor) or not (isinstance(lr, (int, float)) and 0.0 <= lr < math.inf):
+    """Raise ValueError/TypeError for any bad hyperparameter of ``group``; changes nothing."""
+    lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if isinstance(lr, Tensor) or not (_is_number(lr) and 0.0 <= lr < math.inf):
         raise ValueError(f"invalid lr: {lr!r} (must be a finite float >= 0)")
-    for name, b in (("betas[0]", b1), ("betas[1]", b2)):
-        if not (isinstance(b, (int, float)) and 0.0 <= b < 1.0):
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"invalid betas: {betas!r} (must be a pair (beta1, beta2))")
+    for name, b in (("betas[0]", betas[0]), ("betas[1]", betas[1])):
+        if isinstance(b, Tensor) or not (_is_number(b) and 0.0 <= b < 1.0):
             raise ValueError(f"invalid {name}: {b!r} (must be in [0, 1))")
-    if not (isinstance(eps, (int, float)) and 0.0 <= eps < math.inf):
+    if not (_is_number(eps) and 0.0 <= eps < math.inf):
         raise ValueError(f"invalid eps: {eps!r} (must be a finite float >= 0)")
-    if not (isinstance(wd, (int, float)) and 0.0 <= wd < math.inf):
+    if not (_is_number(wd) and 0.0 <= wd < math.inf):
         raise ValueError(f"invalid weight_decay: {wd!r} (must be a finite float >= 0)")
     k = group["lookahead_k"]
     if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
         raise ValueError(f"invalid lookahead_k (k): {k!r} (must be an int >= 1 or None)")
     alpha = group["lookahead_alpha"]
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+    if not (_is_number(alpha) and 0.0 <= alpha <= 1.0):
         raise ValueError(f"invalid lookahead_alpha (alpha): {alpha!r} (must be in [0, 1])")
+    for key in ("decoupled_weight_decay", "rectify", "gc", "gc_conv_only", "maximize", "slow_in_param_dtype"):
+        if not isinstance(group[key], bool):
+            raise TypeError(f"invalid {key}: {group[key]!r} (must be a bool)")
+    for key, why in _UNSUPPORTED_FLAGS.items():
+        if group.get(key):
+            raise ValueError(f"{key}=True is not supported ({why}); tricks_ext optimizers run Adam/AdamW/RAdam "
+                             "without it")
 
 
 class TricksOptimizer(Optimizer):
@@ -59,35 +85,62 @@ class TricksOptimizer(Optimizer):
                  weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
                  gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float, maximize: bool,
                  slow_in_param_dtype: bool, backend: Optional[str]) -> None:
-        if backend is not None and backend not in _backend.CHOICES:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(_backend.CHOICES)}")
+        _backend.check_backend_name(type(self).__name__, backend)
         self.backend = backend
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, rectify=rectify, gc=gc,
                         gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
                         maximize=maximize, slow_in_param_dtype=slow_in_param_dtype)
-        _check_hyper(defaults)
+        try:
+            _check_hyper(defaults)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{type(self).__name__}: {e}") from None
+        defaults["betas"] = tuple(betas)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        group["betas"] = tuple(group["betas"])
-        _check_hyper(group)
-        for p in group["params"]:
+        """As torch's, but every check runs before the optimizer changes: a group that fails
+        leaves the optimizer exactly as it was."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{name}: a param group must be a dict, got {type(param_group).__name__}")
+        params = param_group.get("params")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set) or params is None:
+            raise TypeError(f"{name}: a param group's params must be an ordered iterable of tensors, got "
+                            f"{type(params).__name__}")
+        else:
+            params = list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{name}: can only optimize tensors, got {type(p).__name__}")
             if p.dtype not in FLOAT_DTYPES:
-                raise TypeError(f"{type(self).__name__}: params must be float16, bfloat16, float32 or float64, "
-                                f"got {p.dtype}")
-        devices = {p.device for p in group["params"]}
+                raise TypeError(f"{name}: params must be float16, bfloat16, float32 or float64, got {p.dtype}")
+        devices = {p.device for p in params}
         if len(devices) > 1:
-            raise ValueError(f"{type(self).__name__}: a param group holds params on several devices "
+            raise ValueError(f"{name}: a param group holds params on several devices "
                              f"({', '.join(sorted(map(str, devices)))}); use one group per device")
+        merged = {**self.defaults, **param_group}
+        try:
+            _check_hyper(merged)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name}: {e}") from None
+        param_group = dict(param_group, params=params)  # a list: torch would also accept a generator only once
+        super().add_param_group(param_group)  # torch's own checks (duplicates, leaves) run before it appends
+        self.param_groups[-1]["betas"] = tuple(self.param_groups[-1]["betas"])
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Also loads torch.optim.Adam/AdamW/RAdam state dicts: missing group keys take this
-        optimizer's defaults, moments become fp32 (fp64 for fp64 params)."""
+        optimizer's defaults, moments become fp32 (fp64 for fp64 params). ``amsgrad``,
+        ``capturable`` and ``differentiable`` set to True are refused; ``foreach``/``fused``
+        (implementation choices of torch) are dropped. Everything is checked before anything
+        changes: a refused state dict leaves the optimizer as it was."""
+        self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
         for group in self.param_groups:
+            for key in _TORCH_ONLY_KEYS:
+                group.pop(key, None)
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             group["betas"] = tuple(group["betas"])
@@ -104,6 +157,35 @@ class TricksOptimizer(Optimizer):
                         device=p.device, dtype=p.dtype if group["slow_in_param_dtype"] else acc)
                 if not isinstance(st.get("step"), Tensor):
                     st["step"] = torch.tensor(float(st.get("step", 0)), dtype=torch.float32)
+
+    def _check_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        name = type(self).__name__
+        if not (isinstance(state_dict, dict) and "state" in state_dict and "param_groups" in state_dict):
+            raise ValueError(f"{name}: a state dict has 'state' and 'param_groups'")
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups):
+            raise ValueError(f"{name}: loaded state dict has {len(saved)} param groups, this optimizer has "
+                             f"{len(self.param_groups)}")
+        index = {}
+        for gi, (mine, theirs) in enumerate(zip(self.param_groups, saved)):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise ValueError(f"{name}: param group {gi} of the loaded state dict has {len(theirs['params'])} "
+                                 f"params, this optimizer's has {len(mine['params'])}")
+            merged = {**self.defaults, **{k: v for k, v in theirs.items() if k != "params"}}
+            try:
+                _check_hyper(merged)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{name}: param group {gi} of the loaded state dict: {e}") from None
+            index.update(zip(theirs["params"], mine["params"]))
+        for pid, st in state_dict["state"].items():
+            p = index.get(pid)
+            if p is None or not isinstance(st, dict):
+                continue
+            for key in ("exp_avg", "exp_avg_sq", "slow_buffer"):
+                t = st.get(key)
+                if isinstance(t, Tensor) and t.shape != p.shape:
+                    raise ValueError(f"{name}: loaded state {key} of shape {tuple(t.shape)} does not match its "
+                                     f"param of shape {tuple(p.shape)}")
 
     def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
         st = self.state[p]
@@ -127,7 +209,14 @@ class TricksOptimizer(Optimizer):
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
         caches = self.__dict__.setdefault("_launch_caches", {})
+        # Every check (hyperparameters edited by hand, grads, backends) runs before any tensor
+        # moves, so a step that raises leaves params and state as they were.
+        plans = []
         for gi, group in enumerate(self.param_groups):
+            try:
+                _check_hyper(group)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{type(self).__name__}: param group {gi}: {e}") from None
             buckets: Dict[Tuple[torch.device, torch.dtype], List[Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -136,12 +225,19 @@ class TricksOptimizer(Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 if p.grad.shape != p.shape:
                     raise RuntimeError(f"gradient shape {tuple(p.grad.shape)} != param shape {tuple(p.shape)}")
+                if p.grad.dtype != p.dtype or p.grad.device != p.device:
+                    raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
+                                       f"param of {p.dtype} on {p.device}")
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for (device, dtype), params in buckets.items():
-                states = [self._init_state(p, group) for p in params]
-                impl = _backend.implementation(OP, device, self._backend_for(device, dtype))
-                impl(group, params, [p.grad for p in params], states, grad_scale, found_inf,
-                     caches.setdefault((gi, device, dtype), {}))
+                backend = self._backend_for(device, dtype)
+                check_params(backend, params)
+                plans.append((gi, group, device, dtype, params, backend))
+        for gi, group, device, dtype, params, backend in plans:
+            states = [self._init_state(p, group) for p in params]
+            impl = _backend.implementation(OP, device, backend)
+            impl(group, params, [p.grad for p in params], states, grad_scale, found_inf,
+                 caches.setdefault((gi, device, dtype), {}))
         return loss
 
     def _backend_for(self, device: torch.device, dtype: torch.dtype) -> Optional[str]:

@@ -2,6 +2,8 @@
 the fused op. Statistics and math in fp32 (fp64 for fp64 x), the result cast to x's dtype."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -18,9 +20,9 @@ def evonorm_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, 
     if not apply_act:
         return (xa * w + b).to(x.dtype)
     num = xa * torch.sigmoid(xa * v.to(acc).view(shape))
-    grouped = xa.reshape(x.shape[0], groups, -1)
+    grouped = xa.reshape(x.shape[0], groups, (x.shape[1] // groups) * math.prod(x.shape[2:]))
     std = (grouped.var(dim=-1, unbiased=False, keepdim=True) + eps).sqrt()
-    y = (num.reshape(x.shape[0], groups, -1) / std).reshape(x.shape)
+    y = (num.reshape(grouped.shape) / std).reshape(x.shape)
     return (y * w + b).to(x.dtype)
 
 

@@ -17,7 +17,7 @@ def mask_boxes(x: Tensor, box: Tensor, value: float) -> Tensor:
     box = box.to(x.device, torch.int64)
     hh = torch.arange(hh_n, device=x.device).view(1, 1, -1, 1)
     ww = torch.arange(ww_n, device=x.device).view(1, 1, 1, -1)
-    y0, y1, x0, x1 = (box[..., k].view(batch, -1, 1, 1) for k in range(4))
+    y0, y1, x0, x1 = (box[..., k].view(batch, box.shape[1], 1, 1) for k in range(4))
     inside = ((hh >= y0) & (hh < y1) & (ww >= x0) & (ww < x1)).any(1)  # (B, H, W)
     inside = inside.view((batch,) + (1,) * max(x.dim() - 3, 0) + ((hh_n, ww_n) if x.dim() >= 3 else ()))
     if x.dim() < 3:

@@ -54,14 +54,16 @@ def box_lam(box: Tuple[int, int, int, int], height: int, width: int) -> float:
     return 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
 
 
-def mixed_targets(a: Tensor, b: Tensor, lam: Tensor, smoothing: float, num_classes: int) -> Tensor:
+def mixed_targets(a: Tensor, b: Tensor, lam: Tensor, smoothing: float, num_classes: int,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
     """Dense targets of timm ``mixup_target``: t = lam * onehot_s(a) + (1 - lam) * onehot_s(b),
-    onehot_s = one-hot with on = 1 - s + s / C, off = s / C. fp32 (N, C)."""
+    onehot_s = one-hot with on = 1 - s + s / C, off = s / C. (N, C) in ``dtype`` (timm: fp32)."""
     off = smoothing / num_classes
     on = 1.0 - smoothing + off
 
     def one_hot(t: Tensor) -> Tensor:
-        return torch.full((t.numel(), num_classes), off, device=t.device).scatter_(1, t.long().view(-1, 1), on)
+        return torch.full((t.numel(), num_classes), off, dtype=dtype, device=t.device).scatter_(
+            1, t.long().view(-1, 1), on)
 
-    lam = lam.to(torch.float32).view(-1, 1)
+    lam = lam.to(dtype).view(-1, 1)
     return one_hot(a) * lam + one_hot(b) * (1.0 - lam)

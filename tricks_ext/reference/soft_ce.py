@@ -3,7 +3,9 @@
 Per row, loss_i = -sum_c t_ic log_softmax(z_i)_c (timm ``SoftTargetCrossEntropy`` before its
 mean), with t dense, or built from labels: mixed (a, b, lam) as timm ``mixup_target``, or hard
 labels a with label smoothing s (torch ``cross_entropy(label_smoothing=s)``; a row labelled
-``ignore_index`` has loss 0). A label outside [0, C) gives that row a NaN loss.
+``ignore_index`` has loss 0). A label outside [0, C) gives that row a NaN loss and gradient. A class whose
+target weight is 0 takes no part (0 * -inf counts as 0), so logits masked with -inf give
+torch's label-target value; torch's dense-target path would give NaN there.
 """
 from __future__ import annotations
 
@@ -19,22 +21,34 @@ def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
                  dense: Optional[Tensor], smoothing: float, ignore_index: int) -> Tensor:
     """Per-row losses in fp32 (fp64 for fp64 logits)."""
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logp = torch.log_softmax(logits.to(acc), dim=-1)
     if dense is not None:
-        return -(dense.to(acc) * logp).sum(-1)
+        return -_weighted(dense.to(acc), torch.log_softmax(logits.to(acc), dim=-1)).sum(-1)
     classes = logits.shape[-1]
     if b is None:
         ignored = a == ignore_index
         b, lam = a, torch.ones(a.shape, dtype=torch.float32, device=a.device)
     else:
         ignored = torch.zeros_like(a, dtype=torch.bool)
+    # An ignored row takes no part, whatever its logits: loss 0 and gradient 0 even where they
+    # are not finite (torch's gradient is NaN there, from its softmax).
+    logp = torch.log_softmax(torch.where(ignored[:, None], 0.0, logits.to(acc)), dim=-1)
     invalid = ~ignored & ((a < 0) | (a >= classes) | (b < 0) | (b >= classes))
     safe = ignored | invalid
     zero = torch.zeros_like(a)
-    t = mixed_targets(torch.where(safe, zero, a), torch.where(safe, zero, b), lam, smoothing, classes)
-    loss = -(t.to(acc) * logp).sum(-1)
+    t = mixed_targets(torch.where(safe, zero, a), torch.where(safe, zero, b), lam, smoothing, classes, acc)
+    loss = -_weighted(t, logp).sum(-1)
     loss = torch.where(ignored, torch.zeros((), dtype=acc, device=loss.device), loss)
-    return torch.where(invalid, torch.full((), float("nan"), dtype=acc, device=loss.device), loss)
+    # An invalid row's loss is NaN and so is its gradient (as in the kernels): NaN times the
+    # row's logits, which are zeroed in the valid rows so that they see a finite 0 there.
+    nan = torch.where(invalid, float("nan"), 0.0).to(acc)
+    poison = torch.where(invalid[:, None], logits.to(acc), 0.0).sum(-1) * nan
+    return torch.where(invalid, float("nan"), loss) + poison
+
+
+def _weighted(t: Tensor, logp: Tensor) -> Tensor:
+    """t * logp, 0 where t is 0 even for logp = -inf (a logit masked with -inf): a class the
+    target does not weigh takes no part, as in torch ``cross_entropy`` with labels."""
+    return torch.where(t == 0, torch.zeros((), dtype=logp.dtype, device=logp.device), t * logp)
 
 
 def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: str,

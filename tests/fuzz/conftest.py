@@ -1,0 +1,5 @@
+"""The fuzz suite shares tests/helpers.py with the op tests."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
