@@ -183,6 +183,14 @@ def assert_close(op: str, results: Dict[str, tuple], ref64: Optional[List[torch.
                                      torch.where(fin, r, 0).double(), name=f"{op} [{b}] output {i}", atol=atol)
 
 
+def check_statistics(op: str, registry_op: str, numel: int, fn: Callable) -> None:
+    """run_all, then the tolerance rule against fn("torch", torch.float64) (the fp64 reference
+    of the same, already quantized, inputs)."""
+    results = run_all(op, registry_op, numel, fn)
+    if results["torch"][0] == "ok":
+        assert_close(op, results, fn("torch", torch.float64))
+
+
 def cases(name: str):
     return [pytest.param(SEED * 100_003 + i, id=f"{name}-{SEED * 100_003 + i}") for i in range(CASES)]
 
@@ -329,9 +337,7 @@ def test_soft_target_cross_entropy(seed):
             out = F.soft_target_cross_entropy(z, dense.to(z_dtype), reduction, backend=backend)
         return grads_of(out, [z], seed)
 
-    results = run_all("soft_target_cross_entropy", "soft_ce", z0.numel(), fn)
-    if results["torch"][0] == "ok":
-        assert_close("soft_target_cross_entropy", results, fn("torch", torch.float64))
+    check_statistics("soft_target_cross_entropy", "soft_ce", z0.numel(), fn)
 
 
 @pytest.mark.parametrize("seed", cases("evonorm"))
@@ -355,9 +361,7 @@ def test_evonorm_s0(seed):
         out = F.evonorm_s0(x, *ps, groups=groups, eps=eps, backend=backend)
         return grads_of(out, [x] + ps, seed)
 
-    results = run_all("evonorm_s0", "evonorm_s0", x0.numel(), fn)
-    if results["torch"][0] == "ok":
-        assert_close("evonorm_s0", results, fn("torch", torch.float64))
+    check_statistics("evonorm_s0", "evonorm_s0", x0.numel(), fn)
 
 
 @pytest.mark.parametrize("seed", cases("weight_standardize"))
@@ -377,9 +381,7 @@ def test_weight_standardize(seed):
         out = F.weight_standardize(w, eps, g, scale, backend=backend)
         return grads_of(out, [w, g], seed)
 
-    results = run_all("weight_standardize", "weight_standardize", w0.numel(), fn)
-    if results["torch"][0] == "ok":
-        assert_close("weight_standardize", results, fn("torch", torch.float64))
+    check_statistics("weight_standardize", "weight_standardize", w0.numel(), fn)
 
 
 # ---- optimizers: hyperparameters at their bounds, adversarial grads --------------------------
