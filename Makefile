@@ -11,7 +11,12 @@ BENCH_ARGS ?=
 N ?= 1000
 SEED ?= 1
 
-.PHONY: deps build test bench fuzz info clean
+SANITIZE_DIR := build/sanitize
+# What runs under the sanitizers: the C++ kernels' tests and the fuzz suite (the Triton
+# parametrizations run Python only, and the CUDA ones need a device).
+SANITIZE_TESTS ?= tests -k "not triton"
+
+.PHONY: deps build test test-sanitize bench fuzz info clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
@@ -34,6 +39,18 @@ test: build
 # A longer fuzz run than `make test`'s (60 cases per op from seed 0): N cases per op from SEED.
 fuzz: build
 	TRICKS_FUZZ_CASES=$(N) TRICKS_FUZZ_SEED=$(SEED) $(PYTHON) -m pytest tests/fuzz $(PYTEST_ARGS)
+
+# The CPU kernels built apart with -fsanitize=address,undefined (the in-place _C stays as it
+# is), loaded through TRICKS_EXT_LIB into a Python that preloads the sanitizer runtimes. Any
+# report fails the run: UBSan does not recover, ASan aborts on its first error. Leak checks
+# are off: CPython and torch keep allocations for the life of the process.
+test-sanitize: build
+	TRICKS_EXT_SANITIZE=1 TRICKS_EXT_CUDA=0 $(PYTHON) setup.py -q build_ext --build-temp $(SANITIZE_DIR)/temp \
+	  --build-lib $(SANITIZE_DIR)/lib
+	TRICKS_EXT_LIB="$$(ls $(SANITIZE_DIR)/lib/tricks_ext/_C*.so)" \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTHON) -m pytest $(SANITIZE_TESTS) $(PYTEST_ARGS)
 
 bench: build
 	$(PYTHON) -m tricks_ext bench $(BENCH_ARGS)

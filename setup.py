@@ -7,6 +7,9 @@ against the CPU-only torch wheel. Environment:
   TORCH_CUDA_ARCH_LIST      CUDA archs (default "8.0;9.0": A100 and H100/H200)
   TRICKS_EXT_PTXAS_VERBOSE=1  print register/spill counts of every CUDA kernel
   MAX_JOBS                  parallel compile jobs (ninja)
+  TRICKS_EXT_SANITIZE=1     compile with -fsanitize=address,undefined (`make test-sanitize`
+                            builds such a _C apart, under build/sanitize, and loads it through
+                            TRICKS_EXT_LIB=path; the in-place _C is left alone)
   TRICKS_EXT_SKIP_EXT=1     install the Python package only (`make build` compiles _C in place
                             first with `setup.py build_ext --inplace`, which ninja keeps incremental)
 Build in place with: pip install --no-build-isolation --no-deps -e .
@@ -84,9 +87,13 @@ def _extension_kwargs():
     # a float -> int conversion as control flow and refuses to vectorize the CPU exp
     # (tricks::exp_cpu; the soft-target CE ran 6 ns per element instead of ~1). Results unchanged.
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+    if os.environ.get("TRICKS_EXT_SANITIZE") == "1":  # `make test-sanitize`: CPU kernels under ASan + UBSan
+        cxx += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     nvcc = ["-O3", "-std=c++17", "-lineinfo"]
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")],
                   extra_link_args=["-fopenmp"], define_macros=[], libraries=[], library_dirs=[])
+    if os.environ.get("TRICKS_EXT_SANITIZE") == "1":
+        kwargs["extra_link_args"].append("-fsanitize=address,undefined")
     if with_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")

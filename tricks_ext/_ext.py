@@ -1,6 +1,9 @@
 """Loads the compiled extension tricks_ext._C; the package works without it (torch backend)."""
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 import warnings
 
 HAS_C = False
@@ -15,7 +18,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 if torch is not None:
     try:
-        from tricks_ext import _C  # noqa: F401  (registers the tricks_ext:: operators)
+        _lib = os.environ.get("TRICKS_EXT_LIB")
+        if _lib:  # another build of _C, e.g. the sanitizer build of `make test-sanitize`
+            _spec = importlib.util.spec_from_file_location("tricks_ext._C", _lib)
+            if _spec is None:
+                raise ImportError(f"TRICKS_EXT_LIB={_lib!r} is not a loadable extension")
+            sys.modules["tricks_ext._C"] = importlib.util.module_from_spec(_spec)
+            _spec.loader.exec_module(sys.modules["tricks_ext._C"])
+        else:
+            from tricks_ext import _C  # noqa: F401  (registers the tricks_ext:: operators)
 
         HAS_C = True
         HAS_CUDA_KERNELS = bool(torch.ops.tricks_ext._has_cuda_kernels())

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import check_float_tensor, check_same_device
+from tricks_ext.ops._common import check_eps, check_float_tensor, check_same_device, check_unit, is_number
 from tricks_ext.reference.optim import centralize
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
@@ -47,8 +47,7 @@ def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = No
         check_same_device(op, "gain", gain, w, "w")
         if gain.numel() != w.shape[0]:
             raise ValueError(f"{op}: gain must have out_channels={w.shape[0]} elements, got shape {tuple(gain.shape)}")
-    if not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
-        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r}")
+    check_eps(op, eps, allow_zero=True)
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise ValueError(f"{op}: scale must be a finite number or None, got {scale!r}")
     return _backend.implementation(op, w.device, backend)(w, eps, gain, scale)
@@ -90,11 +89,6 @@ def _seed_offset_for(op: str, x: Tensor, generator: Optional[torch.Generator],
     return seed_offset.reshape(2).contiguous()
 
 
-def _check_p(op: str, p: float) -> None:
-    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-        raise ValueError(f"{op}: p must be a number in [0, 1], got {p!r}")
-
-
 def _check_residual(op: str, residual: Tensor, x: Tensor) -> None:
     check_float_tensor(op, "residual", residual)
     if residual.shape != x.shape or residual.dtype != x.dtype:
@@ -116,7 +110,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optiona
     """
     op = "dropout"
     check_float_tensor(op, "x", x)
-    _check_p(op, p)
+    check_unit(op, "p", p)
     if not training or p == 0.0:
         return x
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
@@ -137,7 +131,7 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
     op = "dropout_add"
     check_float_tensor(op, "x", x)
     _check_residual(op, residual, x)
-    _check_p(op, p)
+    check_unit(op, "p", p)
     if gate is not None:
         check_float_tensor(op, "gate", gate)
         check_same_device(op, "gate", gate, x, "x")
@@ -162,7 +156,7 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
     """
     op = "drop_path"
     check_float_tensor(op, "x", x)
-    _check_p(op, p)
+    check_unit(op, "p", p)
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have a batch dim (rank >= 1), got a 0-d tensor")
     if residual is not None:
@@ -250,8 +244,7 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
         raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
-    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    check_unit(op, "label_smoothing", label_smoothing)
     n, classes = logits.shape
     a = b = lam = dense = None
     smoothing = float(label_smoothing)
@@ -308,7 +301,7 @@ def mask_boxes(x: Tensor, box: Tensor, value: float = 0.0, inplace: bool = False
         raise ValueError(f"{op}: box must be an integer tensor ({x.shape[0]}, K, 4), got "
                          f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
     check_same_device(op, "box", box, x, "x")
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+    if not is_number(value):
         raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
     if inplace and x.requires_grad:
         raise RuntimeError(f"{op}: inplace=True on a tensor that requires grad; use inplace=False")
@@ -379,8 +372,7 @@ def evonorm_s0(x: Tensor, v: Optional[Tensor], weight: Tensor, bias: Tensor, gro
     c = x.shape[1]
     if apply_act and not (isinstance(groups, int) and groups >= 1 and c % groups == 0):
         raise ValueError(f"{op}: C={c} is not divisible by groups={groups!r}")
-    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+    check_eps(op, eps)
     names = (("weight", weight), ("bias", bias)) + ((("v", v),) if apply_act else ())
     for name, t in names:
         check_float_tensor(op, name, t)

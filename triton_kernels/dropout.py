@@ -72,7 +72,8 @@ def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale
     tl.store(DX + idx, cast_to(dx, DX.dtype.element_ty), mask=mask)
     if HAS_X:
         x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
-        tl.store(PARTIALS + pid, tl.sum(tl.where(mask, x * d, 0.0), axis=0))
+        # a dropped element adds 0 whatever x is (gate_term in csrc/include/tricks/dropout.h)
+        tl.store(PARTIALS + pid, tl.sum(tl.where(mask & keep, x * d, 0.0), axis=0))
 
 
 def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optional[torch.Tensor],

@@ -93,7 +93,7 @@ TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
       for (; i < stop; ++i) {
         const A d = apply(static_cast<A>(g[i]), kept, q.scale, A(1), A(0));
         dx[i] = static_cast<T>(gate * d);
-        if constexpr (kWithX) part += static_cast<A>(x[i]) * d;
+        if constexpr (kWithX) part += gate_term(static_cast<A>(x[i]), d, kept);
       }
     }
   } else {
@@ -111,13 +111,13 @@ TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
           for (int l = 0; l < kLanes; ++l) {
             const A d = apply(static_cast<A>(gb[e + l]), kept[e + l] != 0, q.scale, A(1), A(0));
             db[e + l] = static_cast<T>(gate * d);
-            if constexpr (kWithX) lanes[l] += static_cast<A>(x[base + e + l]) * d;
+            if constexpr (kWithX) lanes[l] += gate_term(static_cast<A>(x[base + e + l]), d, kept[e + l] != 0);
           }
       } else {
         for (int64_t e = 0; e < ne; ++e) {
           const A d = apply(static_cast<A>(gb[e]), kept[e] != 0, q.scale, A(1), A(0));
           db[e] = static_cast<T>(gate * d);
-          if constexpr (kWithX) lanes[e % kLanes] += static_cast<A>(x[base + e]) * d;
+          if constexpr (kWithX) lanes[e % kLanes] += gate_term(static_cast<A>(x[base + e]), d, kept[e] != 0);
         }
       }
     }

@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
       if (i < q.n) {
         const A d = apply(to_acc<A>(grad[i]), kept[j], q.scale, A(1), A(0));
         dx[i] = from_acc<T>(gate * d);
-        if (x != nullptr) part += to_acc<A>(x[i]) * d;
+        if (x != nullptr) part += gate_term(to_acc<A>(x[i]), d, kept[j]);
       }
     }
   }

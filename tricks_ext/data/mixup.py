@@ -10,6 +10,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext.ops._common import is_number
 from tricks_ext.reference.mixup import box_lam, cutmix_box, mixed_targets
 
 _MODES = ("batch", "pair", "elem")
@@ -30,7 +31,7 @@ class MixedTargets:
         name = "MixedTargets"
         if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
             raise ValueError(f"{name}: num_classes must be an int >= 1, got {num_classes!r}")
-        if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)):
+        if not is_number(smoothing):
             raise TypeError(f"{name}: smoothing must be a number in [0, 1], got {type(smoothing).__name__}")
         if not 0.0 <= smoothing <= 1.0:
             raise ValueError(f"{name}: smoothing must be in [0, 1], got {smoothing!r}")
@@ -118,7 +119,7 @@ class Mixup:
                  num_classes: int = 1000, backend: Optional[str] = None) -> None:
         for name, v in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha), ("prob", prob),
                         ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            if not (is_number(v) and math.isfinite(v)):
                 raise TypeError(f"Mixup: {name} must be a finite number, got {v!r}")
         if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
             raise TypeError(f"Mixup: num_classes must be an int, got {num_classes!r}")

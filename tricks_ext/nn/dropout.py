@@ -8,12 +8,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
-
-
-def _check_p(owner: str, name: str, p: object) -> float:
-    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
-        raise ValueError(f"{owner}: {name} must be a number in [0, 1], got {p!r}")
-    return float(p)
+from tricks_ext.ops._common import check_unit
 
 
 class Dropout(torch.nn.Module):
@@ -25,7 +20,7 @@ class Dropout(torch.nn.Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False, backend: Optional[str] = None) -> None:
         super().__init__()
-        self.p = _check_p("Dropout", "p", p)
+        self.p = check_unit("Dropout", "p", p)
         if not isinstance(inplace, bool):
             raise TypeError(f"Dropout: inplace must be a bool, got {inplace!r}")
         check_backend_name("Dropout", backend)
@@ -47,7 +42,7 @@ class DropPath(torch.nn.Module):
 
     def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True, backend: Optional[str] = None) -> None:
         super().__init__()
-        self.drop_prob = _check_p("DropPath", "drop_prob", drop_prob)
+        self.drop_prob = check_unit("DropPath", "drop_prob", drop_prob)
         check_backend_name("DropPath", backend)
         self.scale_by_keep = scale_by_keep
         self.backend = backend
@@ -66,7 +61,7 @@ class ReZeroResidual(torch.nn.Module):
 
     def __init__(self, sublayer: torch.nn.Module, p: float = 0.0, backend: Optional[str] = None) -> None:
         super().__init__()
-        p = _check_p("ReZeroResidual", "p", p)
+        p = check_unit("ReZeroResidual", "p", p)
         check_backend_name("ReZeroResidual", backend)
         self.sublayer = sublayer
         self.alpha = torch.nn.Parameter(torch.zeros(()))

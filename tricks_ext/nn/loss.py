@@ -8,6 +8,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext.ops._common import check_unit
 
 
 class SoftTargetCrossEntropy(torch.nn.Module):
@@ -21,9 +22,7 @@ class SoftTargetCrossEntropy(torch.nn.Module):
         name = type(self).__name__
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
-        if not (isinstance(label_smoothing, (int, float)) and not isinstance(label_smoothing, bool)
-                and 0.0 <= label_smoothing <= 1.0):
-            raise ValueError(f"{name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        check_unit(name, "label_smoothing", label_smoothing)
         if not (isinstance(ignore_index, int) and not isinstance(ignore_index, bool)):
             raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
         check_backend_name(name, backend)

@@ -25,9 +25,21 @@ def check_float_tensor(op: str, name: str, t: object) -> Tensor:
     return t
 
 
+def is_number(v: object) -> bool:
+    """A real Python number (bool is not one here: ``p=True`` is a mistake, not 1.0)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_unit(op: str, name: str, v: object) -> float:
+    """``name`` must be a number in [0, 1] (probabilities, smoothing)."""
+    if not (is_number(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"{op}: {name} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
 def check_eps(op: str, eps: object, allow_zero: bool = False) -> float:
     """eps must be a finite real number > 0 (>= 0 with ``allow_zero``)."""
-    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps)
+    ok = is_number(eps) and math.isfinite(eps)
     if not (ok and (eps >= 0 if allow_zero else eps > 0)):
         raise ValueError(f"{op}: eps must be a finite number {'>= 0' if allow_zero else '> 0'}, got {eps!r}")
     return float(eps)

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import FLOAT_DTYPES, stats_dtype
+from tricks_ext.ops._common import FLOAT_DTYPES, is_number, stats_dtype
 from tricks_ext.ops.optim import check_params
 
 OP = "optim_step"
@@ -32,29 +32,25 @@ _UNSUPPORTED_FLAGS = {
 _TORCH_ONLY_KEYS = tuple(_UNSUPPORTED_FLAGS) + ("foreach", "fused")
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _check_hyper(group: Dict[str, Any]) -> None:
     """Raise ValueError/TypeError for any bad hyperparameter of ``group``; changes nothing."""
     lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-    if isinstance(lr, Tensor) or not (_is_number(lr) and 0.0 <= lr < math.inf):
+    if isinstance(lr, Tensor) or not (is_number(lr) and 0.0 <= lr < math.inf):
         raise ValueError(f"invalid lr: {lr!r} (must be a finite float >= 0)")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"invalid betas: {betas!r} (must be a pair (beta1, beta2))")
     for name, b in (("betas[0]", betas[0]), ("betas[1]", betas[1])):
-        if isinstance(b, Tensor) or not (_is_number(b) and 0.0 <= b < 1.0):
+        if isinstance(b, Tensor) or not (is_number(b) and 0.0 <= b < 1.0):
             raise ValueError(f"invalid {name}: {b!r} (must be in [0, 1))")
-    if not (_is_number(eps) and 0.0 <= eps < math.inf):
+    if not (is_number(eps) and 0.0 <= eps < math.inf):
         raise ValueError(f"invalid eps: {eps!r} (must be a finite float >= 0)")
-    if not (_is_number(wd) and 0.0 <= wd < math.inf):
+    if not (is_number(wd) and 0.0 <= wd < math.inf):
         raise ValueError(f"invalid weight_decay: {wd!r} (must be a finite float >= 0)")
     k = group["lookahead_k"]
     if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
         raise ValueError(f"invalid lookahead_k (k): {k!r} (must be an int >= 1 or None)")
     alpha = group["lookahead_alpha"]
-    if not (_is_number(alpha) and 0.0 <= alpha <= 1.0):
+    if not (is_number(alpha) and 0.0 <= alpha <= 1.0):
         raise ValueError(f"invalid lookahead_alpha (alpha): {alpha!r} (must be in [0, 1])")
     for key in ("decoupled_weight_decay", "rectify", "gc", "gc_conv_only", "maximize", "slow_in_param_dtype"):
         if not isinstance(group[key], bool):

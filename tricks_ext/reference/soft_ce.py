@@ -46,9 +46,10 @@ def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
 
 
 def _weighted(t: Tensor, logp: Tensor) -> Tensor:
-    """t * logp, 0 where t is 0 even for logp = -inf (a logit masked with -inf): a class the
-    target does not weigh takes no part, as in torch ``cross_entropy`` with labels."""
-    return torch.where(t == 0, torch.zeros((), dtype=logp.dtype, device=logp.device), t * logp)
+    """t * logp, 0 where t is 0 and logp = -inf (a logit masked with -inf): a class the target
+    does not weigh takes no part, as in torch ``cross_entropy`` with labels. A NaN logp (a row
+    holding +inf or only -inf) stays NaN."""
+    return torch.where((t == 0) & (logp == -torch.inf), torch.zeros((), dtype=logp.dtype, device=logp.device), t * logp)
 
 
 def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: str,

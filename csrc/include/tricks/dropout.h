@@ -92,5 +92,13 @@ TRICKS_HD A apply(A x, bool kept, float scale, A gate, A residual) {
   return residual + gate * d;
 }
 
+// One element's share of the gate gradient, x * d with d = dropout(grad): 0 for a dropped
+// element whatever x is (x = inf must not make 0 * inf = NaN), as the reference's
+// sum(grad * dropout(x)) has it.
+template <typename A>
+TRICKS_HD A gate_term(A x, A d, bool kept) {
+  return kept ? x * d : A(0);
+}
+
 }  // namespace dropout
 }  // namespace tricks
