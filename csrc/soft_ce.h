@@ -86,7 +86,7 @@ inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>
   Fwd f{prepare(logits, a, b, lam, dense, smoothing, ignore_index), {}, {}};
   const auto opts = logits.options().dtype(stats_dtype(logits));
   f.loss = at::empty({logits.size(0)}, opts);
-  f.stats = at::empty({logits.size(0), 2}, opts);
+  f.stats = at::empty({logits.size(0), kStats}, opts);
   f.p.loss = f.loss.data_ptr();
   f.p.stats = f.stats.data_ptr();
   return f;
@@ -126,7 +126,8 @@ inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c
     r.grad = reduction == kMean ? grad.to(acc) / mean_divisor(r.p, logits, a) : grad.to(acc);
   }
   TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
-                  stats.size(1) == 2 && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, 2)");
+                  stats.size(1) == kStats && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, ",
+              kStats, ")");
   r.p.grad = r.grad.data_ptr();
   r.p.grad_stride = reduction == kNone ? 1 : 0;
   r.p.stats = const_cast<void*>(stats.data_ptr());

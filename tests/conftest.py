@@ -4,8 +4,13 @@ TRITON_INTERPRET must be set before any Triton kernel is defined, so this runs b
 test modules import tricks_ext.
 """
 import os
+import tempfile
 
-import torch
+# A fresh inductor cache per run: its keys do not cover a rebuilt extension's fake kernels, so
+# a graph compiled against an older build (another stats shape, say) would be served again.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="tricks_ext_inductor_"))
+
+import torch  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 if not CUDA:

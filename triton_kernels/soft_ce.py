@@ -79,7 +79,9 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
             stz += _weighted(tv, vz)
     mx = tl.max(m, axis=0)
     total_e = tl.sum(s * tl.exp(m - mx), axis=0)
-    lse = tl.where((mx == float("inf")) | (mx == float("-inf")), float("nan"), mx + tl.log(total_e))  # row_lse
+    # lse kept as mx + log_sum (kStats, row_log_sum in csrc/include/tricks/soft_ce.h)
+    log_sum = tl.where((mx == float("inf")) | (mx == float("-inf")), float("nan"), tl.log(total_e))
+    lse = mx + log_sum
     if MODE == 0:
         total = tl.sum(st, axis=0)
         loss = lse * total - tl.sum(stz, axis=0)
@@ -93,8 +95,9 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
                       _weighted((smoothing / C).to(ACC), tl.sum(sz, axis=0)))
         loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
     tl.store(LOSS + i, loss)
-    tl.store(STATS + 2 * i, lse)
-    tl.store(STATS + 2 * i + 1, total)
+    tl.store(STATS + 3 * i, mx)
+    tl.store(STATS + 3 * i + 1, log_sum)
+    tl.store(STATS + 3 * i + 2, total)
 
 
 @triton.jit
@@ -105,15 +108,16 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smooth
     one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
     smoothing = smoothing_hi * one + smoothing_lo * one
     g = tl.load(G + i * G_STRIDE)
-    lse = tl.load(STATS + 2 * i)
-    total = tl.load(STATS + 2 * i + 1)
+    shift = tl.load(STATS + 3 * i)
+    log_sum = tl.load(STATS + 3 * i + 1)
+    total = tl.load(STATS + 3 * i + 2)
     if MODE != 0:
         a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
         mask = cols < C
         v = tl.load(Z + base + cols, mask=mask, other=0.0).to(ACC)
-        p = tl.exp(v - lse)
+        p = tl.exp((v - shift) - log_sum)
         if MODE == 0:
             t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
             d = g * (p * total - t)
@@ -133,11 +137,11 @@ def _args(logits, a, b, lam, dense):
 
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
                 dense: Optional[torch.Tensor], smoothing: float, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(per-row losses, stats (N, 2)), both in the statistics dtype."""
+    """(per-row losses, stats (N, 3): shift, log_sum, T), both in the statistics dtype."""
     rows, classes = logits.shape
     acc = stats_dtype(logits.dtype)
     loss = torch.empty(rows, dtype=acc, device=logits.device)
-    stats = torch.empty(rows, 2, dtype=acc, device=logits.device)
+    stats = torch.empty(rows, 3, dtype=acc, device=logits.device)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
         _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing), int(ignore_index),

@@ -68,10 +68,11 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
     // needs_input_grad counts the tensors given: dense follows logits and whichever labels are present
     const size_t dense_edge = 1 + a.has_value() + b.has_value() + lam.has_value();
     if (dense.has_value() && ctx->needs_input_grad(dense_edge)) {  // d loss_i / d t_ic = lse_i - z_ic
+      const Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
       // dL/dloss_i: per row ('none'), or shared and divided by N ('mean' of dense targets)
       Tensor g = grad.to(stats.scalar_type());
       g = reduction == 0 ? g.unsqueeze(1) : (reduction == 2 ? g / static_cast<double>(logits.size(0)) : g);
-      ddense = ((stats.narrow(1, 0, 1) - logits.to(stats.scalar_type())) * g).to(dense->scalar_type());
+      ddense = ((lse - logits.to(stats.scalar_type())) * g).to(dense->scalar_type());
     }
     return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
   }

@@ -64,7 +64,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       for (int l = 0; l < kLanes; ++l) se[l] += exp_acc(static_cast<A>(z[c + l]) - shift);
     A sum_e = lane_sum(se);
     for (int64_t c = Cv; c < C; ++c) sum_e += exp_acc(static_cast<A>(z[c]) - shift);
-    const A lse = row_lse(m, shift, std::log(sum_e));
+    const A log_sum = row_log_sum(m, std::log(sum_e)), lse = shift + log_sum;
     A* loss = static_cast<A*>(q.loss);
     A* stats = static_cast<A*>(q.stats);
     A total = 1;
@@ -79,8 +79,9 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
     } else {
       loss[i] = compact_loss(q, row_target<A>(q, i), lse, sum_z, [z](int64_t c) { return static_cast<A>(z[c]); });
     }
-    stats[2 * i] = lse;
-    stats[2 * i + 1] = total;
+    stats[kStats * i] = shift;
+    stats[kStats * i + 1] = log_sum;
+    stats[kStats * i + 2] = total;
   }
 }
 
@@ -92,11 +93,13 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
     T* dz = static_cast<T*>(q.dlogits) + i * C;
-    const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], lse = stats[2 * i], total = stats[2 * i + 1];
+    const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], shift = stats[kStats * i],
+            log_sum = stats[kStats * i + 1], total = stats[kStats * i + 2];
+    auto softmax = [&](int64_t c) { return exp_acc((static_cast<A>(z[c]) - shift) - log_sum); };
     if (q.mode == Mode::Dense) {
       const T* t = static_cast<const T*>(q.dense) + i * C;
       for (int64_t c = 0; c < C; ++c)
-        dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) * total - static_cast<A>(t[c])));
+        dz[c] = static_cast<T>(g * (softmax(c) * total - static_cast<A>(t[c])));
       continue;
     }
     const RowTarget<A> r = row_target<A>(q, i);
@@ -106,10 +109,9 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
       continue;
     }
     const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
-    for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) - off));
+    for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (softmax(c) - off));
     for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
-      dz[c] = static_cast<T>(g * (exp_acc(static_cast<A>(z[c]) - lse) -
-                                  compact_target(r, c, off)));
+      dz[c] = static_cast<T>(g * (softmax(c) - compact_target(r, c, off)));
   }
 }
 

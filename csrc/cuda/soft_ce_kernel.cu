@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     stz = group_sum<kBlock>(stz, smem);
   }
   if (threadIdx.x != 0) return;
-  const A lse = row_lse(m, m, log(s));
+  const A log_sum = row_log_sum(m, log(s)), lse = m + log_sum;
   A* loss = static_cast<A*>(q.loss);
   A* stats = static_cast<A*>(q.stats);
   A total = 1;
@@ -84,8 +84,9 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   } else {
     loss[i] = compact_loss(q, row_target<A>(q, i), lse, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
   }
-  stats[2 * i] = lse;
-  stats[2 * i + 1] = total;
+  stats[kStats * i] = m;
+  stats[kStats * i + 1] = log_sum;
+  stats[kStats * i + 2] = total;
 }
 
 template <typename T>
@@ -95,11 +96,13 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const T* z = static_cast<const T*>(q.logits) + i * C;
   T* dz = static_cast<T*>(q.dlogits) + i * C;
   const A* stats = static_cast<const A*>(q.stats);
-  const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], lse = stats[2 * i], total = stats[2 * i + 1];
+  const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], shift = stats[kStats * i],
+          log_sum = stats[kStats * i + 1], total = stats[kStats * i + 2];
+  auto softmax = [&](int64_t c) { return exp_dev((to_acc<A>(z[c]) - shift) - log_sum); };
   if (q.mode == Mode::Dense) {
     const T* t = static_cast<const T*>(q.dense) + i * C;
     for (int64_t c = threadIdx.x; c < C; c += kBlock)
-      dz[c] = from_acc<T>(g * (exp_dev(to_acc<A>(z[c]) - lse) * total - to_acc<A>(t[c])));
+      dz[c] = from_acc<T>(g * (softmax(c) * total - to_acc<A>(t[c])));
     return;
   }
   const RowTarget<A> r = row_target<A>(q, i);
@@ -108,7 +111,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     A v;
     if (r.ignored) v = 0;
     else if (r.invalid) v = NAN;
-    else v = g * (exp_dev(to_acc<A>(z[c]) - lse) - compact_target(r, c, off));
+    else v = g * (softmax(c) - compact_target(r, c, off));
     dz[c] = from_acc<T>(v);
   }
 }

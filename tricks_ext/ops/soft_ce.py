@@ -4,7 +4,7 @@ cross-entropy.
 Operators: tricks_ext::soft_ce_fwd / soft_ce_bwd (C++: CPU and CUDA) and the Triton pair
 soft_ce_fwd_triton / soft_ce_bwd_triton. The forward returns the loss, already reduced and in the
 logits' dtype (one autograd node per call: at 256 x 1000 a separate sum / divide / cast and
-their backward nodes cost as much as a kernel), and per-row stats (lse, sum of targets); only the
+their backward nodes cost as much as a kernel), and per-row stats (lse as shift + log_sum, sum of targets); only the
 logits, the compact targets and those stats are saved for backward (dense targets are saved
 when given: they are an input, not an intermediate).
 The C++ pair's autograd is registered in C++ (csrc/autograd/soft_ce.cpp): on CPU at 256 x 1000
@@ -26,6 +26,7 @@ from tricks_ext.reference.soft_ce import mean_divisor, reduce_rows, soft_ce_rows
 
 OP = "soft_ce"
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+STATS = 3  # per-row statistics: shift, log_sum, T (kStats in csrc/include/tricks/soft_ce.h)
 _REDUCTION_NAMES = {v: k for k, v in REDUCTIONS.items()}
 
 
@@ -33,7 +34,7 @@ def _fake_fwd(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Opt
               smoothing: float, ignore_index: int, reduction: int) -> Tuple[Tensor, Tensor]:
     rows = logits.shape[0]
     loss = logits.new_empty((rows,) if reduction == REDUCTIONS["none"] else ())
-    return loss, logits.new_empty((rows, 2), dtype=stats_dtype(logits.dtype))
+    return loss, logits.new_empty((rows, STATS), dtype=stats_dtype(logits.dtype))
 
 
 def _fake_bwd(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
@@ -66,7 +67,7 @@ def _register_autograd(name: str, bwd: Callable) -> None:
         if dense is not None and ctx.needs_input_grad[4]:  # d loss_i / d t_ic = lse_i - z_ic
             g = row_grads(grad_loss, a, b, ctx.ignore_index, ctx.reduction, logits.shape[0])
             g = g[:, None] if g.dim() else g
-            ddense = ((stats[:, :1] - logits.to(stats.dtype)) * g).to(dense.dtype)
+            ddense = ((stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)) * g).to(dense.dtype)
         return dlogits, None, None, None, ddense, None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)
