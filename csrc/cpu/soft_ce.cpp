@@ -95,11 +95,10 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
     T* dz = static_cast<T*>(q.dlogits) + i * C;
     const A g = static_cast<const A*>(q.grad)[i * q.grad_stride], shift = stats[kStats * i],
             log_sum = stats[kStats * i + 1], total = stats[kStats * i + 2];
-    auto softmax = [&](int64_t c) { return exp_acc((static_cast<A>(z[c]) - shift) - log_sum); };
     if (q.mode == Mode::Dense) {
       const T* t = static_cast<const T*>(q.dense) + i * C;
       for (int64_t c = 0; c < C; ++c)
-        dz[c] = static_cast<T>(g * (softmax(c) * total - static_cast<A>(t[c])));
+        dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) * total - static_cast<A>(t[c])));
       continue;
     }
     const RowTarget<A> r = row_target<A>(q, i);
@@ -108,10 +107,12 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
       for (int64_t c = 0; c < C; ++c) dz[c] = fill;
       continue;
     }
+    // exp_acc written out in each loop: behind a lambda it was called, not inlined into the
+    // ISA clones, and the fp32 backward ran 2.4x slower
     const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
-    for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (softmax(c) - off));
+    for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) - off));
     for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
-      dz[c] = static_cast<T>(g * (softmax(c) - compact_target(r, c, off)));
+      dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) - compact_target(r, c, off)));
   }
 }
 
