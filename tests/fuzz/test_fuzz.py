@@ -4,8 +4,8 @@ Each case draws a rank, sizes (0, 1, primes, odd), a layout (contiguous, channel
 transposed, sliced with a step, expanded with zero strides, flipped), a dtype, adversarial
 values (NaN, +-inf, rows masked with -inf, denormals, large magnitudes) and arguments at and
 past their bounds (p at 0 and 1 and next to them, boxes and labels in and out of range, int32
-and int64 overflow of index math). Property, per case: every backend raises the same kind of
-error (ValueError / TypeError / RuntimeError, whose message names the op), or every backend
+and int64 overflow of index math). Property, per case: every backend raises the same error
+(ValueError / TypeError / RuntimeError, one message, naming the op), or every backend
 returns the reference's result: bit for bit for the ops that copy, mask or mix, under the
 tolerance rule of tests/helpers.py for the ones that compute statistics. Nothing may crash.
 
@@ -140,6 +140,8 @@ def run_all(op: str, registry_op: str, inputs: Sequence[Optional[torch.Tensor]],
     kinds = {b: (r[0], type(r[1]).__name__ if r[0] == "error" else None) for b, r in results.items()}
     assert len(set(kinds.values())) == 1, f"{op}: backends disagree: {kinds} " + \
         "; ".join(f"{b}: {r[1]}" for b, r in results.items() if r[0] == "error")
+    messages = {str(value) for status, value in results.values() if status == "error"}
+    assert len(messages) <= 1, f"{op}: backends raise different messages: {messages}"
     for b, (status, value) in results.items():
         if status == "error":
             assert op in str(value) or op.split("_")[0] in str(value), f"{op}: {b}'s error does not name the op: {value}"
