@@ -77,8 +77,10 @@ def _extension_kwargs():
 
     cuda_home = _find_cuda_home()
     with_cuda = _want_cuda(cuda_home)
-    sources = sorted(glob.glob(os.path.join("csrc", "ops.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")) +
-                     glob.glob(os.path.join("csrc", "autograd", "*.cpp")))
+    # csrc/<op>/: every .cpp but the CUDA binding always; cuda.cu and cuda_binding.cpp with CUDA.
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "*", "cuda.cu")) +
+                          glob.glob(os.path.join("csrc", "*", "cuda_binding.cpp")))
+    sources = sorted(set(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)) - set(cuda_sources))
     # -fno-math-errno: lets sqrt vectorize (errno is never read); no other fast-math licence.
     # -ffp-contract=off: no a*b+c -> fma fusion, so every CPU (and each target_clones ISA
     # variant) rounds alike; with fusion the AVX2 clone drifted from torch.optim.AdamW past 1e-6
@@ -90,12 +92,12 @@ def _extension_kwargs():
     if os.environ.get("TRICKS_EXT_SANITIZE") == "1":  # `make test-sanitize`: CPU kernels under ASan + UBSan
         cxx += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     nvcc = ["-O3", "-std=c++17", "-lineinfo"]
-    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")],
+    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")],
                   extra_link_args=["-fopenmp"], define_macros=[], libraries=[], library_dirs=[])
     if os.environ.get("TRICKS_EXT_SANITIZE") == "1":
         kwargs["extra_link_args"].append("-fsanitize=address,undefined")
     if with_cuda:
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")) + glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        sources += cuda_sources
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         if os.environ.get("TRICKS_EXT_PTXAS_VERBOSE") == "1":
             nvcc.append("-Xptxas=-v")

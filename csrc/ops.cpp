@@ -4,7 +4,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
-#include "cpu/philox.h"
+#include "dropout/philox_cpu.h"
 
 namespace {
 bool has_cuda_kernels() {

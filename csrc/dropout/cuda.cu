@@ -1,0 +1,113 @@
+// Dropout with a regenerated mask, CUDA: each thread draws one Philox block of 4 words for 4
+// consecutive elements (the stream layout of tricks/dropout.h); with group > 1 (drop path) it
+// draws the word of its elements' run, again only when a run starts among its 4 elements. Seed and offset are read from
+// device memory, so a captured CUDA graph replays with whatever the tensor holds.
+#include <cuda_runtime.h>
+
+#include "dropout/cuda.h"
+#include "common/cuda_dtype.cuh"
+
+namespace tricks {
+namespace dropout {
+namespace {
+
+constexpr int kBlock = 256;
+
+// keep flags of elements 4g .. 4g+3 (those < n).
+__device__ __forceinline__ void keep4(const Params& q, int64_t g, bool kept[4]) {
+  const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
+  if (q.group == 1) {
+    const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(g));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) kept[j] = keep(philox::to_uniform(w.w[j]), q.p);
+    return;
+  }
+  int64_t run = -1;
+  bool k = false;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t r = (4 * g + j) / q.group;
+    if (r != run) {
+      run = r;
+      k = keep(philox::uniform_at(seed, offset, static_cast<uint64_t>(r)), q.p);
+    }
+    kept[j] = k;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
+  using A = acc_t<T>;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (4 * g >= q.n) return;
+  const T* x = static_cast<const T*>(q.x);
+  T* y = static_cast<T*>(q.y);
+  const T* res = static_cast<const T*>(q.residual);
+  const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
+  bool kept[4];
+  keep4(q, g, kept);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = 4 * g + j;
+    if (i < q.n)
+      y[i] = from_acc<T>(apply(to_acc<A>(x[i]), kept[j], q.scale, gate, res != nullptr ? to_acc<A>(res[i]) : A(0)));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  const T* grad = static_cast<const T*>(q.x);
+  const T* x = static_cast<const T*>(q.residual);
+  T* dx = static_cast<T*>(q.y);
+  const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
+  A part = 0;
+  if (4 * g < q.n) {  // no early return: the whole block joins the reduction below
+    bool kept[4];
+    keep4(q, g, kept);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = 4 * g + j;
+      if (i < q.n) {
+        const A d = apply(to_acc<A>(grad[i]), kept[j], q.scale, A(1), A(0));
+        dx[i] = from_acc<T>(gate * d);
+        if (x != nullptr) part += gate_term(to_acc<A>(x[i]), d, kept[j]);
+      }
+    }
+  }
+  if (q.partials != nullptr) {
+    part = group_sum<kBlock>(part, smem);
+    if (threadIdx.x == 0) static_cast<A*>(q.partials)[blockIdx.x] = part;
+  }
+}
+
+static_assert(kBwdBlockElements == 4 * kBlock, "one partial per block of 4 x kBlock elements");
+
+}  // namespace
+
+const char* launch_bwd_cuda(const Params& q, void* stream) {
+  if (q.n == 0) return nullptr;
+  const int64_t blocks = (q.n + kBwdBlockElements - 1) / kBwdBlockElements;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    bwd_kernel<T><<<blocks, kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+const char* launch_apply_cuda(const Params& q, void* stream) {
+  if (q.n == 0) return nullptr;
+  const int64_t groups = (q.n + 3) / 4;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    apply_kernel<T><<<(groups + kBlock - 1) / kBlock, kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+}  // namespace dropout
+}  // namespace tricks

@@ -1,0 +1,217 @@
+// EvoNorm-S0, CUDA: one block per (sample, group). Forward: shifted sum, centred sum of
+// squares, output (3 reads of the group, the last two mostly from L2: a group is 100 KB at
+// 256x56x56 fp32 with 32 groups); backward: per-channel sums of the group, then dx. Elements
+// are walked by a flat in-group index e = c_local * P + p (32-bit: groups < 2^31 elements).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "common/cuda_dtype.cuh"
+#include "evonorm/cuda.h"
+
+namespace tricks {
+namespace evonorm {
+namespace {
+
+constexpr int kBlock = 256;
+
+__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
+__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
+
+__device__ __forceinline__ int64_t offset_of(const Params& q, int64_t n, int64_t c, int64_t p) {
+  return n * q.stride_n + c * q.stride_c + p * q.stride_p;
+}
+
+// This block's (sample, group): channels c0 .. c0 + cg, P spatial positions each.
+struct Group {
+  int64_t n, c0;
+  uint32_t cg, P;
+};
+
+__device__ __forceinline__ Group group_of(const Params& q) {
+  const uint32_t cg = static_cast<uint32_t>(q.channels / q.groups);
+  return Group{blockIdx.x / q.groups, (blockIdx.x % q.groups) * cg, cg, static_cast<uint32_t>(q.spatial)};
+}
+
+// Mean and centred sum of squares of elements [e0, e1) of the group (e0 < e1), two passes (the
+// second from L1/L2); every thread gets both.
+template <typename T, typename A>
+__device__ __forceinline__ void moments(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A* smem, A& mean,
+                                        A& m2) {
+  const T* x = static_cast<const T*>(q.x);
+  const uint32_t P = gr.P;
+  const A pivot = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e0 / P, e0 % P)]);
+  A s = 0;
+  for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) s += to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - pivot;
+  mean = pivot + group_sum<kBlock>(s, smem) / static_cast<A>(e1 - e0);
+  A sq = 0;
+  for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
+    const A d = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - mean;
+    sq += d * d;
+  }
+  m2 = group_sum<kBlock>(sq, smem);
+}
+
+// Outputs of elements [e0, e1) of the group; block (x, 0)'s thread 0 stores mean and rstd.
+template <typename T, typename A>
+__device__ __forceinline__ void write_outputs(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A mean, A r) {
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    static_cast<A*>(q.mean)[blockIdx.x] = mean;
+    static_cast<A*>(q.rstd)[blockIdx.x] = r;
+  }
+  const T* x = static_cast<const T*>(q.x);
+  T* y = static_cast<T*>(q.y);
+  const A* v = static_cast<const A*>(q.v);
+  const A* gamma = static_cast<const A*>(q.gamma);
+  const A* beta = static_cast<const A*>(q.beta);
+  for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
+    const int64_t c = gr.c0 + e / gr.P, o = offset_of(q, gr.n, c, e % gr.P);
+    const A xv = to_acc<A>(x[o]), vc = v[c];
+    y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, gamma[c], beta[c]));
+  }
+}
+
+template <typename A>
+__device__ __forceinline__ A rstd_of(const Params& q, A m2, uint32_t M) {
+  return A(1) / sqrt(m2 / static_cast<A>(M) + static_cast<A>(q.eps));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P;
+  A mean, m2;
+  moments<T>(q, gr, 0, M, smem, mean, m2);
+  write_outputs<T>(q, gr, 0, M, mean, rstd_of(q, m2, M));
+}
+
+// Split forward, pass 1: chunk blockIdx.y of the group: its count, mean and centred sum of
+// squares.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
+  A* out = static_cast<A*>(q.partials) + 3 * (static_cast<int64_t>(blockIdx.x) * q.split + blockIdx.y);
+  if (e0 >= e1) {
+    if (threadIdx.x == 0) out[0] = out[1] = out[2] = A(0);
+    return;  // uniform across the block: no thread reaches a barrier
+  }
+  A mean, m2;
+  moments<T>(q, gr, e0, e1, smem, mean, m2);
+  if (threadIdx.x == 0) {
+    out[0] = static_cast<A>(e1 - e0);
+    out[1] = mean;
+    out[2] = m2;
+  }
+}
+
+// Split forward, pass 2: every block merges the group's chunks in the same order (so all agree
+// bit for bit) and writes its chunk's outputs.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
+  using A = acc_t<T>;
+  const Group gr = group_of(q);
+  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
+  const A* part = static_cast<const A*>(q.partials) + 3 * static_cast<int64_t>(blockIdx.x) * q.split;
+  A n = 0, mean = 0, m2 = 0;
+  for (int64_t k = 0; k < q.split; ++k) merge_moments(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+  write_outputs<T>(q, gr, e0, e1, mean, rstd_of(q, m2, M));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
+  using A = acc_t<T>;
+  __shared__ A smem[kBlock / 32];
+  const Group gr = group_of(q);
+  const int64_t n = gr.n, c0 = gr.c0;
+  const uint32_t cg = gr.cg, P = gr.P, M = cg * P;
+  const T* x = static_cast<const T*>(q.x);
+  const T* dy = static_cast<const T*>(q.dy);
+  const A mean = static_cast<const A*>(q.mean)[blockIdx.x], r = static_cast<const A*>(q.rstd)[blockIdx.x];
+  const A* v = static_cast<const A*>(q.v);
+  const A* gamma = static_cast<const A*>(q.gamma);
+  A sum_ga = 0;  // kept by every thread: group_sum returns the sum to all
+  for (int64_t c = c0; c < c0 + cg; ++c) {
+    const A vc = v[c];
+    A a = 0, vv = 0, b = 0;
+    for (uint32_t p = threadIdx.x; p < P; p += kBlock) {
+      const int64_t o = offset_of(q, n, c, p);
+      const A xv = to_acc<A>(x[o]), d = to_acc<A>(dy[o]);
+      const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
+      a += d * xv * s;
+      vv += d * xv * xv * s * (A(1) - s);
+      b += d;
+    }
+    a = group_sum<kBlock>(a, smem);
+    vv = group_sum<kBlock>(vv, smem);
+    b = group_sum<kBlock>(b, smem);
+    if (threadIdx.x == 0) {
+      A* pc = static_cast<A*>(q.partials) + 3 * (n * q.channels + c);
+      pc[0] = r * a;
+      pc[1] = r * vv;
+      pc[2] = b;
+    }
+    sum_ga += gamma[c] * a;
+  }
+  const A c_ng = r / static_cast<A>(M) * sum_ga;
+  T* dx = static_cast<T*>(q.dx);
+  for (uint32_t e = threadIdx.x; e < M; e += kBlock) {
+    const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
+    const A xv = to_acc<A>(x[o]), vc = v[c];
+    const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
+    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, gamma[c], vc, c_ng, mean));
+  }
+}
+
+}  // namespace
+
+int64_t choose_split_cuda(int64_t groups_total, int64_t group_numel) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 1;
+  }
+  // One block per group already gives >= 2 blocks per SM, or groups are small: no split.
+  // Else enough chunks for ~2 blocks per SM, each of >= 8192 elements (32 KB fp32: the chunk's
+  // second pass still finds it in L2), at most 64 chunks (the merge loop in every block).
+  if (groups_total >= 2 * sms || group_numel < 2 * 8192) return 1;
+  const int64_t want = (2 * sms + groups_total - 1) / groups_total;
+  return std::max<int64_t>(1, std::min<int64_t>({want, group_numel / 8192, 64}));
+}
+
+const char* launch_fwd_cuda(const Params& q, void* stream) {
+  if (q.batch * q.channels * q.spatial == 0) return nullptr;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const unsigned blocks = static_cast<unsigned>(q.batch * q.groups);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    if (q.split > 1) {
+      const dim3 grid(blocks, static_cast<unsigned>(q.split));
+      split_stats_kernel<T><<<grid, kBlock, 0, s>>>(q);
+      split_out_kernel<T><<<grid, kBlock, 0, s>>>(q);
+    } else {
+      fwd_kernel<T><<<blocks, kBlock, 0, s>>>(q);
+    }
+  });
+  return last_error();
+}
+
+const char* launch_bwd_cuda(const Params& q, void* stream) {
+  if (q.batch * q.channels * q.spatial == 0) return nullptr;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(q.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    bwd_kernel<T><<<static_cast<unsigned>(q.batch * q.groups), kBlock, 0, s>>>(q);
+  });
+  return last_error();
+}
+
+}  // namespace evonorm
+}  // namespace tricks

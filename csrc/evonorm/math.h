@@ -1,0 +1,68 @@
+// EvoNorm-S0 math (arXiv 2004.02967; timm EvoNorm2dS0), shared by the CPU and CUDA kernels.
+// Per sample n and group g over its M = (C/G) * P elements (P = spatial size):
+//   mean, var = biased variance (centred; the first pass sums x - x[first] so a constant group
+//   gets var == 0 exactly), r = 1 / sqrt(var + eps), s = sigmoid(v_c x)
+//   forward:  y = gamma_c * x * s * r + beta_c            (numerator not centred)
+//   backward: A_nc = sum_p dy x s,  V_nc = sum_p dy x^2 s (1 - s),  B_nc = sum_p dy,
+//             c_ng = (r / M) sum_{c in g} gamma_c A_nc,
+//             dx = r gamma_c dy s (1 + v_c x (1 - s)) - r^2 c_ng (x - mean),
+//             per (n, c) partials r A_nc, r V_nc, B_nc (reduced over n by the caller, in a
+//             fixed order: dgamma = sum_n r A, dv = gamma sum_n r V, dbeta = sum_n B).
+// Element (n, c, p) lives at n * stride_n + c * stride_c + p * stride_p: NCHW has
+// stride_p = 1, channels_last has stride_c = 1 and stride_p = C.
+#pragma once
+
+#include <cstdint>
+
+#include "common/math.h"
+
+namespace tricks {
+namespace evonorm {
+
+struct Params {
+  const void* x;
+  void* y;               // forward output, x's layout
+  const void* v;         // [C] acc_t
+  const void* gamma;     // [C] acc_t
+  const void* beta;      // [C] acc_t (forward)
+  void* mean;            // [N, G] acc_t (written by forward, read by backward)
+  void* rstd;            // [N, G] acc_t
+  const void* dy;        // backward: x's layout
+  void* dx;              // backward: x's layout
+  void* partials;        // backward: [N, C, 3] acc_t: r A, r V, B
+                         // split forward: [N * G, split, 3] acc_t: count, mean, M2 per chunk
+  int64_t split;         // forward chunks per group (1: one block per group)
+  int64_t batch, channels, groups, spatial;
+  int64_t stride_n, stride_c, stride_p;
+  double eps;
+  DType dtype;
+};
+
+// Chan et al.'s pairwise combination of (count, mean, centred sum of squares) partials: the
+// split forward reduces each chunk of a group in two passes, then merges the chunks.
+template <typename A>
+TRICKS_HD void merge_moments(A& n, A& mean, A& m2, A n2, A mean2, A m2b) {
+  if (n2 == A(0)) return;
+  const A total = n + n2, delta = mean2 - mean;
+  mean += delta * (n2 / total);
+  m2 += m2b + delta * delta * (n * n2 / total);
+  n = total;
+}
+
+template <typename A>
+TRICKS_HD A sigmoid_of(A z, A e) {  // e = exp(-z), computed by the caller's exp
+  return A(1) / (A(1) + e);
+}
+
+template <typename A>
+TRICKS_HD A forward(A x, A s, A r, A gamma, A beta) {
+  return gamma * x * s * r + beta;
+}
+
+template <typename A>
+TRICKS_HD A backward(A x, A dy, A s, A r, A gamma, A v, A c_ng, A mean) {
+  return r * gamma * dy * s * (A(1) + v * x * (A(1) - s)) - r * r * c_ng * (x - mean);
+}
+
+}  // namespace evonorm
+}  // namespace tricks

@@ -1,0 +1,32 @@
+// Box masking (cutout, SpecAugment time/frequency masks, random erasing with a constant) shared
+// by the CPU and CUDA kernels: out = value where (h, w) of a sample lies in any of its K boxes
+// [y0, y1) x [x0, x1) over the last two dims, else x. Samples are viewed as
+// [outer][height][width][inner] (see tricks/mixup.h). The backward is the same op on the
+// gradient with value 0.
+#pragma once
+
+#include <cstdint>
+
+#include "common/math.h"
+
+namespace tricks {
+namespace mask_boxes {
+
+struct Params {
+  const void* x;
+  void* out;            // may equal x
+  const int32_t* box;   // [batch][k][4]: y0, y1, x0, x1
+  int64_t batch, boxes; // boxes per sample
+  int64_t sample, height, width, inner;
+  double value;
+  DType dtype;
+};
+
+TRICKS_HD bool masked(const int32_t* box, int64_t k, int64_t h, int64_t w) {
+  bool in = false;
+  for (int64_t b = 0; b < k; ++b, box += 4) in |= h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
+  return in;
+}
+
+}  // namespace mask_boxes
+}  // namespace tricks

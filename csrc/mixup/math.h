@@ -1,0 +1,58 @@
+// Mixup / CutMix mixing math shared by the CPU and CUDA kernels (timm `Mixup` semantics).
+// Sample i's partner is j = B - 1 - i (timm's x.flip(0)). Each sample has a coefficient pair
+// (a_i, b_i) and a box [y0, y1) x [x0, x1) over its last two (H, W) dims:
+//   out_i = x_j                    inside the box (CutMix),
+//         = x_i                    outside when b_i == 0 (CutMix outside its box, or lam == 1),
+//         = a_i x_i + b_i x_j      otherwise (Mixup; a = fp32(lam), b = fp32(1 - lam) as timm
+//                                  multiplies by them, and no FMA so the two products round as
+//                                  timm's x * lam + x_flip * (1 - lam) does).
+// A sample is viewed as [outer][H][W][inner] elements: contiguous NCHW has inner = 1, outer = C;
+// channels_last has outer = 1, inner = C. A pair (i, j) is processed together (both read before
+// either is written), so out may alias x (in-place mixing).
+#pragma once
+
+#include <cstdint>
+
+#include "common/math.h"
+
+namespace tricks {
+namespace mixup {
+
+struct Params {
+  const void* x;
+  void* out;           // may equal x
+  const float* coef;   // [batch][2]: a, b
+  const int32_t* box;  // [batch][4]: y0, y1, x0, x1 (empty box: y0 == y1)
+  int64_t batch;
+  int64_t sample;      // elements per sample = outer * height * width * inner
+  int64_t height, width, inner;
+  DType dtype;
+};
+
+TRICKS_HD bool in_box(const int32_t* box, int64_t h, int64_t w) {
+  return h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
+}
+
+TRICKS_HD float mul_add_nc(float a, float x, float b, float y) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(__fmul_rn(a, x), __fmul_rn(b, y));
+#else
+  return a * x + b * y;  // the CPU build has -ffp-contract=off
+#endif
+}
+TRICKS_HD double mul_add_nc(double a, double x, double b, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(__dmul_rn(a, x), __dmul_rn(b, y));
+#else
+  return a * x + b * y;
+#endif
+}
+
+// Output of a sample outside its box.
+template <typename A>
+TRICKS_HD A mix(A xi, A xj, float a, float b) {
+  return b == 0.0f ? xi : mul_add_nc(static_cast<A>(a), xi, static_cast<A>(b), xj);
+}
+
+}  // namespace mixup
+}  // namespace tricks

@@ -1,0 +1,82 @@
+// Validation of the optim_step_ arguments, shared by the CPU and CUDA bindings.
+#pragma once
+
+#include <vector>
+
+#include "common/checks.h"
+#include "optim/math.h"
+
+namespace tricks {
+namespace optim {
+
+// Checks the tensor lists; returns the grads, restrided like their params where needed (the
+// kernels walk each param's memory linearly, so p, g, m, v, slow must share strides).
+inline std::vector<at::Tensor> check_lists(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                                           at::TensorList exp_avg_sqs, at::TensorList slows, at::TensorList steps,
+                                           c10::Device device) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
+              "optim_step_: params, grads, exp_avgs, exp_avg_sqs, steps must have the same length");
+  TORCH_CHECK(slows.empty() || slows.size() == n, "optim_step_: slows must be empty or one per param");
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  if (n == 0) return out;
+  const auto dtype = params[0].scalar_type();
+  to_dtype(params[0], "params");
+  const auto sdt = stats_dtype(params[0]);
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    TORCH_CHECK(p.device() == device && p.scalar_type() == dtype, "optim_step_: params must share one device and dtype; param ", i,
+                " is ", p.scalar_type(), " on ", p.device());
+    TORCH_CHECK(is_row_dense(p), "optim_step_: param ", i, " must be contiguous or channels_last, got strides ", p.strides());
+    for (const at::Tensor* t : {&exp_avgs[i], &exp_avg_sqs[i]}) {
+      TORCH_CHECK(t->device() == device && t->scalar_type() == sdt && t->strides() == p.strides() && t->sizes() == p.sizes(),
+                  "optim_step_: state of param ", i, " must be ", sdt, " on ", device, " with the param's shape and strides");
+    }
+    if (!slows.empty()) {
+      TORCH_CHECK(slows[i].device() == device && slows[i].scalar_type() == slows[0].scalar_type() &&
+                      slows[i].strides() == p.strides() && slows[i].sizes() == p.sizes(),
+                  "optim_step_: slow weights of param ", i, " must match the param's device, shape and strides");
+      TORCH_CHECK(slows[i].scalar_type() == sdt || slows[i].scalar_type() == dtype,
+                  "optim_step_: slow weights must be ", sdt, " or ", dtype);
+    }
+    TORCH_CHECK(steps[i].device() == device && steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1,
+                "optim_step_: step ", i, " must be a float32 scalar on ", device);
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(g.device() == device && g.sizes() == p.sizes() && g.scalar_type() == dtype && !g.is_sparse(),
+                "optim_step_: grad ", i, " must be dense with the param's shape, dtype and device");
+    out.push_back(g.strides() == p.strides() ? g : at::empty_like(p).copy_(g));
+  }
+  return out;
+}
+
+inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::Device device) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->device() == device && t->scalar_type() == at::kFloat && t->numel() == 1, "optim_step_: ", name,
+              " must be a float32 scalar on ", device);
+  return t->data_ptr<float>();
+}
+
+inline Params make_params(at::TensorList params, at::TensorList slows, double lr, double beta1, double beta2, double eps,
+                          double weight_decay, bool decoupled, double alpha, int64_t lookahead_k, bool rectify,
+                          bool maximize) {
+  Params q{};
+  q.lr = lr;
+  q.beta1 = beta1;
+  q.beta2 = beta2;
+  q.eps = eps;
+  q.weight_decay = weight_decay;
+  q.alpha = alpha;
+  q.lookahead_k = slows.empty() ? 0 : lookahead_k;
+  q.decoupled = decoupled;
+  q.rectify = rectify;
+  q.maximize = maximize;
+  if (!params.empty()) {
+    q.dtype = to_dtype(params[0], "params");
+    q.slow_dtype = slows.empty() ? q.dtype : to_dtype(slows[0], "slows");
+  }
+  return q;
+}
+
+}  // namespace optim
+}  // namespace tricks

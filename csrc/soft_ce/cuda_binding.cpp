@@ -1,0 +1,40 @@
+// Soft-target cross-entropy, CUDA bindings.
+#include <torch/library.h>
+
+#include "soft_ce/cuda.h"
+#include "common/cuda_stream.h"
+#include "soft_ce/prepare.h"
+
+namespace tricks {
+namespace soft_ce {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                                                    const c10::optional<at::Tensor>& b,
+                                                    const c10::optional<at::Tensor>& lam,
+                                                    const c10::optional<at::Tensor>& dense, double smoothing,
+                                                    int64_t ignore_index, int64_t reduction) {
+  c10::DeviceGuard guard(logits.device());
+  auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
+  check_launch(launch_fwd_cuda(f.p, current_cuda_stream(logits)), "soft_ce_fwd");
+  return {finish_fwd(f, logits, a, reduction), f.stats};
+}
+
+at::Tensor soft_ce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                            const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
+                            const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                            int64_t ignore_index, int64_t reduction) {
+  c10::DeviceGuard guard(logits.device());
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
+  check_launch(launch_bwd_cuda(r.p, current_cuda_stream(logits)), "soft_ce_bwd");
+  return r.dlogits;
+}
+
+}  // namespace
+}  // namespace soft_ce
+}  // namespace tricks
+
+TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
+  m.impl("soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cuda);
+  m.impl("soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cuda);
+}

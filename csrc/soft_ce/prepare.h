@@ -1,0 +1,139 @@
+// Validation and allocation for the soft-target cross-entropy ops, shared by the CPU and CUDA
+// bindings.
+#pragma once
+
+#include "common/checks.h"
+#include "soft_ce/math.h"
+
+namespace tricks {
+namespace soft_ce {
+
+inline void check_labels(const at::Tensor& logits, const at::Tensor& t, const char* name) {
+  check_same_device(logits, "logits", t, name);
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, "soft_ce: ", name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == logits.size(0) && t.is_contiguous(), "soft_ce: ", name,
+              " must be contiguous (", logits.size(0), ",), got ", t.sizes());
+}
+
+// Fills everything but the outputs; mode from which targets are present.
+inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                      const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
+                      int64_t ignore_index) {
+  const DType dtype = to_dtype(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "soft_ce: logits must be contiguous (N, C), got ",
+              logits.sizes());
+  TORCH_CHECK(logits.size(1) >= 1, "soft_ce: logits need at least one class");
+  TORCH_CHECK(smoothing >= 0.0 && smoothing <= 1.0, "soft_ce: smoothing must be in [0, 1], got ", smoothing);
+  Params q{};
+  q.logits = logits.data_ptr();
+  q.rows = logits.size(0);
+  q.classes = logits.size(1);
+  q.smoothing = smoothing;
+  q.ignore_index = ignore_index;
+  q.dtype = dtype;
+  if (dense.has_value()) {
+    TORCH_CHECK(!a.has_value() && !b.has_value() && !lam.has_value(), "soft_ce: dense targets exclude labels");
+    check_same_device(logits, "logits", *dense, "dense");
+    TORCH_CHECK(dense->sizes() == logits.sizes() && dense->scalar_type() == logits.scalar_type() &&
+                    dense->is_contiguous(),
+                "soft_ce: dense targets must be contiguous with the logits' shape and dtype");
+    q.dense = dense->data_ptr();
+    q.mode = Mode::Dense;
+    return q;
+  }
+  TORCH_CHECK(a.has_value(), "soft_ce: give labels (a), mixed labels (a, b, lam) or dense targets");
+  check_labels(logits, *a, "a");
+  q.a = a->data_ptr<int64_t>();
+  TORCH_CHECK(b.has_value() == lam.has_value(), "soft_ce: mixed targets need both b and lam");
+  if (!b.has_value()) {
+    q.mode = Mode::Hard;
+    return q;
+  }
+  check_labels(logits, *b, "b");
+  check_same_device(logits, "logits", *lam, "lam");
+  TORCH_CHECK(lam->scalar_type() == at::kFloat && lam->dim() == 1 && lam->size(0) == q.rows && lam->is_contiguous(),
+              "soft_ce: lam must be contiguous float32 (", q.rows, ",)");
+  q.b = b->data_ptr<int64_t>();
+  q.lam = lam->data_ptr<float>();
+  q.mode = Mode::Mixed;
+  return q;
+}
+
+// reduction argument of the ops: the per-row losses as they are, summed, or averaged.
+enum Reduction : int64_t { kNone = 0, kSum = 1, kMean = 2 };
+
+inline void check_reduction(int64_t reduction) {
+  TORCH_CHECK(reduction >= kNone && reduction <= kMean, "soft_ce: reduction must be 0 (none), 1 (sum) or 2 (mean), got ",
+              reduction);
+}
+
+// Divisor of 'mean' (torch cross_entropy): rows not ignored for hard labels (none left: 0 / 0 =
+// NaN), else all rows. A tensor, so that no device-to-host sync is needed.
+inline at::Tensor mean_divisor(const Params& q, const at::Tensor& logits, const c10::optional<at::Tensor>& a) {
+  if (q.mode == Mode::Hard) return a->ne(q.ignore_index).sum().to(stats_dtype(logits));
+  return at::scalar_tensor(static_cast<double>(q.rows), logits.options().dtype(stats_dtype(logits)));
+}
+
+struct Fwd {
+  Params p;
+  at::Tensor loss, stats;  // loss: per row, in the statistics dtype (reduced by finish_fwd)
+};
+
+inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
+                       int64_t ignore_index, int64_t reduction) {
+  check_reduction(reduction);
+  Fwd f{prepare(logits, a, b, lam, dense, smoothing, ignore_index), {}, {}};
+  const auto opts = logits.options().dtype(stats_dtype(logits));
+  f.loss = at::empty({logits.size(0)}, opts);
+  f.stats = at::empty({logits.size(0), kStats}, opts);
+  f.p.loss = f.loss.data_ptr();
+  f.p.stats = f.stats.data_ptr();
+  return f;
+}
+
+// The op's loss from the kernel's per-row losses: reduced, in the logits' dtype (as torch).
+inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                             int64_t reduction) {
+  if (reduction == kNone) return f.loss.to(logits.scalar_type());
+  at::Tensor total = f.loss.sum();
+  if (reduction == kMean) total = total / mean_divisor(f.p, logits, a);
+  return total.to(logits.scalar_type());
+}
+
+struct Bwd {
+  Params p;
+  at::Tensor dlogits, grad;  // grad: dL/dloss_i in the statistics dtype, 1/divisor applied for 'mean'
+};
+
+inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                       const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
+                       const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                       int64_t ignore_index, int64_t reduction) {
+  check_reduction(reduction);
+  Bwd r{prepare(logits, a, b, lam, dense, smoothing, ignore_index), at::empty_like(logits), {}};
+  check_same_device(logits, "logits", grad, "grad");
+  check_same_device(logits, "logits", stats, "stats");
+  const auto acc = stats_dtype(logits);
+  TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_ce_bwd: grad must have the logits' dtype ",
+              logits.scalar_type(), ", got ", grad.scalar_type());
+  if (reduction == kNone) {
+    TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0), "soft_ce_bwd: grad must be (N,) for reduction none, got ",
+                grad.sizes());
+    r.grad = grad.to(acc).contiguous();
+  } else {
+    TORCH_CHECK(grad.dim() == 0, "soft_ce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
+    r.grad = reduction == kMean ? grad.to(acc) / mean_divisor(r.p, logits, a) : grad.to(acc);
+  }
+  TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
+                  stats.size(1) == kStats && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, ",
+              kStats, ")");
+  r.p.grad = r.grad.data_ptr();
+  r.p.grad_stride = reduction == kNone ? 1 : 0;
+  r.p.stats = const_cast<void*>(stats.data_ptr());
+  r.p.dlogits = r.dlogits.data_ptr();
+  return r;
+}
+
+}  // namespace soft_ce
+}  // namespace tricks

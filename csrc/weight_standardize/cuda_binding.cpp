@@ -1,0 +1,36 @@
+// Weight standardization, CUDA bindings: validate, pick the stream, launch.
+#include <torch/library.h>
+
+#include "common/cuda_stream.h"
+#include "weight_standardize/cuda.h"
+#include "weight_standardize/prepare.h"
+
+namespace tricks {
+namespace ws {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cuda(const at::Tensor& w, const c10::optional<at::Tensor>& gain,
+                                                        double eps) {
+  c10::DeviceGuard guard(w.device());
+  auto f = prepare_fwd(w, gain, eps);
+  check_launch(launch_fwd_cuda(f.p, current_cuda_stream(w)), "weight_standardize_fwd");
+  return {f.out, f.mean, f.rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> bwd_cuda(const at::Tensor& grad_out, const at::Tensor& w,
+                                            const c10::optional<at::Tensor>& gain,
+                                            const at::Tensor& mean, const at::Tensor& rstd) {
+  c10::DeviceGuard guard(w.device());
+  auto b = prepare_bwd(grad_out, w, gain, mean, rstd);
+  check_launch(launch_bwd_cuda(b.p, current_cuda_stream(w)), "weight_standardize_bwd");
+  return {b.grad_w, b.grad_gain};
+}
+
+}  // namespace
+}  // namespace ws
+}  // namespace tricks
+
+TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
+  m.impl("weight_standardize_fwd", &tricks::ws::fwd_cuda);
+  m.impl("weight_standardize_bwd", &tricks::ws::bwd_cuda);
+}
