@@ -83,11 +83,10 @@ def _extension_kwargs():
     sources = sorted(set(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)) - set(cuda_sources))
     # -fno-math-errno: lets sqrt vectorize (errno is never read); no other fast-math licence.
     # -ffp-contract=off: no a*b+c -> fma fusion, so every CPU (and each target_clones ISA
-    # variant) rounds alike; with fusion the AVX2 clone drifted from torch.optim.AdamW past 1e-6
-    # relative in 100 steps.
+    # variant) rounds alike; with fusion the AVX2 clone drifts from torch.optim.AdamW.
     # -fno-trapping-math: no FP exception is ever inspected, and with trapping math GCC treats
     # a float -> int conversion as control flow and refuses to vectorize the CPU exp
-    # (tricks::exp_cpu; the soft-target CE ran 6 ns per element instead of ~1). Results unchanged.
+    # (tricks::exp_cpu). Results unchanged. Measurements: benchmarks/NOTES.md.
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     if os.environ.get("TRICKS_EXT_SANITIZE") == "1":  # `make test-sanitize`: CPU kernels under ASan + UBSan
         cxx += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]

@@ -14,7 +14,7 @@ import torch.nn.functional as TF
 from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
 
-OP = "dropout"
+OP = "dropout_apply"
 P = 0.1
 SHAPES = [("mlp 8192x4096", (8192, 4096)), ("vit-b tokens 256x197x768", (256, 197, 768))]
 QUICK_SHAPES = [("mlp 1024x4096", (1024, 4096))]

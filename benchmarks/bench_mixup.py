@@ -15,7 +15,7 @@ from benchmarks.bench_soft_ce import LAM, logits_and_labels, ours_loss, timm_los
 from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
 
-OP = "mixup"
+OP = "mixup_apply"
 
 
 def cases(device: torch.device, quick: bool) -> List[Case]:

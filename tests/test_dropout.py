@@ -15,7 +15,7 @@ from tricks_ext.reference import dropout as philox
 from tricks_ext.reference.dropout import dropout as reference
 from tricks_ext.reference.dropout import dropout_add as reference_add
 
-OP = "dropout"
+OP = "dropout_apply"
 BACKENDS = backend_params(OP)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SHAPES = [(3, 5, 7), (1,), (1001,), (64, 33), (2, 1, 4, 4)]

@@ -8,7 +8,7 @@ from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets, Mixup
 from tricks_ext.reference.mixup import box_lam, cutmix_box, mix as reference
 
-OP = "mixup"
+OP = "mixup_apply"
 BACKENDS = backend_params(OP)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 

@@ -333,12 +333,16 @@ def test_channels_last_param_with_contiguous_grad(backend_device):
 @pytest.mark.skipif(not __import__("tricks_ext").HAS_C, reason="C++ extension not built")
 def test_opcheck_fused_step():
     from helpers import run_opcheck
+    from tricks_ext.ops.optim import CHUNK, Plan
     ps = [torch.randn(4, 3, 3, 3), torch.randn(5)]
-    state = lambda: [torch.rand_like(p) for p in ps]  # noqa: E731
+    m, v, slow = ([torch.rand_like(p) for p in ps] for _ in range(3))
     steps = [torch.tensor(7.0), torch.tensor(7.0)]
+    grads = [torch.randn_like(p) for p in ps]
+    plan = Plan(ps, m, v, slow, steps, 2, CHUNK["cpu"], with_ptrs=False)
+    plan.set_grads(grads)
     run_opcheck(torch.ops.tricks_ext.optim_step_,
-                (ps, [torch.randn_like(p) for p in ps], state(), state(), state(), steps, None, None, None, None,
-                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, 2, False))
+                (ps, grads, m, v, slow, steps, plan.work, plan.ptrs, None, None,
+                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

@@ -15,7 +15,7 @@ from tricks_ext.data import MixedTargets, Mixup
 from tricks_ext.optim import FusedAdam, FusedAdamW, FusedRAdam, Ranger
 from tricks_ext.reference.mixup import mix as mix_reference
 
-MIXUP = backend_params("mixup")
+MIXUP = backend_params("mixup_apply")
 MASK = backend_params("mask_boxes")
 SOFT_CE = backend_params("soft_ce")
 OPTIM = backend_params("optim_step")

@@ -142,9 +142,9 @@ def test_opcheck(backend_device):
     for dtype in (torch.float32, torch.bfloat16):
         w = torch.randn(6, 4, 3, 3, device=device).to(dtype).requires_grad_(True)
         gain = torch.rand(6, device=device, requires_grad=True)
-        run_opcheck(op, (w, gain, 1e-6))
-        run_opcheck(op, (w.detach().to(memory_format=torch.channels_last).requires_grad_(True), None, 1e-5))
-        run_opcheck(op, (torch.randn(5, 7, device=device, dtype=dtype, requires_grad=True), None, 1e-6))
+        run_opcheck(op, (w, 1e-6, gain))
+        run_opcheck(op, (w.detach().to(memory_format=torch.channels_last).requires_grad_(True), 1e-5, None))
+        run_opcheck(op, (torch.randn(5, 7, device=device, dtype=dtype, requires_grad=True), 1e-6, None))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -168,7 +168,7 @@ def test_backend_is_honoured(backend_device, monkeypatch):
     from tricks_ext import _backend
     calls = []
     impl = _backend.registered_ops()[OP][backend]
-    monkeypatch.setitem(_backend._registry[OP], backend, lambda *a: calls.append(backend) or impl(*a))
+    monkeypatch.setitem(_backend._registry[OP], _backend._slot(backend), lambda *a: calls.append(backend) or impl(*a))
     w = torch.randn(3, 4, device=device)
     F.weight_standardize(w, backend=backend)
     with tricks_ext.use_backend(backend):
@@ -214,7 +214,7 @@ class TestBadInput:
     @pytest.mark.skipif(not tricks_ext.HAS_C, reason="C++ extension not built")
     def test_cpp_op_rejects_what_the_functional_prepares(self):
         op = torch.ops.tricks_ext.weight_standardize_fwd
-        expect_error(RuntimeError, lambda: op(torch.randn(9, 6).t(), None, 1e-6), "row-dense", ".contiguous()")
-        expect_error(TypeError, lambda: op(torch.randn(4, 3), torch.ones(4, dtype=torch.float16), 1e-6),
+        expect_error(RuntimeError, lambda: op(torch.randn(9, 6).t(), 1e-6, None), "row-dense", ".contiguous()")
+        expect_error(TypeError, lambda: op(torch.randn(4, 3), 1e-6, torch.ones(4, dtype=torch.float16)),
                      "gain", "Float")
-        expect_error(RuntimeError, lambda: op(torch.randn(4), None, 1e-6), "at least 2 dims")
+        expect_error(RuntimeError, lambda: op(torch.randn(4), 1e-6, None), "at least 2 dims")

@@ -6,6 +6,11 @@ CUDA tensors -> the backend in ``AUTO_CUDA`` for the op; CPU tensors -> ``cpu`` 
 extension loaded, else ``torch``. An explicitly requested backend that cannot run raises
 :class:`BackendUnavailableError` naming what is missing; it never falls back silently.
 
+The registry is keyed by op name (the torch.library op's base name: ``dropout_apply``,
+``soft_ce``, ...). An op registers three implementations: ``torch``, ``cxx`` (the C++ op, which
+serves both ``cpu`` and ``cuda``: torch's dispatcher picks the kernel by the tensors' device)
+and ``triton``; and the dtypes each backend runs, where it does not run them all.
+
 Precedence: per-call ``backend=`` > innermost :func:`use_backend` > :func:`set_backend` > auto.
 The selection is process-wide, like the ``torch.backends`` flags (not per thread): it lives in
 plain module globals so that torch.compile can trace it and guard on it.
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -35,7 +40,8 @@ class BackendUnavailableError(RuntimeError):
 
 _global_backend = "auto"
 _scoped: List[str] = []  # stack of use_backend() names, innermost last
-_registry: Dict[str, Dict[str, Callable]] = {}
+_registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "triton": implementation}
+_dtypes: Dict[Tuple[str, str], Tuple[torch.dtype, ...]] = {}  # (op, backend) -> the only dtypes it runs
 
 
 def _check_name(name: str) -> str:
@@ -72,18 +78,31 @@ def use_backend(name: str) -> Iterator[None]:
         _scoped.pop()
 
 
-def register(op: str, backend: str, impl: Callable) -> None:
-    """Register ``impl`` as ``backend``'s implementation of ``op``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}")
-    _registry.setdefault(op, {})[backend] = impl
+def register(op: str, *, torch: Callable, triton: Callable, cxx: Optional[Callable] = None,
+             dtypes: Optional[Dict[str, Iterable[torch.dtype]]] = None) -> None:
+    """Register the implementations of ``op``: ``cxx`` (None without the C++ extension) runs on
+    both the ``cpu`` and ``cuda`` backends. ``dtypes`` maps a backend name to the only dtypes it
+    runs for this op: ``auto`` passes over it for other dtypes, an explicit request raises."""
+    impls = {"torch": torch, "triton": triton}
+    if cxx is not None:
+        impls["cxx"] = cxx
+    _registry[op] = impls
+    for backend, allowed in (dtypes or {}).items():
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}")
+        _dtypes[(op, backend)] = tuple(allowed)
+
+
+def _slot(backend: str) -> str:
+    return "cxx" if backend in ("cpu", "cuda") else backend
 
 
 def registered_ops() -> Dict[str, Dict[str, Callable]]:
-    return {op: dict(impls) for op, impls in _registry.items()}
+    """Per op, the implementation behind each backend name that has one."""
+    return {op: {b: impls[_slot(b)] for b in BACKENDS if _slot(b) in impls} for op, impls in _registry.items()}
 
 
-# Found without importing triton (that costs ~1 s); a plain global so torch.compile traces it.
+# Found without importing triton (an import costs seconds); a plain global so torch.compile traces it.
 _TRITON_MISSING = None if importlib.util.find_spec("triton") is not None else "triton is not installed"
 
 
@@ -91,11 +110,16 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def unavailable_reason(backend: str, device: torch.device, op: Optional[str] = None) -> Optional[str]:
-    """None when ``backend`` can run ``op`` on ``device``, else why not."""
+def unavailable_reason(backend: str, device: torch.device, op: Optional[str] = None,
+                       dtype: Optional[torch.dtype] = None) -> Optional[str]:
+    """None when ``backend`` can run ``op`` on ``device`` (for ``dtype`` tensors), else why not."""
     reason = _device_reason(backend, torch.device(device))
-    if reason is None and op is not None and backend not in _registry.get(op, {}):
+    if reason is None and op is not None and _slot(backend) not in _registry.get(op, {}):
         reason = f"op {op!r} has no {backend!r} implementation"
+    allowed = _dtypes.get((op, backend))
+    if reason is None and dtype is not None and allowed is not None and dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        reason = f"it runs {names} for {op}, got {str(dtype).replace('torch.', '')}"
     return reason
 
 
@@ -128,23 +152,27 @@ def _device_reason(backend: str, device: torch.device) -> Optional[str]:
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def resolve(op: str, device: torch.device, backend: Optional[str] = None) -> str:
-    """Name of the backend that runs ``op`` on ``device`` for this call."""
+def resolve(op: str, device: torch.device, backend: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+            caller: Optional[str] = None) -> str:
+    """Name of the backend that runs ``op`` on ``device`` (for ``dtype`` tensors) for this call.
+    ``caller``: the public function or class the user called, named in errors (default: op)."""
     name = _check_name(backend) if backend is not None else get_backend()
     device = torch.device(device)
     if name == "auto":
+        candidates = ["cpu"]
         if device.type == "cuda":
-            preferred = [AUTO_CUDA[op]] if op in AUTO_CUDA else []
-            for cand in preferred + ["cuda", "triton", "torch"]:
-                if unavailable_reason(cand, device, op) is None:
-                    return cand
-        return "cpu" if unavailable_reason("cpu", device, op) is None else "torch"
-    reason = unavailable_reason(name, device, op)
+            candidates = ([AUTO_CUDA[op]] if op in AUTO_CUDA else []) + ["cuda", "triton"]
+        for cand in candidates:
+            if unavailable_reason(cand, device, op, dtype) is None:
+                return cand
+        return "torch"
+    reason = unavailable_reason(name, device, op, dtype)
     if reason is not None:
-        raise BackendUnavailableError(f"{op}: backend {name!r} is unavailable: {reason}")
+        raise BackendUnavailableError(f"{caller or op}: backend {name!r} is unavailable: {reason}")
     return name
 
 
-def implementation(op: str, device: torch.device, backend: Optional[str] = None) -> Callable:
+def implementation(op: str, device: torch.device, backend: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                   caller: Optional[str] = None) -> Callable:
     """The registered implementation of ``op`` chosen by :func:`resolve`."""
-    return _registry[op][resolve(op, device, backend)]
+    return _registry[op][_slot(resolve(op, device, backend, dtype, caller))]

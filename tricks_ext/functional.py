@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
+from tricks_ext._dtypes import stats_dtype
 from tricks_ext.ops._common import check_eps, check_float_tensor, check_same_device, check_unit, is_number
 from tricks_ext.reference.optim import centralize
+from tricks_ext.targets import MixedTargets
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
            "mixup", "soft_target_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
@@ -69,7 +71,7 @@ def centralize_gradients_(params_or_grads: Union[Tensor, Iterable[Tensor]], conv
         if g.is_sparse:
             raise RuntimeError("centralize_gradients_: sparse gradients are not supported")
         check_float_tensor("centralize_gradients_", "gradient", g)
-        g.copy_(centralize(g.to(torch.float64 if g.dtype == torch.float64 else torch.float32), conv_only))
+        g.copy_(centralize(g.to(stats_dtype(g.dtype)), conv_only))
 
 
 def draw_seed_offset(device: torch.device, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -114,7 +116,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optiona
     if not training or p == 0.0:
         return x
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
-    return _backend.implementation(op, x.device, backend)(x, None, None, seed_offset, float(p))
+    return _backend.implementation("dropout_apply", x.device, backend, caller=op)(
+        x, None, None, seed_offset, float(p), _keep_scale(p), 1)
+
+
+def _keep_scale(p: float) -> float:
+    """Scale of the kept elements: 1 / (1 - p), 0 for p = 1 (everything dropped, no inf * 0)."""
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
 
 
 def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tensor] = None, training: bool = True,
@@ -140,7 +148,8 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
     if not training or p == 0.0:
         return residual + (x if gate is None else gate.reshape(()).to(x.dtype) * x)
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
-    return _backend.implementation("dropout", x.device, backend)(x, residual, gate, seed_offset, float(p))
+    return _backend.implementation("dropout_apply", x.device, backend, caller=op)(
+        x, residual, gate, seed_offset, float(p), _keep_scale(p), 1)
 
 
 def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: bool = True,
@@ -165,8 +174,9 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
         return x if residual is None else residual + x
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
     group = max(1, x.numel() // max(1, x.shape[0]))
-    scale = None if scale_by_keep else 1.0
-    return _backend.implementation("dropout", x.device, backend)(x, residual, None, seed_offset, float(p), group, scale)
+    scale = _keep_scale(p) if scale_by_keep else 1.0
+    return _backend.implementation("dropout_apply", x.device, backend, caller=op)(
+        x, residual, None, seed_offset, float(p), scale, group)
 
 
 def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool = False,
@@ -205,7 +215,7 @@ def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool =
     check_same_device(op, "box", box, x, "x")
     if x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
         raise ValueError(f"{op}: CutMix boxes need x of rank >= 3 (N, ..., H, W), got shape {tuple(x.shape)}")
-    return _backend.implementation(op, x.device, backend)(x, coef, box, inplace)
+    return _backend.implementation("mixup_apply", x.device, backend, caller=op)(x, coef, box, inplace)
 
 
 def _is_integer(dtype: torch.dtype) -> bool:
@@ -236,8 +246,6 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     rather than raising, which would need a device-to-host sync. ``reduction``: 'mean', 'sum'
     or 'none'.
     """
-    from tricks_ext.data.mixup import MixedTargets
-
     op = "soft_target_cross_entropy"
     check_float_tensor(op, "logits", logits)
     if logits.dim() != 2:
@@ -272,8 +280,8 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
                         f"got {type(targets).__name__}")
     for name, t in (("targets", a), ("partner labels", b), ("lam", lam), ("targets", dense)):
         check_same_device(op, name, t, logits, "logits")
-    return _backend.implementation("soft_ce", logits.device, backend)(logits, a, b, lam, dense, smoothing,
-                                                                       int(ignore_index), reduction)
+    return _backend.implementation("soft_ce", logits.device, backend, caller=op)(
+        logits, a, b, lam, dense, smoothing, int(ignore_index), reduction)
 
 
 def flood(loss: Tensor, b: float) -> Tensor:
@@ -292,7 +300,11 @@ def mask_boxes(x: Tensor, box: Tensor, value: float = 0.0, inplace: bool = False
     last two dims), else keeps x. The primitive of :func:`cutout` and :func:`spec_augment`.
     Differentiable (out of place): the gradient is masked the same way. Contiguous and
     channels_last x keep their layout."""
-    op = "mask_boxes"
+    return _mask_boxes("mask_boxes", x, box, value, inplace, backend)
+
+
+def _mask_boxes(op: str, x: Tensor, box: Tensor, value: float, inplace: bool, backend: Optional[str]) -> Tensor:
+    """mask_boxes on behalf of ``op``, the function the user called (named in errors)."""
     check_float_tensor(op, "x", x)
     if x.dim() < 3:
         raise ValueError(f"{op}: x must be (N, ..., H, W), got shape {tuple(x.shape)}")
@@ -305,7 +317,7 @@ def mask_boxes(x: Tensor, box: Tensor, value: float = 0.0, inplace: bool = False
         raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
     if inplace and x.requires_grad:
         raise RuntimeError(f"{op}: inplace=True on a tensor that requires grad; use inplace=False")
-    return _backend.implementation(op, x.device, backend)(x, box, float(value), inplace)
+    return _backend.implementation("mask_boxes", x.device, backend, caller=op)(x, box, float(value), inplace)
 
 
 def cutout(x: Tensor, holes: int = 1, length: int = 16, value: float = 0.0, inplace: bool = False,
@@ -324,7 +336,7 @@ def cutout(x: Tensor, holes: int = 1, length: int = 16, value: float = 0.0, inpl
         raise ValueError(f"cutout: x must be (N, ..., H, W), got shape {tuple(x.shape)}")
     so = _seed_offset_for("cutout", x, generator, seed_offset)
     box = cutout_boxes(so[0], so[1], x.shape[0], holes, length, x.shape[-2], x.shape[-1], x.device)
-    return mask_boxes(x, box, value, inplace, backend)
+    return _mask_boxes("cutout", x, box, value, inplace, backend)
 
 
 def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 100, freq_masks: int = 1,
@@ -350,7 +362,7 @@ def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 10
     so = _seed_offset_for(op, x, generator, seed_offset)
     box = spec_augment_boxes(so[0], so[1], x.shape[0], x.shape[-2], x.shape[-1], freq_mask_param, time_mask_param,
                              freq_masks, time_masks, x.device)
-    return mask_boxes(x, box, value, inplace, backend)
+    return _mask_boxes(op, x, box, value, inplace, backend)
 
 
 def evonorm_s0(x: Tensor, v: Optional[Tensor], weight: Tensor, bias: Tensor, groups: int = 32, eps: float = 1e-5,

@@ -1,18 +1,20 @@
 """Helpers shared by the Triton launchers."""
 from __future__ import annotations
 
+import contextlib
+import functools
+from typing import Any, Callable, Iterable, Optional
+
 import torch
 import triton
 import triton.language as tl
 
+from tricks_ext._dtypes import stats_dtype
+
 
 def acc_dtype(dtype: torch.dtype):
-    """Accumulation type inside kernels: fp32, or fp64 for fp64 storage."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    """Accumulation type inside kernels, as a Triton dtype (the rule: tricks_ext._dtypes)."""
+    return tl.float64 if stats_dtype(dtype) == torch.float64 else tl.float32
 
 
 @triton.jit
@@ -27,3 +29,26 @@ def cast_to(x, DTYPE: tl.constexpr):
         return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(DTYPE)
+
+
+def _first_tensor(args: Iterable[Any]) -> Optional[torch.Tensor]:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a
+        if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+            return a[0]
+    return None
+
+
+def on_input_device(launcher: Callable) -> Callable:
+    """Run ``launcher`` with its first tensor argument's CUDA device current, as the C++
+    bindings' DeviceGuard does: Triton launches on the current device, so without it a tensor
+    on cuda:1 would be handed to a kernel on cuda:0. CPU tensors (the interpreter) need none."""
+    @functools.wraps(launcher)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        t = _first_tensor(list(args) + list(kwargs.values()))
+        guard = torch.cuda.device(t.device) if t is not None and t.is_cuda else contextlib.nullcontext()
+        with guard:
+            return launcher(*args, **kwargs)
+    run.device_guarded = True
+    return run

@@ -10,7 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import cast_to
+from tricks_ext._dtypes import stats_dtype
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -18,7 +19,7 @@ BLOCK = 1024
 @triton.jit
 def stream_uniform(seed, offset, idx):
     """u (fp32) of elements ``idx`` (int64 block) of the Philox stream (seed, offset): counter
-    offset + idx // 4, word idx % 4 of tl.randint4x (csrc/include/tricks/dropout.h)."""
+    offset + idx // 4, word idx % 4 of tl.randint4x (csrc/dropout/math.h)."""
     w0, w1, w2, w3 = tl.randint4x(seed, offset + idx // 4)
     r = idx % 4
     word = tl.where(r == 0, w0, tl.where(r == 1, w1, tl.where(r == 2, w2, w3)))
@@ -42,6 +43,7 @@ def _dropout_apply_kernel(X, RES, GATE, Y, SEED_OFFSET, n, p, scale, group, HAS_
     tl.store(Y + idx, cast_to(y, Y.dtype.element_ty), mask=mask)
 
 
+@on_input_device
 def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optional[torch.Tensor],
                   seed_offset: torch.Tensor, p: float, scale: float, group: int) -> torch.Tensor:
     """Contiguous ``x`` (and ``residual``); ``gate`` one acc-dtype element; ``seed_offset``
@@ -52,7 +54,7 @@ def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optio
         _dropout_apply_kernel[(triton.cdiv(n, BLOCK),)](
             x, residual if residual is not None else x, gate if gate is not None else seed_offset, y, seed_offset,
             n, float(p), float(scale), group, HAS_RES=residual is not None, HAS_GATE=gate is not None,
-            ACC=tl.float64 if x.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
+            ACC=acc_dtype(x.dtype), BLOCK=BLOCK)
     return y
 
 
@@ -72,22 +74,23 @@ def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale
     tl.store(DX + idx, cast_to(dx, DX.dtype.element_ty), mask=mask)
     if HAS_X:
         x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
-        # a dropped element adds 0 whatever x is (gate_term in csrc/include/tricks/dropout.h)
+        # a dropped element adds 0 whatever x is (gate_term in csrc/dropout/math.h)
         tl.store(PARTIALS + pid, tl.sum(tl.where(mask & keep, x * d, 0.0), axis=0))
 
 
+@on_input_device
 def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optional[torch.Tensor],
                       seed_offset: torch.Tensor, p: float, scale: float, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(dx, partials): dx = gate * dropout(grad); with x, one partial sum of x * dropout(grad)
     per BLOCK elements (the caller sums them)."""
     dx = torch.empty_like(grad)
     n = grad.numel()
-    acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(grad.dtype)
     partials = torch.empty(triton.cdiv(n, BLOCK) if x is not None else 0, dtype=acc, device=grad.device)
     if n:
         _dropout_apply_bwd_kernel[(triton.cdiv(n, BLOCK),)](
             grad, x if x is not None else grad, gate if gate is not None else seed_offset, dx,
             partials if x is not None else dx, seed_offset, n, float(p), float(scale), group,
             HAS_X=x is not None, HAS_GATE=gate is not None,
-            ACC=tl.float64 if grad.dtype == torch.float64 else tl.float32, BLOCK=BLOCK)
+            ACC=acc_dtype(grad.dtype), BLOCK=BLOCK)
     return dx, partials

@@ -1,4 +1,4 @@
-"""EvoNorm-S0 in Triton (math: csrc/include/tricks/evonorm.h): one program per (sample,
+"""EvoNorm-S0 in Triton (math: csrc/evonorm/math.h): one program per (sample,
 group) of x viewed as (N, C, P) with strides (NCHW contiguous or channels_last). Forward:
 shifted sum, centred sum of squares, output; backward: per-channel sums, then dx."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext._dtypes import stats_dtype
 
 BLOCK = 1024
 
@@ -79,7 +80,7 @@ def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, e
 @triton.jit
 def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Split forward, pass 1: chunk program_id(1) of the group: count, mean, centred sum of
-    squares (csrc/cuda/evonorm_kernel.cu: split_stats_kernel); an empty chunk stores zeros."""
+    squares (csrc/evonorm/cuda.cu: split_stats_kernel); an empty chunk stores zeros."""
     pid = tl.program_id(0)
     k = tl.program_id(1)
     n, cg, M, c0 = _group(pid, groups, C, P)
@@ -179,7 +180,7 @@ def _block(group_numel: int) -> int:
 
 
 def choose_split(groups_total: int, group_numel: int, device: torch.device) -> int:
-    """Chunks per group for the split forward: the rule of csrc/cuda/evonorm_kernel.cu
+    """Chunks per group for the split forward: the rule of csrc/evonorm/cuda.cu
     (choose_split_cuda); 1 off CUDA."""
     if device.type != "cuda":
         return 1
@@ -189,7 +190,8 @@ def choose_split(groups_total: int, group_numel: int, device: torch.device) -> i
     return max(1, min(-(-2 * sms // groups_total), group_numel // 8192, 64))
 
 
-def evonorm_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
+@on_input_device
+def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
                 eps: float, split: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (N, C, P) with the strides validated by the caller; split: chunks per group (0: auto)."""
     n, c, p = x.shape
@@ -214,7 +216,8 @@ def evonorm_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: tor
     return y, mean, rstd
 
 
-def evonorm_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor,
+@on_input_device
+def evonorm_s0_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor,
                 rstd: torch.Tensor, groups: int) -> Tuple[torch.Tensor, torch.Tensor]:
     n, c, p = x.shape
     dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)

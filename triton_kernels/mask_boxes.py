@@ -1,4 +1,4 @@
-"""Box masking in Triton (math: csrc/include/tricks/mask_boxes.h): grid (sample blocks,
+"""Box masking in Triton (math: csrc/mask_boxes/math.h): grid (sample blocks,
 samples); ``out`` may be ``x``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -33,6 +33,7 @@ def _mask_kernel(X, OUT, BOX, boxes, sample, height, width, inner, value, SAME: 
         tl.store(OUT + ptr, tl.where(inside, fill, v), mask=mask)
 
 
+@on_input_device
 def mask_boxes(x: torch.Tensor, out: torch.Tensor, box: torch.Tensor, value: float, height: int, width: int,
                inner: int) -> None:
     """Mask ``x`` (samples dense blocks, validated by the caller) into ``out`` (may be ``x``)."""

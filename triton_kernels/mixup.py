@@ -1,4 +1,4 @@
-"""Mixup / CutMix mixing in Triton (math: csrc/include/tricks/mixup.h). Grid (sample blocks,
+"""Mixup / CutMix mixing in Triton (math: csrc/mixup/math.h). Grid (sample blocks,
 pairs): a program reads a block of both samples of pair (i, B-1-i) and writes both outputs, so
 ``out`` may be ``x`` (in-place mixing)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -43,6 +43,7 @@ def _mix_kernel(X, OUT, COEF, BOX, batch, sample, height, width, inner, ACC: tl.
     tl.store(OUT + j * sample + e, cast_to(rj, OUT.dtype.element_ty), mask=mask)
 
 
+@on_input_device
 def mixup_apply(x: torch.Tensor, out: torch.Tensor, coef: torch.Tensor, box: torch.Tensor, height: int, width: int,
                 inner: int) -> None:
     """Mix ``x`` (samples dense blocks, validated by the caller) into ``out`` (may be ``x``).

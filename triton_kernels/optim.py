@@ -6,18 +6,18 @@ a work list row (tensor, start, length, gc) is one program: a GC row (its mean r
 in a first sweep, then the update sweep re-reads the row from L2, not DRAM) or a chunk of a
 tensor without GC. Per-step scalars (bias corrections, the RAdam rectification, the Lookahead
 sync) are computed in the kernel from the tensor's device step counter, so neither the step
-nor GradScaler's found_inf is read on the host. Math: csrc/include/tricks/optim.h.
+nor GradScaler's found_inf is read on the host. Math: csrc/optim/math.h.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import cast_to
+from tricks_ext.triton_kernels._common import cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -109,25 +109,28 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
 _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
 
 
-def optim_step(plan, found_inf: Optional[torch.Tensor], grad_scale: Optional[torch.Tensor], group: dict,
-               p_dtype: torch.dtype, m_dtype: torch.dtype, s_dtype: Optional[torch.dtype]) -> None:
-    """One program per row of ``plan.work`` (tricks_ext.ops.optim.Plan); ``group`` holds the
-    hyperparameters; the step counters in ``plan.ptrs`` already count this step."""
-    if plan.n_items == 0:
+@on_input_device
+def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: List[torch.Tensor],
+                exp_avg_sqs: List[torch.Tensor], slows: List[torch.Tensor], steps: List[torch.Tensor],
+                work: torch.Tensor, ptrs: torch.Tensor, found_inf: Optional[torch.Tensor],
+                grad_scale: Optional[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
+                weight_decay: float, decoupled: bool, alpha: float, lookahead_k: int, rectify: bool,
+                maximize: bool) -> None:
+    """``tricks_ext::optim_step_`` in Triton, same arguments: one program per row of ``work``,
+    the tensors reached through ``ptrs`` (tricks_ext.ops.optim.Plan); the tensor lists give the
+    dtypes. The step counters already count this step."""
+    if not params or work.shape[0] == 0:
         return
-    b1, b2 = group["betas"]
-    lr, wd = group["lr"], group["weight_decay"]
-    p_mul, l2 = (1.0 - lr * wd, 0.0) if group["decoupled_weight_decay"] else (1.0, wd)
-    dummy = plan.work
-    ptrs = plan.ptrs
-    _optim_step_kernel[(plan.n_items,)](
-        plan.work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
-        found_inf if found_inf is not None else dummy, grad_scale if grad_scale is not None else dummy,
-        # 1 - beta in float64 here, as torch does (csrc/include/tricks/optim.h, Moments)
-        float(lr), float(b1), float(b2), 1.0 - b1, 1.0 - b2,
-        math.log(b1) if b1 > 0 else -math.inf, math.log(b2) if b2 > 0 else -math.inf,
-        float(group["eps"]), float(p_mul), float(l2), float(group["lookahead_alpha"]),
-        int(group["lookahead_k"] or 1), 2.0 / (1.0 - b2) - 1.0,
-        P_DTYPE=_TL[p_dtype], M_DTYPE=_TL[m_dtype], S_DTYPE=_TL[s_dtype or p_dtype], HAS_SLOW=s_dtype is not None,
-        RECTIFY=bool(group["rectify"]), MAXIMIZE=bool(group["maximize"]), HAS_FOUND_INF=found_inf is not None,
+    p_mul, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+    has_slow = bool(slows)
+    _optim_step_kernel[(work.shape[0],)](
+        work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
+        found_inf if found_inf is not None else work, grad_scale if grad_scale is not None else work,
+        # 1 - beta in float64 here, as torch does (csrc/optim/math.h, Moments)
+        float(lr), float(beta1), float(beta2), 1.0 - beta1, 1.0 - beta2,
+        math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
+        float(eps), float(p_mul), float(l2), float(alpha), int(lookahead_k if has_slow else 1), 2.0 / (1.0 - beta2) - 1.0,
+        P_DTYPE=_TL[params[0].dtype], M_DTYPE=_TL[exp_avgs[0].dtype],
+        S_DTYPE=_TL[slows[0].dtype if has_slow else params[0].dtype], HAS_SLOW=has_slow,
+        RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
         HAS_GRAD_SCALE=grad_scale is not None, BLOCK=BLOCK)

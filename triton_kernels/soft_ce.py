@@ -1,4 +1,4 @@
-"""Soft-target cross-entropy in Triton (math: csrc/include/tricks/soft_ce.h). One program per
+"""Soft-target cross-entropy in Triton (math: csrc/soft_ce/math.h). One program per
 row; the forward streams the row once in BLOCK-wide chunks with a per-lane online
 log-sum-exp (so C of 128k+ needs no second pass), the backward writes dz in one pass.
 MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a, ignore_index)."""
@@ -10,10 +10,14 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext._dtypes import stats_dtype
 
 DENSE, MIXED, HARD = 0, 1, 2
 
+
+# Per-row statistics the forward saves for the backward: shift, log_sum, T.
+STATS_COLUMNS = 3
 
 def _split(value: float) -> Tuple[float, float]:
     """value as fp32 hi + lo: Triton passes float scalars as fp32, and fp64 logits need the
@@ -52,7 +56,8 @@ def _weighted(w, z):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr,
+def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ignore_index, N_STATS: tl.constexpr,
+                MODE: tl.constexpr, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
@@ -79,7 +84,7 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
             stz += _weighted(tv, vz)
     mx = tl.max(m, axis=0)
     total_e = tl.sum(s * tl.exp(m - mx), axis=0)
-    # lse kept as mx + log_sum (kStats, row_log_sum in csrc/include/tricks/soft_ce.h)
+    # lse kept as mx + log_sum (kStats, row_log_sum in csrc/soft_ce/math.h)
     log_sum = tl.where((mx == float("inf")) | (mx == float("-inf")), float("nan"), tl.log(total_e))
     lse = mx + log_sum
     if MODE == 0:
@@ -95,22 +100,23 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
                       _weighted((smoothing / C).to(ACC), tl.sum(sz, axis=0)))
         loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
     tl.store(LOSS + i, loss)
-    tl.store(STATS + 3 * i, mx)
-    tl.store(STATS + 3 * i + 1, log_sum)
-    tl.store(STATS + 3 * i + 2, total)
+    tl.store(STATS + N_STATS * i, mx)
+    tl.store(STATS + N_STATS * i + 1, log_sum)
+    tl.store(STATS + N_STATS * i + 2, total)
 
 
 @triton.jit
-def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, ignore_index, MODE: tl.constexpr,
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, ignore_index, N_STATS: tl.constexpr,
+                MODE: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
     smoothing = smoothing_hi * one + smoothing_lo * one
     g = tl.load(G + i * G_STRIDE)
-    shift = tl.load(STATS + 3 * i)
-    log_sum = tl.load(STATS + 3 * i + 1)
-    total = tl.load(STATS + 3 * i + 2)
+    shift = tl.load(STATS + N_STATS * i)
+    log_sum = tl.load(STATS + N_STATS * i + 1)
+    total = tl.load(STATS + N_STATS * i + 2)
     if MODE != 0:
         a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
@@ -135,20 +141,22 @@ def _args(logits, a, b, lam, dense):
                   dense if dense is not None else dummy)
 
 
+@on_input_device
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
                 dense: Optional[torch.Tensor], smoothing: float, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(per-row losses, stats (N, 3): shift, log_sum, T), both in the statistics dtype."""
+    """(per-row losses, stats (N, STATS_COLUMNS): shift, log_sum, T), both in the statistics dtype."""
     rows, classes = logits.shape
     acc = stats_dtype(logits.dtype)
     loss = torch.empty(rows, dtype=acc, device=logits.device)
-    stats = torch.empty(rows, 3, dtype=acc, device=logits.device)
+    stats = torch.empty(rows, STATS_COLUMNS, dtype=acc, device=logits.device)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
         _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing), int(ignore_index),
-                             MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
+                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
     return loss, stats
 
 
+@on_input_device
 def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                 lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, smoothing: float,
                 ignore_index: int) -> torch.Tensor:
@@ -158,6 +166,7 @@ def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tens
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     if rows:
         _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
-                             *_split(smoothing), int(ignore_index), MODE=mode, ACC=acc_dtype(logits.dtype),
+                             *_split(smoothing), int(ignore_index), N_STATS=STATS_COLUMNS, MODE=mode,
+                             ACC=acc_dtype(logits.dtype),
                              BLOCK=_block(classes))
     return dz

@@ -5,7 +5,7 @@ Rows (output channels) have K = prod(w.shape[1:]) elements, each row contiguous 
 short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DRAM traffic stays
 at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = 4096 elements, so that
 many short rows (depthwise K=9) share a program instead of idling 4096-wide tiles.
-Math: csrc/include/tricks/weight_standardize.h (the CPU/CUDA kernels use the same formulas).
+Math: csrc/weight_standardize/math.h (the CPU/CUDA kernels use the same formulas).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, stats_dtype
+from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext._dtypes import stats_dtype
 
 _TILE = 4096
 
@@ -107,7 +108,8 @@ def _row_len(w: torch.Tensor) -> int:
     return w.numel() // w.shape[0] if w.shape[0] else 0
 
 
-def weight_standardize_fwd(w: torch.Tensor, gain: Optional[torch.Tensor], eps: float
+@on_input_device
+def weight_standardize_fwd(w: torch.Tensor, eps: float, gain: Optional[torch.Tensor]
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(w_hat, mean, rstd) for a row-dense ``w``; ``gain`` is (O,) in the stats dtype or None."""
     rows, K = w.shape[0], _row_len(w)
@@ -122,6 +124,7 @@ def weight_standardize_fwd(w: torch.Tensor, gain: Optional[torch.Tensor], eps: f
     return out, mean, rstd
 
 
+@on_input_device
 def weight_standardize_bwd(grad_out: torch.Tensor, w: torch.Tensor, gain: Optional[torch.Tensor],
                            mean: torch.Tensor, rstd: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(grad_w, grad_gain) with grad_gain[o] = sum_k grad_out * w_hat (before gain)."""

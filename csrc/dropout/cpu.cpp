@@ -1,5 +1,5 @@
 // Dropout with a regenerated mask, CPU: one Philox block per 4 consecutive elements, drawn in
-// batches of element-order keep masks (cpu/philox.h).
+// batches of element-order keep masks (dropout/philox_cpu.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -13,8 +13,8 @@ namespace dropout {
 namespace {
 
 // Forward over Philox blocks [g0, g1): a batch of keep masks in element order, then a plain
-// element loop over it that GCC vectorizes (the loop over (block, word) of the words' SoA
-// layout ran at 3 ns per element).
+// element loop over it that GCC vectorizes (a loop over (block, word) of the words' SoA
+// layout does not).
 template <typename T>
 TRICKS_CPU_CLONES void apply_blocks(const Params& q, int64_t g0, int64_t g1) {
   using A = acc_t<T>;
@@ -75,16 +75,16 @@ constexpr int kLanes = 16;
 
 // Backward over one fixed chunk of elements: dx = gate * keep * scale * grad and, with x
 // (kWithX), the chunk's sum of x * keep * scale * grad (the gate gradient's partial). Chunks
-// start at multiples of kPartialChunk, so at whole mask batches as in the forward.
+// start at multiples of kCpuPartialElements, so at whole mask batches as in the forward.
 template <typename T, bool kWithX>
-TRICKS_CPU_CLONES void bwd_chunk(const Params& q, int64_t chunk) {
+TRICKS_CPU_CLONES void bwd_chunk(const BwdParams& q, int64_t chunk) {
   using A = acc_t<T>;
-  const T* g = static_cast<const T*>(q.x);
-  const T* x = static_cast<const T*>(q.residual);
-  T* dx = static_cast<T*>(q.y);
+  const T* g = static_cast<const T*>(q.grad);
+  const T* x = static_cast<const T*>(q.x);
+  T* dx = static_cast<T*>(q.dx);
   const A gate = q.gate ? *static_cast<const A*>(q.gate) : A(1);
   const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
-  const int64_t begin = chunk * kPartialChunk, end = std::min(q.n, begin + kPartialChunk);
+  const int64_t begin = chunk * kCpuPartialElements, end = std::min(q.n, begin + kCpuPartialElements);
   A part = 0;
   if (q.group > 1) {
     for (int64_t i = begin; i < end;) {
@@ -130,13 +130,13 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cpu(const at::Tensor& grad,
                                                          const c10::optional<at::Tensor>& gate,
                                                          const at::Tensor& seed_offset, double p, double scale,
                                                          int64_t group) {
-  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kPartialChunk);
-  const int64_t chunks = (grad.numel() + kPartialChunk - 1) / kPartialChunk;
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kCpuPartialElements);
+  const int64_t chunks = (grad.numel() + kCpuPartialElements - 1) / kCpuPartialElements;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "dropout_apply_bwd_cpu", [&] {
     at::parallel_for(0, chunks, 1, [&](int64_t s, int64_t e) {
       for (int64_t c = s; c < e; ++c) {
-        if (b.p.residual) bwd_chunk<scalar_t, true>(b.p, c);
-        else bwd_chunk<scalar_t, false>(b.p, c);
+        if (b.params.x) bwd_chunk<scalar_t, true>(b.params, c);
+        else bwd_chunk<scalar_t, false>(b.params, c);
       }
     });
   });
@@ -148,7 +148,7 @@ at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor
                              int64_t group) {
   auto r = prepare(x, residual, gate, seed_offset, p, scale, group);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_apply_cpu",
-                                  [&] { apply_kernel<scalar_t>(r.p); });
+                                  [&] { apply_kernel<scalar_t>(r.params); });
   return r.y;
 }
 

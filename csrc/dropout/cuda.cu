@@ -1,11 +1,13 @@
 // Dropout with a regenerated mask, CUDA: each thread draws one Philox block of 4 words for 4
-// consecutive elements (the stream layout of tricks/dropout.h); with group > 1 (drop path) it
+// consecutive elements (the stream layout of dropout/math.h); with group > 1 (drop path) it
 // draws the word of its elements' run, again only when a run starts among its 4 elements. Seed and offset are read from
 // device memory, so a captured CUDA graph replays with whatever the tensor holds.
 #include <cuda_runtime.h>
 
 #include "dropout/cuda.h"
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
+#include "common/cuda_reduce.cuh"
 
 namespace tricks {
 namespace dropout {
@@ -13,8 +15,9 @@ namespace {
 
 constexpr int kBlock = 256;
 
-// keep flags of elements 4g .. 4g+3 (those < n).
-__device__ __forceinline__ void keep4(const Params& q, int64_t g, bool kept[4]) {
+// keep flags of elements 4g .. 4g+3 (those < n); P is Params or BwdParams.
+template <typename P>
+__device__ __forceinline__ void keep4(const P& q, int64_t g, bool kept[4]) {
   const uint64_t seed = static_cast<uint64_t>(q.seed_offset[0]), offset = static_cast<uint64_t>(q.seed_offset[1]);
   if (q.group == 1) {
     const philox::Words w = philox::philox4x32_10(seed, offset + static_cast<uint64_t>(g));
@@ -55,13 +58,13 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
+__global__ void __launch_bounds__(kBlock) bwd_kernel(const BwdParams q) {
   using A = acc_t<T>;
   __shared__ A smem[kBlock / 32];
   const int64_t g = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
-  const T* grad = static_cast<const T*>(q.x);
-  const T* x = static_cast<const T*>(q.residual);
-  T* dx = static_cast<T*>(q.y);
+  const T* grad = static_cast<const T*>(q.grad);
+  const T* x = static_cast<const T*>(q.x);
+  T* dx = static_cast<T*>(q.dx);
   const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
   A part = 0;
   if (4 * g < q.n) {  // no early return: the whole block joins the reduction below
@@ -83,13 +86,13 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   }
 }
 
-static_assert(kBwdBlockElements == 4 * kBlock, "one partial per block of 4 x kBlock elements");
+static_assert(kCudaPartialElements == 4 * kBlock, "one partial per block of 4 x kBlock elements");
 
 }  // namespace
 
-const char* launch_bwd_cuda(const Params& q, void* stream) {
+const char* launch_bwd_cuda(const BwdParams& q, void* stream) {
   if (q.n == 0) return nullptr;
-  const int64_t blocks = (q.n + kBwdBlockElements - 1) / kBwdBlockElements;
+  const int64_t blocks = (q.n + kCudaPartialElements - 1) / kCudaPartialElements;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

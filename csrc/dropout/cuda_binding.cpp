@@ -14,7 +14,7 @@ at::Tensor dropout_apply_cuda(const at::Tensor& x, const c10::optional<at::Tenso
                               double scale, int64_t group) {
   c10::DeviceGuard guard(x.device());
   auto r = prepare(x, residual, gate, seed_offset, p, scale, group);
-  check_launch(launch_apply_cuda(r.p, current_cuda_stream(x)), "dropout_apply");
+  check_launch(launch_apply_cuda(r.params, current_cuda_stream(x)), "dropout_apply");
   return r.y;
 }
 
@@ -23,8 +23,8 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cuda(const at::Tensor& grad
                                                           const at::Tensor& seed_offset, double p, double scale,
                                                           int64_t group) {
   c10::DeviceGuard guard(grad.device());
-  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kBwdBlockElements);
-  check_launch(launch_bwd_cuda(b.p, current_cuda_stream(grad)), "dropout_apply_bwd");
+  auto b = prepare_bwd(grad, x, gate, seed_offset, p, scale, group, kCudaPartialElements);
+  check_launch(launch_bwd_cuda(b.params, current_cuda_stream(grad)), "dropout_apply_bwd");
   return {b.dx, b.partials};
 }
 

@@ -64,19 +64,36 @@ TRICKS_HD float uniform_at(uint64_t seed, uint64_t offset, uint64_t index) {
 
 namespace dropout {
 
-// Elements per partial sum of the gate gradient (CPU task chunk; a CUDA block and a Triton
-// program cover 1024): fixed, so the result does not depend on the thread count.
-constexpr int64_t kPartialChunk = 1 << 16;
+// Elements per partial sum of the gate gradient on CPU (a parallel task; CUDA:
+// kCudaPartialElements in dropout/cuda.h): fixed, so the result does not depend on the thread
+// count.
+constexpr int64_t kCpuPartialElements = 1 << 16;
 
+// Forward: y = residual + gate * dropout(x).
 struct Params {
   const void* x;
   const void* residual;        // like x, or nullptr
   const void* gate;            // one acc_t scalar (fp32; fp64 for fp64 x), or nullptr
   void* y;
-  void* partials;              // backward only: acc_t per chunk, or nullptr
   const int64_t* seed_offset;  // [2]: seed, offset (device memory for CUDA, host for CPU)
   int64_t n;
   int64_t group;               // consecutive elements sharing one draw (>= 1)
+  float p;                     // drop probability
+  float scale;
+  DType dtype;
+};
+
+// Backward: dx = gate * dropout(grad) and, with x, per-chunk partial sums of x * dropout(grad)
+// (the gate gradient). The mask fields mean what they mean in Params.
+struct BwdParams {
+  const void* grad;
+  const void* x;               // the forward's input (saved when the gate needs a gradient), or nullptr
+  const void* gate;
+  void* dx;
+  void* partials;              // acc_t per chunk (with x), or nullptr
+  const int64_t* seed_offset;
+  int64_t n;
+  int64_t group;
   float p;
   float scale;
   DType dtype;

@@ -1,7 +1,7 @@
 // Keep masks of the dropout family on CPU, a batch of Philox blocks at a time, in element order.
-// Two implementations of the one Philox4x32-10 of tricks/dropout.h: AVX2 intrinsics (8 blocks
+// Two implementations of the one Philox4x32-10 of dropout/math.h: AVX2 intrinsics (8 blocks
 // per step; GCC's auto-vectorizer turns the 32x32->64 multiplies into shift-and-add chains
-// and ran at scalar speed, 8.2 ns per block) and the portable scalar loop. Chosen once at load:
+// that run at scalar speed) and the portable scalar loop. Chosen once at load:
 // AVX2 when the CPU has it, unless TRICKS_EXT_NO_AVX2=1 (tests run both and compare masks).
 #pragma once
 

@@ -146,8 +146,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cpu(const at::Tensor&
   auto f = prepare_fwd(x, v, gamma, beta, groups, eps);
   if (x.numel() == 0) return {f.y, f.mean.zero_(), f.rstd.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "evonorm_fwd_cpu", [&] {
-    if (f.p.stride_p == 1) for_groups(f.p, [&](int64_t n, int64_t g) { fwd_group<scalar_t, true>(f.p, n, g); });
-    else for_groups(f.p, [&](int64_t n, int64_t g) { fwd_group<scalar_t, false>(f.p, n, g); });
+    if (f.params.stride_p == 1) for_groups(f.params, [&](int64_t n, int64_t g) { fwd_group<scalar_t, true>(f.params, n, g); });
+    else for_groups(f.params, [&](int64_t n, int64_t g) { fwd_group<scalar_t, false>(f.params, n, g); });
   });
   return {f.y, f.mean, f.rstd};
 }
@@ -158,8 +158,8 @@ std::tuple<at::Tensor, at::Tensor> evonorm_bwd_cpu(const at::Tensor& dy, const a
   auto b = prepare_bwd(dy, x, v, gamma, mean, rstd, groups, eps);
   if (x.numel() == 0) return {b.dx, b.partials.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "evonorm_bwd_cpu", [&] {
-    if (b.p.stride_p == 1) for_groups(b.p, [&](int64_t n, int64_t g) { bwd_group<scalar_t, true>(b.p, n, g); });
-    else for_groups(b.p, [&](int64_t n, int64_t g) { bwd_group<scalar_t, false>(b.p, n, g); });
+    if (b.params.stride_p == 1) for_groups(b.params, [&](int64_t n, int64_t g) { bwd_group<scalar_t, true>(b.params, n, g); });
+    else for_groups(b.params, [&](int64_t n, int64_t g) { bwd_group<scalar_t, false>(b.params, n, g); });
   });
   return {b.dx, b.partials};
 }

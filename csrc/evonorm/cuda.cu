@@ -7,6 +7,8 @@
 #include <algorithm>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
+#include "common/cuda_reduce.cuh"
 #include "evonorm/cuda.h"
 
 namespace tricks {

@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cuda(const at::Tensor
   TORCH_CHECK(x.numel() / std::max<int64_t>(x.size(0) * groups, 1) < (int64_t(1) << 31),
               "evonorm_s0: groups of 2^31 elements or more are not supported");
   if (x.numel() == 0) return {f.y, f.mean.zero_(), f.rstd.zero_()};
-  check_launch(launch_fwd_cuda(f.p, current_cuda_stream(x)), "evonorm_s0_fwd");
+  check_launch(launch_fwd_cuda(f.params, current_cuda_stream(x)), "evonorm_s0_fwd");
   return {f.y, f.mean, f.rstd};
 }
 
@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> evonorm_bwd_cuda(const at::Tensor& dy, const 
   c10::DeviceGuard guard(x.device());
   auto b = prepare_bwd(dy, x, v, gamma, mean, rstd, groups, eps);
   if (x.numel() == 0) return {b.dx, b.partials.zero_()};
-  check_launch(launch_bwd_cuda(b.p, current_cuda_stream(x)), "evonorm_s0_bwd");
+  check_launch(launch_bwd_cuda(b.params, current_cuda_stream(x)), "evonorm_s0_bwd");
   return {b.dx, b.partials};
 }
 

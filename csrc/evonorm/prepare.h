@@ -34,7 +34,7 @@ inline Params prepare(const at::Tensor& x, const at::Tensor& v, const at::Tensor
 }
 
 struct Fwd {
-  Params p;
+  Params params;
   at::Tensor y, mean, rstd, work;
 };
 
@@ -46,21 +46,21 @@ inline Fwd prepare_fwd(const at::Tensor& x, const at::Tensor& v, const at::Tenso
   const auto opts = x.options().dtype(stats_dtype(x));
   f.mean = at::empty({x.size(0), groups}, opts);
   f.rstd = at::empty({x.size(0), groups}, opts);
-  f.p.beta = beta.data_ptr();
-  f.p.y = f.y.data_ptr();
-  f.p.mean = f.mean.data_ptr();
-  f.p.rstd = f.rstd.data_ptr();
-  f.p.split = std::max<int64_t>(split, 1);
-  if (f.p.split > 1) {
-    f.work = at::empty({x.size(0) * groups, f.p.split, 3}, opts);
-    f.p.partials = f.work.data_ptr();
+  f.params.beta = beta.data_ptr();
+  f.params.y = f.y.data_ptr();
+  f.params.mean = f.mean.data_ptr();
+  f.params.rstd = f.rstd.data_ptr();
+  f.params.split = std::max<int64_t>(split, 1);
+  if (f.params.split > 1) {
+    f.work = at::empty({x.size(0) * groups, f.params.split, 3}, opts);
+    f.params.partials = f.work.data_ptr();
   }
   TORCH_CHECK(f.y.strides() == x.strides(), "evonorm_s0: x must be contiguous or channels_last");
   return f;
 }
 
 struct Bwd {
-  Params p;
+  Params params;
   at::Tensor dx, partials, dy;
 };
 
@@ -77,11 +77,11 @@ inline Bwd prepare_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Tens
                 "evonorm_s0_bwd: mean/rstd must be contiguous (N, groups) ", acc);
   }
   b.partials = at::empty({x.size(0), x.size(1), 3}, x.options().dtype(acc));
-  b.p.dy = b.dy.data_ptr();
-  b.p.dx = b.dx.data_ptr();
-  b.p.mean = const_cast<void*>(mean.data_ptr());
-  b.p.rstd = const_cast<void*>(rstd.data_ptr());
-  b.p.partials = b.partials.data_ptr();
+  b.params.dy = b.dy.data_ptr();
+  b.params.dx = b.dx.data_ptr();
+  b.params.mean = const_cast<void*>(mean.data_ptr());
+  b.params.rstd = const_cast<void*>(rstd.data_ptr());
+  b.params.partials = b.partials.data_ptr();
   TORCH_CHECK(b.dx.strides() == x.strides(), "evonorm_s0_bwd: x must be contiguous or channels_last");
   return b;
 }

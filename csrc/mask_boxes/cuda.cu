@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
 #include "mask_boxes/cuda.h"
 
 namespace tricks {

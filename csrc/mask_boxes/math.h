@@ -1,7 +1,7 @@
 // Box masking (cutout, SpecAugment time/frequency masks, random erasing with a constant) shared
 // by the CPU and CUDA kernels: out = value where (h, w) of a sample lies in any of its K boxes
 // [y0, y1) x [x0, x1) over the last two dims, else x. Samples are viewed as
-// [outer][height][width][inner] (see tricks/mixup.h). The backward is the same op on the
+// [outer][height][width][inner] (see mixup/math.h). The backward is the same op on the
 // gradient with value 0.
 #pragma once
 

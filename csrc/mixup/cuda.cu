@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
 #include "mixup/cuda.h"
 
 namespace tricks {

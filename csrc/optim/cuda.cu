@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
+#include "common/cuda_reduce.cuh"
 #include "optim/cuda.h"
 
 namespace tricks {

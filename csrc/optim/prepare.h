@@ -9,18 +9,15 @@
 namespace tricks {
 namespace optim {
 
-// Checks the tensor lists; returns the grads, restrided like their params where needed (the
-// kernels walk each param's memory linearly, so p, g, m, v, slow must share strides).
-inline std::vector<at::Tensor> check_lists(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                                           at::TensorList exp_avg_sqs, at::TensorList slows, at::TensorList steps,
-                                           c10::Device device) {
+// Checks the tensor lists: one device and dtype, state shaped and strided like its param (the
+// kernels walk each param's memory linearly, so p, g, m, v, slow share strides).
+inline void check_lists(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                        at::TensorList exp_avg_sqs, at::TensorList slows, at::TensorList steps, c10::Device device) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
               "optim_step_: params, grads, exp_avgs, exp_avg_sqs, steps must have the same length");
   TORCH_CHECK(slows.empty() || slows.size() == n, "optim_step_: slows must be empty or one per param");
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  if (n == 0) return out;
+  if (n == 0) return;
   const auto dtype = params[0].scalar_type();
   to_dtype(params[0], "params");
   const auto sdt = stats_dtype(params[0]);
@@ -45,9 +42,32 @@ inline std::vector<at::Tensor> check_lists(at::TensorList params, at::TensorList
     const at::Tensor& g = grads[i];
     TORCH_CHECK(g.device() == device && g.sizes() == p.sizes() && g.scalar_type() == dtype && !g.is_sparse(),
                 "optim_step_: grad ", i, " must be dense with the param's shape, dtype and device");
-    out.push_back(g.strides() == p.strides() ? g : at::empty_like(p).copy_(g));
+    TORCH_CHECK(g.strides() == p.strides(), "optim_step_: grad ", i,
+                " must have its param's strides (the pointer table holds the grads' addresses)");
   }
-  return out;
+}
+
+// Checks the plan's work list (tricks_ext/ops/optim.py, Plan) and points q at it.
+inline void bind_work(Params& q, const at::Tensor& work, c10::Device device) {
+  TORCH_CHECK(work.device() == device && work.scalar_type() == at::kLong && work.dim() == 2 && work.size(1) == 4 &&
+                  work.is_contiguous(),
+              "optim_step_: work must be a contiguous int64 (n_items, 4) tensor on ", device);
+  q.work = work.data_ptr<int64_t>();
+  q.n_items = work.size(0);
+}
+
+// Checks the plan's pointer table of the n tensors and points q's tables at its rows.
+inline void bind_ptrs(Params& q, const at::Tensor& ptrs, int64_t n, bool has_slows, c10::Device device) {
+  TORCH_CHECK(ptrs.device() == device && ptrs.scalar_type() == at::kLong && ptrs.dim() == 2 && ptrs.size(0) == 6 &&
+                  ptrs.size(1) == n && ptrs.is_contiguous(),
+              "optim_step_: ptrs must be a contiguous int64 (6, ", n, ") tensor on ", device);
+  const int64_t* table = ptrs.data_ptr<int64_t>();
+  q.p = reinterpret_cast<void* const*>(table);
+  q.g = reinterpret_cast<const void* const*>(table + n);
+  q.m = reinterpret_cast<void* const*>(table + 2 * n);
+  q.v = reinterpret_cast<void* const*>(table + 3 * n);
+  q.s = has_slows ? reinterpret_cast<void* const*>(table + 4 * n) : nullptr;
+  q.step = reinterpret_cast<const float* const*>(table + 5 * n);
 }
 
 inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::Device device) {

@@ -1,7 +1,8 @@
 // Autograd of tricks_ext::soft_ce_fwd in C++ (CPU and CUDA kernels alike; the Triton pair keeps
-// its Python registration in tricks_ext/ops/soft_ce.py, same formulas). Why C++: at 256 x 1000
-// fp32 on CPU both kernels take ~0.35 ms and the Python autograd layers of torch.library
-// (argument defaults, redispatch, setup_context, the Python backward) ~0.3 ms more.
+// its Python registration in tricks_ext/ops/soft_ce.py, same formulas). Why C++: at ImageNet
+// sizes on CPU, torch.library's Python autograd layers (argument defaults, redispatch,
+// setup_context, the Python backward) cost about as much as both kernels (benchmarks/NOTES.md,
+// "Measurements behind code choices").
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>

@@ -15,8 +15,8 @@ namespace tricks {
 namespace soft_ce {
 namespace {
 
-// 32 lanes (4 AVX2 vectors of independent sums): forward of 256 x 1000 fp32 on one thread here
-// 0.39 ms, vs 0.58 ms with 16 lanes (GCC then keeps the max chain through memory).
+// 32 lanes (4 AVX2 vectors of independent sums): with 16, GCC keeps the max chain through
+// memory and the forward is slower (benchmarks/NOTES.md, "Measurements behind code choices").
 constexpr int kLanes = 32;
 
 TRICKS_CPU_INLINE float exp_acc(float x) { return tricks::exp_cpu(x); }
@@ -107,8 +107,8 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
       for (int64_t c = 0; c < C; ++c) dz[c] = fill;
       continue;
     }
-    // exp_acc written out in each loop: behind a lambda it was called, not inlined into the
-    // ISA clones, and the fp32 backward ran 2.4x slower
+    // exp_acc written out in each loop: behind a lambda GCC calls it instead of inlining it
+    // into the ISA clones, and the loop does not vectorize
     const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
     for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) - off));
     for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
@@ -127,7 +127,7 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cpu(const at::Tensor& logits, con
                                                    int64_t ignore_index, int64_t reduction) {
   auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_fwd_cpu", [&] {
-    at::parallel_for(0, f.p.rows, grain(f.p), [&](int64_t s, int64_t e) { fwd_rows<scalar_t>(f.p, s, e); });
+    at::parallel_for(0, f.params.rows, grain(f.params), [&](int64_t s, int64_t e) { fwd_rows<scalar_t>(f.params, s, e); });
   });
   return {finish_fwd(f, logits, a, reduction), f.stats};
 }
@@ -138,7 +138,7 @@ at::Tensor soft_ce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, con
                            int64_t ignore_index, int64_t reduction) {
   auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_bwd_cpu", [&] {
-    at::parallel_for(0, r.p.rows, grain(r.p), [&](int64_t s, int64_t e) { bwd_rows<scalar_t>(r.p, s, e); });
+    at::parallel_for(0, r.params.rows, grain(r.params), [&](int64_t s, int64_t e) { bwd_rows<scalar_t>(r.params, s, e); });
   });
   return r.dlogits;
 }

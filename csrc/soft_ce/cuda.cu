@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
+#include "common/cuda_reduce.cuh"
 #include "soft_ce/cuda.h"
 
 namespace tricks {

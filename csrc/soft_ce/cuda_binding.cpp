@@ -16,7 +16,7 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cuda(const at::Tensor& logits, co
                                                     int64_t ignore_index, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
   auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
-  check_launch(launch_fwd_cuda(f.p, current_cuda_stream(logits)), "soft_ce_fwd");
+  check_launch(launch_fwd_cuda(f.params, current_cuda_stream(logits)), "soft_ce_fwd");
   return {finish_fwd(f, logits, a, reduction), f.stats};
 }
 
@@ -26,7 +26,7 @@ at::Tensor soft_ce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, co
                             int64_t ignore_index, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
   auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
-  check_launch(launch_bwd_cuda(r.p, current_cuda_stream(logits)), "soft_ce_bwd");
+  check_launch(launch_bwd_cuda(r.params, current_cuda_stream(logits)), "soft_ce_bwd");
   return r.dlogits;
 }
 

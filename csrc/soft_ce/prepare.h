@@ -75,7 +75,7 @@ inline at::Tensor mean_divisor(const Params& q, const at::Tensor& logits, const 
 }
 
 struct Fwd {
-  Params p;
+  Params params;
   at::Tensor loss, stats;  // loss: per row, in the statistics dtype (reduced by finish_fwd)
 };
 
@@ -87,8 +87,8 @@ inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>
   const auto opts = logits.options().dtype(stats_dtype(logits));
   f.loss = at::empty({logits.size(0)}, opts);
   f.stats = at::empty({logits.size(0), kStats}, opts);
-  f.p.loss = f.loss.data_ptr();
-  f.p.stats = f.stats.data_ptr();
+  f.params.loss = f.loss.data_ptr();
+  f.params.stats = f.stats.data_ptr();
   return f;
 }
 
@@ -97,12 +97,12 @@ inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, const c10::
                              int64_t reduction) {
   if (reduction == kNone) return f.loss.to(logits.scalar_type());
   at::Tensor total = f.loss.sum();
-  if (reduction == kMean) total = total / mean_divisor(f.p, logits, a);
+  if (reduction == kMean) total = total / mean_divisor(f.params, logits, a);
   return total.to(logits.scalar_type());
 }
 
 struct Bwd {
-  Params p;
+  Params params;
   at::Tensor dlogits, grad;  // grad: dL/dloss_i in the statistics dtype, 1/divisor applied for 'mean'
 };
 
@@ -123,15 +123,15 @@ inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c
     r.grad = grad.to(acc).contiguous();
   } else {
     TORCH_CHECK(grad.dim() == 0, "soft_ce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
-    r.grad = reduction == kMean ? grad.to(acc) / mean_divisor(r.p, logits, a) : grad.to(acc);
+    r.grad = reduction == kMean ? grad.to(acc) / mean_divisor(r.params, logits, a) : grad.to(acc);
   }
   TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
                   stats.size(1) == kStats && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, ",
               kStats, ")");
-  r.p.grad = r.grad.data_ptr();
-  r.p.grad_stride = reduction == kNone ? 1 : 0;
-  r.p.stats = const_cast<void*>(stats.data_ptr());
-  r.p.dlogits = r.dlogits.data_ptr();
+  r.params.grad = r.grad.data_ptr();
+  r.params.grad_stride = reduction == kNone ? 1 : 0;
+  r.params.stats = const_cast<void*>(stats.data_ptr());
+  r.params.dlogits = r.dlogits.data_ptr();
   return r;
 }
 

@@ -88,11 +88,11 @@ void bwd_kernel(const BwdParams& p) {
   at::parallel_for(0, p.rows, grain(p.K), [&](int64_t begin, int64_t end) { bwd_rows<T>(p, begin, end); });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cpu(const at::Tensor& w, const c10::optional<at::Tensor>& gain,
-                                                       double eps) {
-  auto f = prepare_fwd(w, gain, eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cpu(const at::Tensor& w, double eps,
+                                                       const c10::optional<at::Tensor>& gain) {
+  auto f = prepare_fwd(w, eps, gain);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "weight_standardize_fwd_cpu",
-                                  [&] { fwd_kernel<scalar_t>(f.p); });
+                                  [&] { fwd_kernel<scalar_t>(f.params); });
   return {f.out, f.mean, f.rstd};
 }
 
@@ -101,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_cpu(const at::Tensor& grad_out, const at:
                                            const at::Tensor& mean, const at::Tensor& rstd) {
   auto b = prepare_bwd(grad_out, w, gain, mean, rstd);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "weight_standardize_bwd_cpu",
-                                  [&] { bwd_kernel<scalar_t>(b.p); });
+                                  [&] { bwd_kernel<scalar_t>(b.params); });
   return {b.grad_w, b.grad_gain};
 }
 

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include "common/cuda_dtype.cuh"
+#include "common/cuda_launch.cuh"
+#include "common/cuda_reduce.cuh"
 #include "weight_standardize/cuda.h"
 
 namespace tricks {

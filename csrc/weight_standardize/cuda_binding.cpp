@@ -9,11 +9,11 @@ namespace tricks {
 namespace ws {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cuda(const at::Tensor& w, const c10::optional<at::Tensor>& gain,
-                                                        double eps) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fwd_cuda(const at::Tensor& w, double eps,
+                                                        const c10::optional<at::Tensor>& gain) {
   c10::DeviceGuard guard(w.device());
-  auto f = prepare_fwd(w, gain, eps);
-  check_launch(launch_fwd_cuda(f.p, current_cuda_stream(w)), "weight_standardize_fwd");
+  auto f = prepare_fwd(w, eps, gain);
+  check_launch(launch_fwd_cuda(f.params, current_cuda_stream(w)), "weight_standardize_fwd");
   return {f.out, f.mean, f.rstd};
 }
 
@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_cuda(const at::Tensor& grad_out, const at
                                             const at::Tensor& mean, const at::Tensor& rstd) {
   c10::DeviceGuard guard(w.device());
   auto b = prepare_bwd(grad_out, w, gain, mean, rstd);
-  check_launch(launch_bwd_cuda(b.p, current_cuda_stream(w)), "weight_standardize_bwd");
+  check_launch(launch_bwd_cuda(b.params, current_cuda_stream(w)), "weight_standardize_bwd");
   return {b.grad_w, b.grad_gain};
 }
 

@@ -20,17 +20,17 @@ inline int64_t row_len(const at::Tensor& w) {
 }
 
 struct Fwd {
-  Params p;
+  Params params;
   at::Tensor out, mean, rstd;
 };
 
 struct Bwd {
-  BwdParams p;
+  BwdParams params;
   at::Tensor grad_out;  // keeps a restrided copy of grad_out alive while the kernel runs
   at::Tensor grad_w, grad_gain;
 };
 
-inline Fwd prepare_fwd(const at::Tensor& w, const c10::optional<at::Tensor>& gain, double eps) {
+inline Fwd prepare_fwd(const at::Tensor& w, double eps, const c10::optional<at::Tensor>& gain) {
   check_weight(w, "w");
   const auto sdt = stats_dtype(w);
   if (gain.has_value()) check_vector(*gain, "gain", w.size(0), sdt, w);
@@ -39,7 +39,7 @@ inline Fwd prepare_fwd(const at::Tensor& w, const c10::optional<at::Tensor>& gai
   f.out = at::empty_like(w);  // keeps w's (row-dense) strides
   f.mean = at::empty({w.size(0)}, w.options().dtype(sdt));
   f.rstd = at::empty({w.size(0)}, w.options().dtype(sdt));
-  f.p = Params{w.data_ptr(), f.out.data_ptr(), gain.has_value() ? gain->data_ptr() : nullptr,
+  f.params = Params{w.data_ptr(), f.out.data_ptr(), gain.has_value() ? gain->data_ptr() : nullptr,
                f.mean.data_ptr(), f.rstd.data_ptr(), w.size(0), row_len(w), eps, to_dtype(w, "w")};
   return f;
 }
@@ -60,7 +60,7 @@ inline Bwd prepare_bwd(const at::Tensor& grad_out, const at::Tensor& w, const c1
   b.grad_out = grad_out.strides() == w.strides() ? grad_out : at::empty_like(w).copy_(grad_out);
   b.grad_w = at::empty_like(w);
   b.grad_gain = at::empty({w.size(0)}, w.options().dtype(sdt));
-  b.p = BwdParams{b.grad_out.data_ptr(), w.data_ptr(), gain.has_value() ? gain->data_ptr() : nullptr,
+  b.params = BwdParams{b.grad_out.data_ptr(), w.data_ptr(), gain.has_value() ? gain->data_ptr() : nullptr,
                   mean.data_ptr(), rstd.data_ptr(), b.grad_w.data_ptr(), b.grad_gain.data_ptr(),
                   w.size(0), row_len(w), to_dtype(w, "w")};
   return b;

@@ -234,7 +234,7 @@ def test_dropout_family(seed):
         out = F.drop_path(x, p, residual=r if with_residual else None, seed_offset=so, backend=backend)
         return grads_of(out, [x, r], seed)
 
-    results = run_all(kind, "dropout", [x0, residual, gate], fn)
+    results = run_all(kind, "dropout_apply", [x0, residual, gate], fn)
     if results["torch"][0] == "ok" and kind == "dropout_add" and gate is not None:
         gate_grads = {b: r[1].pop() for b, r in results.items()}
         for b, g in gate_grads.items():  # the gate's gradient sums in another order per backend
@@ -279,7 +279,7 @@ def test_mixup(seed):
         assert (out is x) == inplace
         return [out]
 
-    assert_exact("mixup", run_all("mixup", "mixup", [x0], fn))
+    assert_exact("mixup", run_all("mixup", "mixup_apply", [x0], fn))
 
 
 @pytest.mark.parametrize("seed", cases("mask_boxes"))

@@ -7,12 +7,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from tricks_ext._dtypes import FLOAT_DTYPES, stats_dtype  # noqa: F401  (re-exported to the ops)
 
-
-def stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Statistics/accumulation dtype: fp32, or fp64 for fp64 inputs."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_float_tensor(op: str, name: str, t: object) -> Tensor:

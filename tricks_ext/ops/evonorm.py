@@ -1,7 +1,7 @@
 """evonorm_s0: registration (fake + autograd) and per-backend entries of EvoNorm-S0.
 
-Operators: tricks_ext::evonorm_s0_fwd / _bwd (C++: CPU and CUDA) and the Triton pair
-evonorm_s0_fwd_triton / _bwd_triton, on x viewed as (N, C, P). Saved for backward: x and the
+Operators: tricks_ext::evonorm_s0_fwd / _bwd (C++: CPU and CUDA) and their Triton twins, on x
+viewed as (N, C, P). Saved for backward: x and the
 per-(n, g) mean and rstd (plus the (C,) v and weight). The backward's per-(n, c) partials are
 summed over N here, in a fixed order (deterministic dv, dweight, dbias).
 Backend entries: (x, v, weight, bias, groups, eps, split=0) -> y, for x (N, C, ...); split is
@@ -14,61 +14,68 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
-from tricks_ext import _backend, _ext
+from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
+from tricks_ext.ops._library import Twin, register_autograd
 from tricks_ext.reference.evonorm import evonorm_s0 as _reference
 
 OP = "evonorm_s0"
 
 
+def _check_args(x: Tensor, v: Tensor, weight: Tensor, groups: int) -> None:
+    torch._check(x.dim() == 3, lambda: f"evonorm_s0: x must be (N, C, P), got {tuple(x.shape)}")
+    c = x.shape[1]
+    torch._check(groups >= 1 and c % groups == 0, lambda: f"evonorm_s0: C = {c} is not divisible by groups = {groups}")
+    for name, t in (("v", v), ("weight", weight)):
+        torch._check(t.shape == (c,) and t.dtype == stats_dtype(x.dtype),
+                     lambda: f"evonorm_s0: {name} must be ({c},) {stats_dtype(x.dtype)}")
+
+
 def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, split: int):
+    _check_args(x, v, weight, groups)
     acc = stats_dtype(x.dtype)
     return torch.empty_like(x), x.new_empty((x.shape[0], groups), dtype=acc), x.new_empty((x.shape[0], groups),
                                                                                           dtype=acc)
 
 
 def _fake_bwd(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int, eps: float):
+    _check_args(x, v, weight, groups)
+    torch._check(dy.shape == x.shape and dy.dtype == x.dtype, lambda: "evonorm_s0_bwd: dy must match x")
     return torch.empty_like(x), x.new_empty((x.shape[0], x.shape[1], 3), dtype=stats_dtype(x.dtype))
 
 
-def _register_autograd(name: str, bwd: Callable) -> None:
-    def setup_context(ctx, inputs, output):
-        x, v, weight, _bias, groups, eps, _split = inputs
-        ctx.groups, ctx.eps = groups, eps
-        ctx.save_for_backward(x, v, weight, output[1], output[2])
+def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+                split: int) -> Tuple[Tensor, Tensor, Tensor]:
+    from tricks_ext.triton_kernels.evonorm import evonorm_s0_fwd
+    return evonorm_s0_fwd(x, v, weight, bias, groups, eps, split)
 
+
+def _bwd_triton(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int,
+                eps: float) -> Tuple[Tensor, Tensor]:
+    from tricks_ext.triton_kernels.evonorm import evonorm_s0_bwd
+    return evonorm_s0_bwd(dy, x, v, weight, mean, rstd, groups)
+
+
+FWD = Twin("evonorm_s0_fwd", _fwd_triton, _fake_fwd)
+BWD = Twin("evonorm_s0_bwd", _bwd_triton, _fake_bwd)
+
+
+def _setup_context(ctx, inputs, output):
+    x, v, weight, _bias, groups, eps, _split = inputs
+    ctx.groups, ctx.eps = groups, eps
+    ctx.save_for_backward(x, v, weight, output[1], output[2])
+
+
+def _make_backward(bwd: Callable) -> Callable:
     def backward(ctx, dy, _dmean, _drstd):
         x, v, weight, mean, rstd = ctx.saved_tensors
         dx, part = bwd(dy, x, v, weight, mean, rstd, ctx.groups, ctx.eps)
         sums = part.sum(0)  # (C, 3): sum_n r A, sum_n r V, sum_n B
         return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None, None
-
-    torch.library.register_autograd(name, backward, setup_context=setup_context)
-
-
-if _ext.HAS_C:
-    torch.library.register_fake("tricks_ext::evonorm_s0_fwd")(_fake_fwd)
-    torch.library.register_fake("tricks_ext::evonorm_s0_bwd")(_fake_bwd)
-    _register_autograd("tricks_ext::evonorm_s0_fwd", torch.ops.tricks_ext.evonorm_s0_bwd)
+    return backward
 
 
-@torch.library.custom_op("tricks_ext::evonorm_s0_fwd_triton", mutates_args=())
-def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
-                split: int) -> Tuple[Tensor, Tensor, Tensor]:
-    from tricks_ext.triton_kernels.evonorm import evonorm_fwd
-    return evonorm_fwd(x, v, weight, bias, groups, eps, split)
-
-
-@torch.library.custom_op("tricks_ext::evonorm_s0_bwd_triton", mutates_args=())
-def _bwd_triton(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int,
-                eps: float) -> Tuple[Tensor, Tensor]:
-    from tricks_ext.triton_kernels.evonorm import evonorm_bwd
-    return evonorm_bwd(dy, x, v, weight, mean, rstd, groups)
-
-
-_fwd_triton.register_fake(_fake_fwd)
-_bwd_triton.register_fake(_fake_bwd)
-_register_autograd("tricks_ext::evonorm_s0_fwd_triton", _bwd_triton)
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD)
 
 
 def as_ncp(x: Tensor) -> Tensor:
@@ -95,9 +102,4 @@ def _torch(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps:
     return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)  # x's layout, as the kernels
 
 
-_backend.register(OP, "torch", _torch)
-_backend.register(OP, "triton", _kernel_entry(_fwd_triton))
-if _ext.HAS_C:
-    _cpp = _kernel_entry(torch.ops.tricks_ext.evonorm_s0_fwd)
-    _backend.register(OP, "cpu", _cpp)
-    _backend.register(OP, "cuda", _cpp)
+_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None)

@@ -1,7 +1,6 @@
 """mask_boxes: registration (fake + autograd) and per-backend entries of box masking.
 
-Operators: tricks_ext::mask_boxes / mask_boxes_ (C++: CPU and CUDA) and the Triton pair
-mask_boxes_triton / mask_boxes_triton_. The out-of-place op is linear in x: its backward is the
+Operators: tricks_ext::mask_boxes / mask_boxes_ (C++: CPU and CUDA) and their Triton twins. The out-of-place op is linear in x: its backward is the
 same op on the gradient with value 0 (the boxes, not a mask, are saved). Backend entries:
 (x, box, value, inplace) -> masked tensor (x itself when inplace).
 """
@@ -12,41 +11,23 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from tricks_ext import _backend, _ext
-from tricks_ext.ops.mixup import clip_boxes, sample_layout
+from tricks_ext import _backend
+from tricks_ext.ops._library import Twin, register_autograd
+from tricks_ext.ops.mixup import check_layout, clip_boxes, sample_layout
 from tricks_ext.reference.mask_boxes import mask_boxes as _reference
 
 OP = "mask_boxes"
 
 
 def _fake(x: Tensor, box: Tensor, value: float, height: int, width: int, inner: int) -> Tensor:
+    check_layout("mask_boxes", x, box, height, width, inner, 3)
     return torch.empty_like(x)
 
 
 def _fake_inplace(x: Tensor, box: Tensor, value: float, height: int, width: int, inner: int) -> None:
-    return None
+    _fake(x, box, value, height, width, inner)
 
 
-def _register_autograd(name: str, op: Callable) -> None:
-    def setup_context(ctx, inputs, output):
-        _x, box, _value, height, width, inner = inputs
-        ctx.layout = (height, width, inner)
-        ctx.save_for_backward(box)
-
-    def backward(ctx, grad):
-        (box,) = ctx.saved_tensors
-        return op(grad.contiguous(), box, 0.0, *ctx.layout), None, None, None, None, None
-
-    torch.library.register_autograd(name, backward, setup_context=setup_context)
-
-
-if _ext.HAS_C:
-    torch.library.register_fake("tricks_ext::mask_boxes")(_fake)
-    torch.library.register_fake("tricks_ext::mask_boxes_")(_fake_inplace)
-    _register_autograd("tricks_ext::mask_boxes", torch.ops.tricks_ext.mask_boxes)
-
-
-@torch.library.custom_op("tricks_ext::mask_boxes_triton", mutates_args=())
 def _triton(x: Tensor, box: Tensor, value: float, height: int, width: int, inner: int) -> Tensor:
     from tricks_ext.triton_kernels.mask_boxes import mask_boxes
     out = torch.empty_like(x)
@@ -54,15 +35,29 @@ def _triton(x: Tensor, box: Tensor, value: float, height: int, width: int, inner
     return out
 
 
-@torch.library.custom_op("tricks_ext::mask_boxes_triton_", mutates_args=("x",))
 def _triton_(x: Tensor, box: Tensor, value: float, height: int, width: int, inner: int) -> None:
     from tricks_ext.triton_kernels.mask_boxes import mask_boxes
     mask_boxes(x, x, box, value, height, width, inner)
 
 
-_triton.register_fake(_fake)
-_triton_.register_fake(_fake_inplace)
-_register_autograd("tricks_ext::mask_boxes_triton", _triton)
+MASK = Twin("mask_boxes", _triton, _fake)
+MASK_ = Twin("mask_boxes_", _triton_, _fake_inplace, mutates_args=("x",))
+
+
+def _setup_context(ctx, inputs, output):
+    _x, box, _value, height, width, inner = inputs
+    ctx.layout = (height, width, inner)
+    ctx.save_for_backward(box)
+
+
+def _make_backward(op: Callable) -> Callable:
+    def backward(ctx, grad):
+        (box,) = ctx.saved_tensors
+        return op(grad.contiguous(), box, 0.0, *ctx.layout), None, None, None, None, None
+    return backward
+
+
+register_autograd(MASK, _make_backward, _setup_context)
 
 
 def _torch(x: Tensor, box: Tensor, value: float, inplace: bool) -> Tensor:
@@ -81,9 +76,5 @@ def _kernel_entry(op: Callable, op_: Callable) -> Callable:
     return run
 
 
-_backend.register(OP, "torch", _torch)
-_backend.register(OP, "triton", _kernel_entry(_triton, _triton_))
-if _ext.HAS_C:
-    _cpp = _kernel_entry(torch.ops.tricks_ext.mask_boxes, torch.ops.tricks_ext.mask_boxes_)
-    _backend.register(OP, "cpu", _cpp)
-    _backend.register(OP, "cuda", _cpp)
+_backend.register(OP, torch=_torch, triton=_kernel_entry(MASK.triton, MASK_.triton),
+                  cxx=_kernel_entry(MASK.cxx, MASK_.cxx) if MASK.cxx else None)

@@ -1,7 +1,6 @@
 """mixup_apply: registration (fake impls) and per-backend entries of the Mixup/CutMix mixing.
 
-Operators: tricks_ext::mixup_apply / mixup_apply_ (C++: CPU and CUDA) and the Triton pair
-mixup_apply_triton / mixup_apply_triton_. Mixing is a data transform: no autograd formula is
+Operators: tricks_ext::mixup_apply / mixup_apply_ (C++: CPU and CUDA) and their Triton twins. Mixing is a data transform: no autograd formula is
 registered, and the public API rejects inputs that require grad.
 """
 from __future__ import annotations
@@ -11,10 +10,11 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
-from tricks_ext import _backend, _ext
+from tricks_ext import _backend
+from tricks_ext.ops._library import Twin
 from tricks_ext.reference.mixup import mix as _reference
 
-OP = "mixup"
+OP = "mixup_apply"
 
 
 def sample_layout(x: Tensor) -> Tuple[Tensor, int, int, int]:
@@ -36,20 +36,25 @@ def clip_boxes(box: Tensor, height: int, width: int, device: torch.device) -> Te
     return torch.cat([b[..., :2].clamp(0, height), b[..., 2:].clamp(0, width)], dim=-1).to(torch.int32).contiguous()
 
 
+def check_layout(op: str, x: Tensor, box: Tensor, height: int, width: int, inner: int, box_dims: int) -> None:
+    """What the fake kernels of mixup_apply and mask_boxes check: the layout and the boxes."""
+    torch._check(x.dim() >= 1 and height >= 1 and width >= 1 and inner >= 1,
+                 lambda: f"{op}: height, width, inner must be >= 1 for a batch x")
+    torch._check(box.dtype == torch.int32 and box.dim() == box_dims and box.shape[0] == x.shape[0] and box.shape[-1] == 4,
+                 lambda: f"{op}: box must be int32 with one row of (y0, y1, x0, x1) per sample")
+
+
 def _fake(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> Tensor:
+    check_layout("mixup_apply", x, box, height, width, inner, 2)
+    torch._check(coef.dtype == torch.float32 and coef.shape == (x.shape[0], 2),
+                 lambda: "mixup_apply: coef must be float32 (B, 2)")
     return torch.empty_like(x)
 
 
 def _fake_inplace(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> None:
-    return None
+    _fake(x, coef, box, height, width, inner)
 
 
-if _ext.HAS_C:
-    torch.library.register_fake("tricks_ext::mixup_apply")(_fake)
-    torch.library.register_fake("tricks_ext::mixup_apply_")(_fake_inplace)
-
-
-@torch.library.custom_op("tricks_ext::mixup_apply_triton", mutates_args=())
 def _apply_triton(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> Tensor:
     from tricks_ext.triton_kernels.mixup import mixup_apply
     out = torch.empty_like(x)
@@ -57,14 +62,13 @@ def _apply_triton(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int,
     return out
 
 
-@torch.library.custom_op("tricks_ext::mixup_apply_triton_", mutates_args=("x",))
 def _apply_triton_(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> None:
     from tricks_ext.triton_kernels.mixup import mixup_apply
     mixup_apply(x, x, coef, box, height, width, inner)
 
 
-_apply_triton.register_fake(_fake)
-_apply_triton_.register_fake(_fake_inplace)
+APPLY = Twin("mixup_apply", _apply_triton, _fake)
+APPLY_ = Twin("mixup_apply_", _apply_triton_, _fake_inplace, mutates_args=("x",))
 
 
 # Backend entries: (x, coef, box, inplace) -> mixed tensor (x itself when inplace).
@@ -85,9 +89,5 @@ def _kernel_entry(op: Callable, op_: Callable) -> Callable:
     return run
 
 
-_backend.register(OP, "torch", _torch)
-_backend.register(OP, "triton", _kernel_entry(_apply_triton, _apply_triton_))
-if _ext.HAS_C:
-    _cpp = _kernel_entry(torch.ops.tricks_ext.mixup_apply, torch.ops.tricks_ext.mixup_apply_)
-    _backend.register(OP, "cpu", _cpp)
-    _backend.register(OP, "cuda", _cpp)
+_backend.register(OP, torch=_torch, triton=_kernel_entry(APPLY.triton, APPLY_.triton),
+                  cxx=_kernel_entry(APPLY.cxx, APPLY_.cxx) if APPLY.cxx else None)

@@ -6,7 +6,8 @@ counted here), ``grad_scale``/``found_inf`` come from torch.amp.GradScaler (or a
 ``cache`` a dict the optimizer keeps for this (group, device, dtype) bucket (launch plans).
 
 Backends: ``torch`` (the reference, one tensor at a time), ``cpu`` and ``cuda``
-(``tricks_ext::optim_step_``, csrc/), ``triton`` (triton_kernels/optim.py). The fused backends
+(``tricks_ext::optim_step_``, csrc/optim/), ``triton`` (triton_kernels/optim.py, the same
+signature as the C++ op). All three fused backends take the work list of :class:`Plan`. The fused backends
 count steps on the step tensors themselves (``_foreach_add_`` before the kernel, which computes
 its per-step scalars from them; ``_foreach_sub_(found_inf)`` after), so GradScaler's found_inf is
 never read on the host.
@@ -24,17 +25,20 @@ from tricks_ext.reference.optim import centralize, optimizer_step
 
 OP = "optim_step"
 
-# Work-list granularity of the device kernels: a tensor without GC is cut into chunks of CHUNK
-# elements (8 sweeps of a 1024-wide Triton block, 32 of a 256-thread CUDA block: enough work per
-# program to hide the table loads, ~3K programs for a 25M-param model, 20+ per H100 SM). A GC
-# row of up to ROW_MAX elements is one program: its mean is reduced in a first sweep and the
-# update sweep re-reads the row from L1/L2 (64 KiB of fp32 at most), so GC costs no DRAM pass.
-# Longer rows would serialize on one SM; they take the two-level path instead: their grads are
-# centralized by a separate torch reduction before the launch (one extra read and write of
-# those grads only), then they are chunked like tensors without GC. No ResNet/ViT/GPT-2 weight
-# has rows that long (the widest is 4608 = 512x3x3).
-CHUNK = 8192
+# The work list, one planner for every fused backend: a GC row of up to ROW_MAX elements is one
+# item (its mean is reduced in a first sweep and the update sweep re-reads the row from cache: L1/L2
+# on a CPU core, L2 on a GPU SM, 64 KiB of fp32 at most), so GC costs no DRAM pass. Longer rows
+# would serialize on one core or SM; they take the two-level path instead: their grads are
+# centralized by a separate torch reduction before the launch (one extra read and write of those
+# grads only), then they are chunked like tensors without GC. No ResNet/ViT/GPT-2 weight has rows
+# that long (the widest is 4608 = 512x3x3). A tensor without GC is cut into chunks of CHUNK
+# elements: on the GPUs 8 sweeps of a 1024-wide Triton program or 32 of a 256-thread CUDA block
+# (~3K items for a 25M-param model, 20+ per H100 SM); on CPU 32K elements, 128 KiB of fp32 params,
+# which the kernel groups into parallel tasks (csrc/optim/cpu.cpp).
+CHUNK = {"cpu": 1 << 15, "cuda": 8192, "triton": 8192}
 ROW_MAX = 16384
+# The device kernels compute in fp32: fp64 params run on the torch and cpu backends.
+DEVICE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
@@ -55,53 +59,59 @@ def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor]
 
 
 class Plan:
-    """Work list and pointer table of one (device, dtype) bucket, reused while its tensors
-    (params, states, step counters) stay the same; the grad row is refreshed when grads move.
-    ``ptrs`` rows: param, grad, exp_avg, exp_avg_sq, slow (0 without Lookahead), step."""
+    """Work list and pointer table of one (device, dtype) bucket, as ``optim_step_`` takes them,
+    reused while its tensors stay the same; the grad row is refreshed when grads move.
+    ``work`` rows: (tensor, start, length, gc); ``ptrs`` (the device kernels' table, None with
+    ``with_ptrs=False``: the CPU kernel reads the lists) rows: param, grad, exp_avg, exp_avg_sq,
+    slow (0 without Lookahead), step addresses; ``long_rows``: the tensors whose GC rows take
+    the two-level path (see ROW_MAX)."""
 
-    def __init__(self, params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int):
+    def __init__(self, params: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
+                 slows: List[Tensor], steps: List[Tensor], gc_min_dim: int, chunk: int, with_ptrs: bool = True):
         work: List[int] = []
-        self.long_rows: List[int] = []  # tensors whose GC rows take the two-level path
+        self.long_rows: List[int] = []
         for i, p in enumerate(params):
-            if _centralized(p, gc_min_dim) and p.numel() // p.shape[0] > ROW_MAX:
+            row = p.numel() // p.shape[0] if _centralized(p, gc_min_dim) else 0  # shape[0] > 0 there
+            if row > ROW_MAX:
                 self.long_rows.append(i)
-            if _centralized(p, gc_min_dim) and i not in self.long_rows:
-                row = p.numel() // p.shape[0]
+            if 0 < row <= ROW_MAX:
                 for r in range(p.shape[0]):
                     work += [i, r * row, row, 1]
             else:
-                for b in range(0, p.numel(), CHUNK):
-                    work += [i, b, min(CHUNK, p.numel() - b), 0]
+                for b in range(0, p.numel(), chunk):
+                    work += [i, b, min(chunk, p.numel() - b), 0]
         device = params[0].device
-        self.n_items = len(work) // 4
         self.work = torch.tensor(work, dtype=torch.int64).view(-1, 4).to(device)
-        rows = [[p.data_ptr() for p in params], [0] * len(params),
-                [st["exp_avg"].data_ptr() for st in states], [st["exp_avg_sq"].data_ptr() for st in states],
-                [st["slow_buffer"].data_ptr() if "slow_buffer" in st else 0 for st in states],
-                [st["step"].data_ptr() for st in states]]
-        self.ptrs = torch.tensor(rows, dtype=torch.int64).to(device)
+        self.ptrs: Optional[Tensor] = None
+        if with_ptrs:
+            rows = [[p.data_ptr() for p in params], [0] * len(params), [t.data_ptr() for t in exp_avgs],
+                    [t.data_ptr() for t in exp_avg_sqs], [t.data_ptr() for t in slows] if slows else [0] * len(params),
+                    [t.data_ptr() for t in steps]]
+            self.ptrs = torch.tensor(rows, dtype=torch.int64).to(device)
         self.grad_key: tuple = ()
 
     @staticmethod
-    def key(params: List[Tensor], states: List[Dict[str, Any]], gc_min_dim: int) -> tuple:
-        return (gc_min_dim,) + tuple(
-            (p.data_ptr(), tuple(p.shape), st["exp_avg"].data_ptr(), st["exp_avg_sq"].data_ptr(),
-             st["slow_buffer"].data_ptr() if "slow_buffer" in st else 0, st["step"].data_ptr())
-            for p, st in zip(params, states))
+    def key(params: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor], slows: List[Tensor],
+            steps: List[Tensor], gc_min_dim: int, chunk: int) -> tuple:
+        slow_ptrs = [t.data_ptr() for t in slows] if slows else [0] * len(params)
+        return (gc_min_dim, chunk) + tuple(
+            (p.data_ptr(), tuple(p.shape), m.data_ptr(), v.data_ptr(), s, c.data_ptr())
+            for p, m, v, s, c in zip(params, exp_avgs, exp_avg_sqs, slow_ptrs, steps))
 
     def set_grads(self, grads: List[Tensor]) -> None:
         key = tuple(g.data_ptr() for g in grads)
-        if key != self.grad_key:
+        if self.ptrs is not None and key != self.grad_key:
             self.ptrs[1].copy_(torch.tensor(key, dtype=torch.int64))
             self.grad_key = key
 
 
-def _gc_min_dim(group: Dict[str, Any]) -> int:
+def gc_min_dim(group: Dict[str, Any]) -> int:
+    """0: no GC; else the smallest rank whose grads are centralized (2, or 4 for conv only)."""
     return (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
 
 
-def _centralized(p: Tensor, gc_min_dim: int) -> bool:
-    return bool(gc_min_dim) and p.dim() > 1 and p.dim() >= gc_min_dim and p.shape[0] > 0
+def _centralized(p: Tensor, min_dim: int) -> bool:
+    return bool(min_dim) and p.dim() > 1 and p.dim() >= min_dim and p.shape[0] > 0
 
 
 def check_params(backend: str, params: List[Tensor]) -> None:
@@ -115,62 +125,61 @@ def check_params(backend: str, params: List[Tensor]) -> None:
                                f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
 
 
-def _fused(launch: Callable, needs_plan: bool) -> Callable:
+def _fused(launch: Callable, triton: bool) -> Callable:
     """A fused backend: step counters on the params' device, grads restrided like their params,
-    counts bumped before the kernel and undone on the device when found_inf is set."""
+    counts bumped before the kernel and undone on the device when found_inf is set. ``launch``
+    has the signature of ``tricks_ext::optim_step_``: the Triton launcher, or the C++ op, which
+    serves the cpu and cuda backends (the chunk and the pointer table follow the device)."""
     def step(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
              grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
         device = params[0].device
+        chunk = CHUNK["triton" if triton else device.type]
         for p, st in zip(params, states):
             if st["step"].device != device:
                 st["step"] = st["step"].to(device)
         grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for p, g in zip(params, grads)]
-        plan = None
-        if needs_plan:
-            key = Plan.key(params, states, _gc_min_dim(group))
-            if cache.get("key") != key:
-                cache["key"], cache["plan"] = key, Plan(params, states, _gc_min_dim(group))
-            plan = cache["plan"]
-            for i in plan.long_rows:  # two-level GC path (see ROW_MAX); linear, so before scaling is fine
-                grads[i] = centralize(grads[i].to(torch.float32)).to(grads[i].dtype)
-            plan.set_grads(grads)
+        k = group["lookahead_k"]
+        exp_avgs, exp_avg_sqs = [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]
+        slows = [st["slow_buffer"] for st in states] if k is not None else []
+        steps = [st["step"] for st in states]
+        plan_args = (params, exp_avgs, exp_avg_sqs, slows, steps, gc_min_dim(group), chunk)
+        key = Plan.key(*plan_args)
+        if cache.get("key") != key:
+            cache["key"], cache["plan"] = key, Plan(*plan_args, with_ptrs=triton or device.type == "cuda")
+        plan = cache["plan"]
+        for i in plan.long_rows:  # two-level GC path (see ROW_MAX); linear, so before scaling is fine
+            grads[i] = centralize(grads[i].to(torch.float32)).to(grads[i].dtype)
+        plan.set_grads(grads)
         if found_inf is not None:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
         if grad_scale is not None:
             grad_scale = grad_scale.to(device=device, dtype=torch.float32)
-        steps = [st["step"] for st in states]
         torch._foreach_add_(steps, 1)
-        launch(group, params, grads, states, steps, plan, found_inf, grad_scale)
+        b1, b2 = group["betas"]
+        launch(params, grads, exp_avgs, exp_avg_sqs, slows, steps, plan.work, plan.ptrs, found_inf, grad_scale,
+               group["lr"], b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
+               group["lookahead_alpha"], k or 0, group["rectify"], group["maximize"])
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
     return step
 
 
-def _launch_cpp(group, params, grads, states, steps, plan, found_inf, grad_scale) -> None:
-    b1, b2 = group["betas"]
-    k = group["lookahead_k"]
-    torch.ops.tricks_ext.optim_step_(
-        params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
-        [st["slow_buffer"] for st in states] if k is not None else [], steps,
-        None if plan is None else plan.work, None if plan is None else plan.ptrs, found_inf, grad_scale,
-        group["lr"], b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
-        group["lookahead_alpha"], k or 0, group["rectify"], _gc_min_dim(group), group["maximize"])
+def _launch_triton(*args: Any) -> None:
+    from tricks_ext.triton_kernels.optim import optim_step_
+    optim_step_(*args)
 
 
-def _launch_triton(group, params, grads, states, steps, plan, found_inf, grad_scale) -> None:
-    from tricks_ext.triton_kernels.optim import optim_step
-    slow = states[0].get("slow_buffer") if group["lookahead_k"] is not None else None
-    optim_step(plan, found_inf, grad_scale, group, params[0].dtype, states[0]["exp_avg"].dtype,
-               None if slow is None else slow.dtype)
-
-
-_backend.register(OP, "torch", _step_torch)
-_backend.register(OP, "triton", _fused(_launch_triton, needs_plan=True))
 if _ext.HAS_C:
     @torch.library.register_fake("tricks_ext::optim_step_")
     def _(params, grads, exp_avgs, exp_avg_sqs, slows, steps, work, ptrs, found_inf, grad_scale, lr, beta1, beta2,
-          eps, weight_decay, decoupled, alpha, lookahead_k, rectify, gc_min_dim, maximize) -> None:
+          eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize) -> None:
+        torch._check(work.dim() == 2 and work.shape[1] == 4 and work.dtype == torch.int64,
+                     lambda: "optim_step_: work must be int64 (n_items, 4)")
+        torch._check(ptrs is None or (ptrs.shape == (6, len(params)) and ptrs.dtype == torch.int64),
+                     lambda: f"optim_step_: ptrs must be None or int64 (6, {len(params)})")
         return None
 
-    _backend.register(OP, "cpu", _fused(_launch_cpp, needs_plan=False))
-    _backend.register(OP, "cuda", _fused(_launch_cpp, needs_plan=True))
+
+_backend.register(OP, torch=_step_torch, triton=_fused(_launch_triton, triton=True),
+                  cxx=_fused(torch.ops.tricks_ext.optim_step_, triton=False) if _ext.HAS_C else None,
+                  dtypes={"cuda": DEVICE_DTYPES, "triton": DEVICE_DTYPES})

@@ -1,9 +1,7 @@
 """weight_standardize: torch.library registration (fake + autograd) and per-backend entries.
 
-Operators:
-  tricks_ext::weight_standardize_fwd / _bwd          C++ (CPU and CUDA dispatch keys, csrc/)
-  tricks_ext::weight_standardize_fwd_triton / _bwd   Triton launchers wrapped as custom ops
-Both take a row-dense ``w`` (see :func:`is_row_dense`) and ``gain`` as (O,) in the statistics
+Operators: tricks_ext::weight_standardize_fwd / _bwd (C++: CPU and CUDA) and their Triton
+twins, (w, eps, gain) as the public function orders them. Both take a row-dense ``w`` (see :func:`is_row_dense`) and ``gain`` as (O,) in the statistics
 dtype with any scale folded in; :func:`weight_standardize` prepares those from user input.
 """
 from __future__ import annotations
@@ -13,7 +11,8 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from tricks_ext import _backend, _ext
+from tricks_ext import _backend
+from tricks_ext.ops._library import Twin, register_autograd
 from tricks_ext.ops._common import is_row_dense, stats_dtype
 from tricks_ext.reference.weight_standardize import per_channel_multiplier
 from tricks_ext.reference.weight_standardize import weight_standardize as _reference
@@ -21,67 +20,70 @@ from tricks_ext.reference.weight_standardize import weight_standardize as _refer
 OP = "weight_standardize"
 
 
-def _fake_fwd(w: Tensor, gain: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+def _check_args(w: Tensor, gain: Optional[Tensor]) -> None:
+    torch._check(w.dim() >= 2, lambda: f"weight_standardize: w must have rank >= 2, got {tuple(w.shape)}")
+    torch._check(gain is None or (gain.shape == (w.shape[0],) and gain.dtype == stats_dtype(w.dtype)),
+                 lambda: f"weight_standardize: gain must be ({w.shape[0]},) {stats_dtype(w.dtype)}")
+
+
+def _fake_fwd(w: Tensor, eps: float, gain: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    _check_args(w, gain)
     stats = w.new_empty((w.shape[0],), dtype=stats_dtype(w.dtype))
     return torch.empty_like(w), stats, torch.empty_like(stats)
 
 
 def _fake_bwd(grad_out: Tensor, w: Tensor, gain: Optional[Tensor], mean: Tensor, rstd: Tensor
               ) -> Tuple[Tensor, Tensor]:
+    _check_args(w, gain)
+    torch._check(grad_out.shape == w.shape and grad_out.dtype == w.dtype,
+                 lambda: "weight_standardize_bwd: grad_out must have w's shape and dtype")
     return torch.empty_like(w), torch.empty_like(mean)
 
 
-def _register_autograd(fwd_name: str, bwd: Callable) -> None:
-    def setup_context(ctx, inputs, output):
-        w, gain, _eps = inputs
-        _, mean, rstd = output
-        ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(w, gain, mean, rstd)
-
-    def backward(ctx, grad_out, _grad_mean, _grad_rstd):
-        w, gain, mean, rstd = ctx.saved_tensors
-        grad_w, grad_gain = bwd(grad_out, w, gain, mean, rstd)
-        return (grad_w if ctx.needs_input_grad[0] else None,
-                grad_gain if gain is not None and ctx.needs_input_grad[1] else None, None)
-
-    torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
-
-
-if _ext.HAS_C:
-    torch.library.register_fake("tricks_ext::weight_standardize_fwd")(_fake_fwd)
-    torch.library.register_fake("tricks_ext::weight_standardize_bwd")(_fake_bwd)
-    _register_autograd("tricks_ext::weight_standardize_fwd", torch.ops.tricks_ext.weight_standardize_bwd)
-
-
-@torch.library.custom_op("tricks_ext::weight_standardize_fwd_triton", mutates_args=())
-def _fwd_triton(w: Tensor, gain: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+def _fwd_triton(w: Tensor, eps: float, gain: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     from tricks_ext.triton_kernels.weight_standardize import weight_standardize_fwd
-    return weight_standardize_fwd(w, gain, eps)
+    return weight_standardize_fwd(w, eps, gain)
 
 
-@torch.library.custom_op("tricks_ext::weight_standardize_bwd_triton", mutates_args=())
 def _bwd_triton(grad_out: Tensor, w: Tensor, gain: Optional[Tensor], mean: Tensor, rstd: Tensor
                 ) -> Tuple[Tensor, Tensor]:
     from tricks_ext.triton_kernels.weight_standardize import weight_standardize_bwd
     return weight_standardize_bwd(grad_out, w, gain, mean, rstd)
 
 
-_fwd_triton.register_fake(_fake_fwd)
-_bwd_triton.register_fake(_fake_bwd)
-_register_autograd("tricks_ext::weight_standardize_fwd_triton", _bwd_triton)
+FWD = Twin("weight_standardize_fwd", _fwd_triton, _fake_fwd)
+BWD = Twin("weight_standardize_bwd", _bwd_triton, _fake_bwd)
+
+
+def _setup_context(ctx, inputs, output):
+    w, _eps, gain = inputs
+    _, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(w, gain, mean, rstd)
+
+
+def _make_backward(bwd: Callable) -> Callable:
+    def backward(ctx, grad_out, _grad_mean, _grad_rstd):
+        w, gain, mean, rstd = ctx.saved_tensors
+        grad_w, grad_gain = bwd(grad_out, w, gain, mean, rstd)
+        return (grad_w if ctx.needs_input_grad[0] else None, None,
+                grad_gain if gain is not None and ctx.needs_input_grad[2] else None)
+    return backward
+
+
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD)
 
 
 def _kernel_entry(fwd: Callable) -> Callable:
     def run(w: Tensor, eps: float, gain: Optional[Tensor], scale: Optional[float]) -> Tensor:
         if not is_row_dense(w):
             w = w.contiguous()
-        return fwd(w, per_channel_multiplier(w, gain, scale), float(eps))[0]
+        return fwd(w, float(eps), per_channel_multiplier(w, gain, scale))[0]
     return run
 
 
-_backend.register(OP, "torch", lambda w, eps, gain, scale: _reference(w, eps, gain, scale))
-_backend.register(OP, "triton", _kernel_entry(_fwd_triton))
-if _ext.HAS_C:
-    _cpp = _kernel_entry(torch.ops.tricks_ext.weight_standardize_fwd)
-    _backend.register(OP, "cpu", _cpp)
-    _backend.register(OP, "cuda", _cpp)
+def _torch(w: Tensor, eps: float, gain: Optional[Tensor], scale: Optional[float]) -> Tensor:
+    return _reference(w, eps, gain, scale)
+
+
+_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None)

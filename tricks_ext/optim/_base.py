@@ -236,17 +236,10 @@ class TricksOptimizer(Optimizer):
                  caches.setdefault((gi, device, dtype), {}))
         return loss
 
-    def _backend_for(self, device: torch.device, dtype: torch.dtype) -> Optional[str]:
-        """fp64 params run on the torch/cpu backends only (the device kernels compute in fp32):
-        `auto` sends them there, an explicit cuda/triton request is an error."""
-        name = _backend.resolve(OP, device, self.backend)
-        if dtype == torch.float64 and name in ("cuda", "triton"):
-            if (self.backend or _backend.get_backend()) != "auto":
-                raise _backend.BackendUnavailableError(
-                    f"{OP}: backend {name!r} runs float16/bfloat16/float32 params; float64 params need "
-                    "backend 'torch' or 'cpu'")
-            return "torch"
-        return name
+    def _backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
+        """The backend for one (device, dtype) bucket; the dtype rules are the registry's (fp64
+        params: `auto` passes over cuda/triton, an explicit request for them raises)."""
+        return _backend.resolve(OP, device, self.backend, dtype=dtype, caller=type(self).__name__)
 
     def _slow_pairs(self) -> Iterator[Tuple[Tensor, Tensor]]:
         for group in self.param_groups:

@@ -6,7 +6,7 @@ dropout; group = numel / N (one draw per sample of dim 0) is drop path (stochast
 Every backend computes the same mask, so outputs agree bit for bit.
 
 The stream: Philox4x32-10 in plain PyTorch, bit-identical to Triton's ``tl.randint4x(seed,
-counter)`` and to csrc/include/tricks/dropout.h. uint32 arithmetic is emulated in int64
+counter)`` and to csrc/dropout/math.h. uint32 arithmetic is emulated in int64
 tensors; products are split into 16-bit halves so that no intermediate leaves the int64 range.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import List, Optional, Union
 
 import torch
 from torch import Tensor
+
+from tricks_ext._dtypes import stats_dtype
 
 _M32 = 0xFFFFFFFF
 _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
@@ -100,7 +102,7 @@ def dropout_add(x: Tensor, residual: Optional[Tensor], p: float, seed: Seed, off
     kept elements defaults to 1 / (1 - p). Math in fp32 (fp64 for fp64 x)."""
     draws = keep_mask(seed, offset, -(-x.numel() // group), p, x.device)
     keep = draws.repeat_interleave(group)[:x.numel()].view(x.shape) & (p < 1.0)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(x.dtype)
     scale = dropout_scale(p) if scale is None else scale
     scale = torch.tensor(scale, dtype=torch.float32).to(device=x.device, dtype=acc)
     y = torch.where(keep, x.to(acc) * scale, torch.zeros((), dtype=acc, device=x.device))

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from tricks_ext._dtypes import stats_dtype
+
 
 def evonorm_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
                apply_act: bool = True) -> Tensor:
@@ -14,7 +16,7 @@ def evonorm_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, 
     C / groups channels and all spatial positions (biased, centred); ``apply_act=False``:
     y = weight * x + bias. x (N, C, ...)."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(x.dtype)
     xa = x.to(acc)
     w, b = weight.to(acc).view(shape), bias.to(acc).view(shape)
     if not apply_act:

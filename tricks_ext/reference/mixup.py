@@ -13,11 +13,13 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from tricks_ext._dtypes import stats_dtype
+
 
 def mix(x: Tensor, coef: Tensor, box: Tensor) -> Tensor:
     """Mix a batch with its flip. ``x`` (B, ...), ``coef`` fp32 (B, 2), ``box`` int (B, 4)
     (y0, y1, x0, x1) over x's last two dims (an empty box for rank < 3 or plain Mixup)."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(x.dtype)
     xa = x.to(acc)
     xp = xa.flip(0)
     batch = x.shape[0]

@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from tricks_ext._dtypes import stats_dtype
+
 
 def centralize(g: Tensor, conv_only: bool = False) -> Tensor:
     """g minus its mean over all dims but the first (unchanged for dim <= 1, or <= 3 if conv_only)."""
@@ -53,7 +55,7 @@ def optimizer_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
                    maximize: bool) -> None:
     """One update of one tensor, in place on param/exp_avg/exp_avg_sq/slow; ``step`` counts
     this update (1 on the first). ``grad`` is not modified."""
-    acc = torch.float64 if param.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(param.dtype)
     with torch.no_grad():
         g = grad.to(acc)
         if maximize:

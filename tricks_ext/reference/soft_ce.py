@@ -14,13 +14,15 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from tricks_ext._dtypes import stats_dtype
+
 from tricks_ext.reference.mixup import mixed_targets
 
 
 def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
                  dense: Optional[Tensor], smoothing: float, ignore_index: int) -> Tensor:
     """Per-row losses in fp32 (fp64 for fp64 logits)."""
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(logits.dtype)
     if dense is not None:
         return -_weighted(dense.to(acc), torch.log_softmax(logits.to(acc), dim=-1)).sum(-1)
     classes = logits.shape[-1]

@@ -11,10 +11,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from tricks_ext._dtypes import stats_dtype
+
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
                        scale: Optional[float] = None) -> Tensor:
-    acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(w.dtype)
     x = w.to(acc)
     var, mean = torch.var_mean(x, dim=tuple(range(1, w.dim())), correction=0, keepdim=True)
     y = (x - mean) * torch.rsqrt(var + eps)
@@ -26,7 +28,7 @@ def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = No
 
 def per_channel_multiplier(w: Tensor, gain: Optional[Tensor], scale: Optional[float]) -> Optional[Tensor]:
     """gain * scale as an (O,) tensor in the statistics dtype, or None when both are absent."""
-    acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+    acc = stats_dtype(w.dtype)
     a = None if gain is None else gain.reshape(-1).to(acc)
     if scale is not None:
         a = torch.full((w.shape[0],), float(scale), dtype=acc, device=w.device) if a is None else a * scale
