@@ -13,11 +13,11 @@ SEED ?= 1
 
 SANITIZE_DIR := build/sanitize
 # What runs under the sanitizers: the C++ kernels' tests and the fuzz suite (the Triton
-# parametrizations run Python only, the CUDA ones need a device, and test_build checks the
-# regular build: CUDA kernels present, the package without _C).
-SANITIZE_TESTS ?= tests --ignore=tests/test_build.py -k "not triton"
+# parametrizations run Python only, the CUDA ones need a device, test_build checks the regular
+# build: CUDA kernels present, the package without _C; test_compile_check runs GPU compilers).
+SANITIZE_TESTS ?= tests --ignore=tests/test_build.py --ignore=tests/test_compile_check.py -k "not triton"
 
-.PHONY: deps build test test-sanitize bench fuzz info clean
+.PHONY: deps build test test-sanitize bench fuzz info compile-check clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
@@ -58,6 +58,10 @@ bench: build
 
 info: build
 	$(PYTHON) -m tricks_ext info
+
+# Every Triton specialization and CUDA kernel compiled for sm_80 and sm_90 (no GPU needed).
+compile-check: build
+	env -u TRITON_INTERPRET $(PYTHON) -m tricks_ext compile-check
 
 clean:
 	rm -rf build *.egg-info tricks_ext/_C*.so

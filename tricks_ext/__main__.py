@@ -1,4 +1,4 @@
-"""Command line: ``python -m tricks_ext info`` and ``python -m tricks_ext bench [...]``."""
+"""Command line: ``python -m tricks_ext info``, ``bench [...]`` and ``compile-check [...]``."""
 from __future__ import annotations
 
 import argparse
@@ -53,9 +53,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, device, and which backends each op can use here")
     sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py; --help for options)", add_help=False)
+    sub.add_parser("compile-check", help="compile every GPU kernel for sm_80/sm_90 without a GPU (--help for options)",
+                   add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "info":
         return info()
+    if args.cmd == "compile-check":
+        from tricks_ext import compile_check
+        return compile_check.main(rest)
     bench_dir = _benchmarks_dir()
     if bench_dir is None:
         print("benchmarks/ not found next to the package: run from a source checkout "

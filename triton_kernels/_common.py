@@ -16,6 +16,14 @@ def acc_dtype(dtype: torch.dtype):
     """Accumulation type inside kernels, as a Triton dtype (the rule: tricks_ext._dtypes)."""
     return tl.float64 if stats_dtype(dtype) == torch.float64 else tl.float32
 
+# Triton 3.9 fuses a * b + c into an FMA unless a launch says otherwise (its default turns
+# fusion off in 3.10), so every launch states it. EXACT: no fusion, for the ops whose results
+# must match the other backends bit for bit (dropout, mixup: the CPU kernels and the CUDA
+# kernels round every product). FUSED: the statistics ops, held to the fp64 reference within a
+# tolerance, where an FMA rounds once instead of twice.
+EXACT = {"enable_fp_fusion": False}
+FUSED = {"enable_fp_fusion": True}
+
 
 @triton.jit
 def cast_to(x, DTYPE: tl.constexpr):

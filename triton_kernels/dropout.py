@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import EXACT, acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -54,7 +54,7 @@ def dropout_apply(x: torch.Tensor, residual: Optional[torch.Tensor], gate: Optio
         _dropout_apply_kernel[(triton.cdiv(n, BLOCK),)](
             x, residual if residual is not None else x, gate if gate is not None else seed_offset, y, seed_offset,
             n, float(p), float(scale), group, HAS_RES=residual is not None, HAS_GATE=gate is not None,
-            ACC=acc_dtype(x.dtype), BLOCK=BLOCK)
+            ACC=acc_dtype(x.dtype), BLOCK=BLOCK, **EXACT)
     return y
 
 
@@ -92,5 +92,5 @@ def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optio
             grad, x if x is not None else grad, gate if gate is not None else seed_offset, dx,
             partials if x is not None else dx, seed_offset, n, float(p), float(scale), group,
             HAS_X=x is not None, HAS_GATE=gate is not None,
-            ACC=acc_dtype(grad.dtype), BLOCK=BLOCK)
+            ACC=acc_dtype(grad.dtype), BLOCK=BLOCK, **EXACT)
     return dx, partials

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
 from tricks_ext._dtypes import stats_dtype
 
 BLOCK = 1024
@@ -207,12 +207,12 @@ def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: 
         part = torch.empty(n * groups, split, 3, dtype=acc, device=x.device)
         block = _block(-(-group_numel // split))
         _split_stats_kernel[(n * groups, split)](x, part, groups, c, p, *x.stride(), split, ACC=acc_dtype(x.dtype),
-                                                 BLOCK=block)
+                                                 BLOCK=block, **FUSED)
         _split_out_kernel[(n * groups, split)](x, y, v, gamma, beta, mean, rstd, part, groups, c, p, *x.stride(),
-                                               float(eps), split, ACC=acc_dtype(x.dtype), BLOCK=block)
+                                               float(eps), split, ACC=acc_dtype(x.dtype), BLOCK=block, **FUSED)
     else:
         _fwd_kernel[(n * groups,)](x, y, v, gamma, beta, mean, rstd, groups, c, p, *x.stride(), float(eps),
-                                   ACC=acc_dtype(x.dtype), BLOCK=_block(group_numel))
+                                   ACC=acc_dtype(x.dtype), BLOCK=_block(group_numel), **FUSED)
     return y, mean, rstd
 
 
@@ -225,5 +225,5 @@ def evonorm_s0_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, gamma: to
     part = torch.zeros(n, c, 3, dtype=stats_dtype(x.dtype), device=x.device)
     if x.numel():
         _bwd_kernel[(n * groups,)](dy, x, v, gamma, mean, rstd, dx, part, groups, c, p, *x.stride(),
-                                   ACC=acc_dtype(x.dtype), BLOCK=_block(p))
+                                   ACC=acc_dtype(x.dtype), BLOCK=_block(p), **FUSED)
     return dx, part

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import EXACT, acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -43,4 +43,4 @@ def mask_boxes(x: torch.Tensor, out: torch.Tensor, box: torch.Tensor, value: flo
         return
     _mask_kernel[(triton.cdiv(sample, BLOCK), batch)](x, out, box, box.shape[1], sample, height, width, inner,
                                                       float(value), SAME=out.data_ptr() == x.data_ptr(),
-                                                      ACC=acc_dtype(x.dtype), BLOCK=BLOCK)
+                                                      ACC=acc_dtype(x.dtype), BLOCK=BLOCK, **EXACT)

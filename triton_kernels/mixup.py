@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import EXACT, acc_dtype, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -54,5 +54,4 @@ def mixup_apply(x: torch.Tensor, out: torch.Tensor, coef: torch.Tensor, box: tor
     if batch == 0 or sample == 0:
         return
     _mix_kernel[(triton.cdiv(sample, BLOCK), (batch + 1) // 2)](
-        x, out, coef, box, batch, sample, height, width, inner, ACC=acc_dtype(x.dtype), BLOCK=BLOCK,
-        enable_fp_fusion=False)
+        x, out, coef, box, batch, sample, height, width, inner, ACC=acc_dtype(x.dtype), BLOCK=BLOCK, **EXACT)

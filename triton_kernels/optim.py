@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, cast_to, on_input_device
 
 BLOCK = 1024
 
@@ -133,4 +133,4 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
         P_DTYPE=_TL[params[0].dtype], M_DTYPE=_TL[exp_avgs[0].dtype],
         S_DTYPE=_TL[slows[0].dtype if has_slow else params[0].dtype], HAS_SLOW=has_slow,
         RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
-        HAS_GRAD_SCALE=grad_scale is not None, BLOCK=BLOCK)
+        HAS_GRAD_SCALE=grad_scale is not None, BLOCK=BLOCK, **FUSED)

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
 from tricks_ext._dtypes import stats_dtype
 
 DENSE, MIXED, HARD = 0, 1, 2
@@ -26,8 +26,17 @@ def _split(value: float) -> Tuple[float, float]:
     return hi, value - hi
 
 
-def _block(classes: int) -> int:
-    return min(4096, max(16, triton.next_power_of_2(classes)))
+def _block(classes: int, dtype: torch.dtype) -> int:
+    """Columns per sweep of a row: up to 4096, 2048 for fp64, whose forward spills at 4096 with
+    8 warps (and at 16 warps, which cap a thread at 128 registers)."""
+    return min(2048 if dtype == torch.float64 else 4096, max(16, triton.next_power_of_2(classes)))
+
+
+def _warps(block: int) -> int:
+    """Warps per row program: 8 from BLOCK = 2048 up; at 4, 4096 columns put 32 elements of
+    several arrays per thread and the forward's online log-sum-exp spills (fp64) or sits at the
+    255-register cap (fp32 dense targets) (python -m tricks_ext compile-check)."""
+    return 8 if block >= 2048 else 4
 
 
 @triton.jit
@@ -150,9 +159,11 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     loss = torch.empty(rows, dtype=acc, device=logits.device)
     stats = torch.empty(rows, STATS_COLUMNS, dtype=acc, device=logits.device)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    block = _block(classes, logits.dtype)
     if rows:
         _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing), int(ignore_index),
-                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=_block(classes))
+                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
+                             num_warps=_warps(block), **FUSED)
     return loss, stats
 
 
@@ -164,9 +175,10 @@ def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tens
     rows, classes = logits.shape
     dz = torch.empty_like(logits)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    block = _block(classes, logits.dtype)
     if rows:
         _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
                              *_split(smoothing), int(ignore_index), N_STATS=STATS_COLUMNS, MODE=mode,
                              ACC=acc_dtype(logits.dtype),
-                             BLOCK=_block(classes))
+                             BLOCK=block, num_warps=_warps(block), **FUSED)
     return dz

@@ -3,8 +3,10 @@
 Rows (output channels) have K = prod(w.shape[1:]) elements, each row contiguous in memory
 (any order inside). Three sweeps over the row: sum, centred sum of squares, write; rows are
 short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DRAM traffic stays
-at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = 4096 elements, so that
-many short rows (depthwise K=9) share a program instead of idling 4096-wide tiles.
+at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that
+many short rows (depthwise K=9) share a program instead of idling a wide tile. _TILE = 1024:
+8 elements per thread and tensor at 4 warps; with 4096, the tall tiles of short rows spilled
+in the backward (`python -m tricks_ext compile-check`; benchmarks/NOTES.md).
 Math: csrc/weight_standardize/math.h (the CPU/CUDA kernels use the same formulas).
 """
 from __future__ import annotations
@@ -15,10 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
 from tricks_ext._dtypes import stats_dtype
 
-_TILE = 4096
+_TILE = 1024
 
 
 @triton.jit
@@ -120,7 +122,7 @@ def weight_standardize_fwd(w: torch.Tensor, eps: float, gain: Optional[torch.Ten
         block_rows, block_k, grid = _tiles(rows, K)
         _weight_standardize_fwd_kernel[(grid,)](
             w, out, gain if gain is not None else mean, mean, rstd, rows, K, float(eps),
-            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k)
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k, **FUSED)
     return out, mean, rstd
 
 
@@ -137,5 +139,5 @@ def weight_standardize_bwd(grad_out: torch.Tensor, w: torch.Tensor, gain: Option
         block_rows, block_k, grid = _tiles(rows, K)
         _weight_standardize_bwd_kernel[(grid,)](
             grad_out, w, gain if gain is not None else mean, mean, rstd, grad_w, grad_gain, rows, K,
-            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k)
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k, **FUSED)
     return grad_w, grad_gain

@@ -20,6 +20,19 @@ template <typename T> using acc_t = typename AccType<T>::type;
 // kernel translation units need no torch headers.
 enum class DType : int32_t { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
 
+// Products and sums rounded on their own: nvcc contracts a * b + c into an FMA unless told, and
+// the CPU build (-ffp-contract=off) never does, so the ops whose backends must agree bit for
+// bit (dropout_add, mixup) write their products and sums with these.
+#if defined(__CUDA_ARCH__)
+TRICKS_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+TRICKS_HD double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+TRICKS_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+TRICKS_HD double add_rn(double a, double b) { return __dadd_rn(a, b); }
+#else
+template <typename A> TRICKS_HD A mul_rn(A a, A b) { return a * b; }
+template <typename A> TRICKS_HD A add_rn(A a, A b) { return a + b; }
+#endif
+
 TRICKS_HD float rsqrt_acc(float x) {
 #if defined(__CUDA_ARCH__)
   return ::rsqrtf(x);

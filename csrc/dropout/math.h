@@ -103,10 +103,11 @@ TRICKS_HD bool keep(float u, float p) {
   return p < 1.0f && u >= p;
 }
 
+// residual + gate * d, rounded as the CPU rounds it (mul_rn, add_rn: no FMA contraction).
 template <typename A>
 TRICKS_HD A apply(A x, bool kept, float scale, A gate, A residual) {
   const A d = kept ? x * static_cast<A>(scale) : A(0);
-  return residual + gate * d;
+  return add_rn(residual, mul_rn(gate, d));
 }
 
 // One element's share of the gate gradient, x * d with d = dropout(grad): 0 for a dropped

@@ -31,8 +31,10 @@ struct Group {
 };
 
 __device__ __forceinline__ Group group_of(const Params& q) {
-  const uint32_t cg = static_cast<uint32_t>(q.channels / q.groups);
-  return Group{blockIdx.x / q.groups, (blockIdx.x % q.groups) * cg, cg, static_cast<uint32_t>(q.spatial)};
+  // 32-bit division: the grid has N * G < 2^31 blocks, and a 64-bit one is a subroutine call
+  const uint32_t groups = static_cast<uint32_t>(q.groups);
+  const uint32_t cg = static_cast<uint32_t>(q.channels) / groups;
+  return Group{blockIdx.x / groups, (blockIdx.x % groups) * cg, cg, static_cast<uint32_t>(q.spatial)};
 }
 
 // Mean and centred sum of squares of elements [e0, e1) of the group (e0 < e1), two passes (the
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
   using A = acc_t<T>;
   __shared__ A smem[kBlock / 32];
   const Group gr = group_of(q);
-  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t split = static_cast<uint32_t>(q.split), M = gr.cg * gr.P, chunk = (M + split - 1) / split;
   const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
   A* out = static_cast<A*>(q.partials) + 3 * (static_cast<int64_t>(blockIdx.x) * q.split + blockIdx.y);
   if (e0 >= e1) {
@@ -118,7 +120,7 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
   using A = acc_t<T>;
   const Group gr = group_of(q);
-  const uint32_t M = gr.cg * gr.P, chunk = static_cast<uint32_t>((M + q.split - 1) / q.split);
+  const uint32_t split = static_cast<uint32_t>(q.split), M = gr.cg * gr.P, chunk = (M + split - 1) / split;
   const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
   const A* part = static_cast<const A*>(q.partials) + 3 * static_cast<int64_t>(blockIdx.x) * q.split;
   A n = 0, mean = 0, m2 = 0;

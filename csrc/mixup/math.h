@@ -33,25 +33,10 @@ TRICKS_HD bool in_box(const int32_t* box, int64_t h, int64_t w) {
   return h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
 }
 
-TRICKS_HD float mul_add_nc(float a, float x, float b, float y) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(__fmul_rn(a, x), __fmul_rn(b, y));
-#else
-  return a * x + b * y;  // the CPU build has -ffp-contract=off
-#endif
-}
-TRICKS_HD double mul_add_nc(double a, double x, double b, double y) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(__dmul_rn(a, x), __dmul_rn(b, y));
-#else
-  return a * x + b * y;
-#endif
-}
-
-// Output of a sample outside its box.
+// Output of a sample outside its box: a * xi + b * xj with both products rounded (no FMA).
 template <typename A>
 TRICKS_HD A mix(A xi, A xj, float a, float b) {
-  return b == 0.0f ? xi : mul_add_nc(static_cast<A>(a), xi, static_cast<A>(b), xj);
+  return b == 0.0f ? xi : add_rn(mul_rn(static_cast<A>(a), xi), mul_rn(static_cast<A>(b), xj));
 }
 
 }  // namespace mixup

@@ -103,6 +103,8 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   auto softmax = [&](int64_t c) { return exp_dev((to_acc<A>(z[c]) - shift) - log_sum); };
   if (q.mode == Mode::Dense) {
     const T* t = static_cast<const T*>(q.dense) + i * C;
+    // fp64: not unrolled, or sm_90's ptxas spills the unrolled exp polynomials (compile-check)
+#pragma unroll(sizeof(A) == 8 ? 1 : 4)
     for (int64_t c = threadIdx.x; c < C; c += kBlock)
       dz[c] = from_acc<T>(g * (softmax(c) * total - to_acc<A>(t[c])));
     return;
