@@ -156,7 +156,7 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                    lambda x=x, out=out, coef=coef, box=box, inner=inner: mixup.mixup_apply(x, out, coef, box, 33, 35, inner))
             boxes = t(6, 2, 4, dtype=torch.int32)
             yield (f"mask_boxes {dname} inner={inner} same={same}",
-                   lambda x=x, out=_distinct(x, out, same), boxes=boxes, inner=inner:
+                   lambda x=x, out=_distinct(out, same), boxes=boxes, inner=inner:
                    mask_boxes.mask_boxes(x, out, boxes, 0.0, 33, 35, inner))
         # soft CE: every BLOCK, the three target modes, one or per-row upstream gradients
         for classes in (10, 20, 40, 100, 200, 400, 1000, 1500, 3000, 5000):
@@ -207,7 +207,7 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                                      maximize))
 
 
-def _distinct(x: Any, out: Any, same: bool) -> Any:
+def _distinct(out: Any, same: bool) -> Any:
     """``out`` itself when in place; else a stand-in at another address (meta tensors all sit at
     address 0, and mask_boxes specializes on whether out is x)."""
     return out if same else _Ptr(out.dtype, _ALIGN * 64)
@@ -266,20 +266,14 @@ def _cuobjdump() -> str:
     return path
 
 
-def resource_usage(binary: str, arch: Optional[str] = None) -> List[Tuple[str, str, int, int, int]]:
-    """(arch, function, registers, stack bytes, shared bytes) of each kernel in a cubin or a
-    shared library's fatbinary, from cuobjdump --dump-resource-usage."""
-    out = subprocess.run([_cuobjdump(), "--dump-resource-usage", binary], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"cuobjdump failed on {binary}: {out.stderr.strip()}")
-    rows = []
-    # a fatbinary lists its cubins one after another, each under an "arch = sm_XX" header
-    sections = re.split(r"arch = (sm_\d+)", out.stdout)
-    pairs = [(arch or "?", sections[0])] + list(zip(sections[1::2], sections[2::2]))
-    for current, text in pairs:
-        for m in _RESOURCE.finditer(text):
-            rows.append((current, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))))
-    return rows
+def resource_usage(cubin: str) -> Tuple[int, int, int]:
+    """(registers, stack bytes, shared bytes) of the one kernel of a Triton cubin, from cuobjdump
+    --dump-resource-usage."""
+    out = subprocess.run([_cuobjdump(), "--dump-resource-usage", cubin], capture_output=True, text=True)
+    found = _RESOURCE.search(out.stdout)
+    if out.returncode != 0 or found is None:
+        raise RuntimeError(f"cuobjdump gave no resource usage for {cubin}: {out.stderr.strip()}")
+    return int(found.group(2)), int(found.group(3)), int(found.group(4))
 
 
 # The compile jobs, set before the worker processes fork (JIT functions do not pickle).
@@ -304,13 +298,11 @@ def _compile_one(index: int) -> Row:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
-        usage = resource_usage(f.name, arch)
-    if usage:
-        _arch, _fn, row.regs, frame, shared = usage[0]
-        row.shared = max(shared, kernel.metadata.shared)
-        if frame:  # a stack frame: spills, or only the save area of a libdevice call? ptxas -v says
-            row.stack = _triton_spill_stores(kernel, cc, options)
-            row.spec += f", stack frame {frame} B"
+        row.regs, frame, shared = resource_usage(f.name)
+    row.shared = max(shared, kernel.metadata.shared)
+    if frame:  # a stack frame: spills, or only the save area of a libdevice call? ptxas -v says
+        row.stack = _triton_spill_stores(kernel, cc, options)
+        row.spec += f", stack frame {frame} B"
     return row
 
 
