@@ -4,6 +4,9 @@ The CUDA kernels are torch-free (.cu files see raw pointers only) and the bindin
 headers that every torch wheel ships, so the whole extension also builds, links and loads
 against the CPU-only torch wheel. Environment:
   TRICKS_EXT_CUDA=0|1       force the CUDA sources off / on (default: on iff nvcc is found)
+  TRICKS_EXT_SIMT=0|1       force the simt backend off / on: the CUDA kernels compiled by the host
+                            compiler against csrc/simt/simt.h (default: on iff the CUDA headers
+                            are found; it needs no nvcc and no GPU)
   TORCH_CUDA_ARCH_LIST      CUDA archs (default "8.0;9.0": A100 and H100/H200)
   TRICKS_EXT_PTXAS_VERBOSE=1  print register/spill counts of every CUDA kernel
   MAX_JOBS                  parallel compile jobs (ninja)
@@ -72,15 +75,28 @@ def _want_cuda(cuda_home):
     return cuda_home is not None
 
 
+def _want_simt(cuda_home):
+    flag = os.environ.get("TRICKS_EXT_SIMT")
+    if flag == "0":
+        return False
+    if flag == "1" and cuda_home is None:
+        raise RuntimeError("TRICKS_EXT_SIMT=1 but the CUDA headers were not found (set CUDA_HOME)")
+    return cuda_home is not None
+
+
 def _extension_kwargs():
     from torch.utils import cpp_extension
 
     cuda_home = _find_cuda_home()
     with_cuda = _want_cuda(cuda_home)
-    # csrc/<op>/: every .cpp but the CUDA binding always; cuda.cu and cuda_binding.cpp with CUDA.
+    with_simt = _want_simt(cuda_home)
+    # csrc/<op>/: every .cpp but the CUDA binding always; cuda.cu and cuda_binding.cpp with CUDA;
+    # csrc/simt/ (which includes the CUDA sources itself) with the simt backend.
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "*", "cuda.cu")) +
                           glob.glob(os.path.join("csrc", "*", "cuda_binding.cpp")))
-    sources = sorted(set(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)) - set(cuda_sources))
+    simt_sources = sorted(glob.glob(os.path.join("csrc", "simt", "*.cpp")))
+    sources = sorted(set(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)) - set(cuda_sources) -
+                     set(simt_sources))
     # -fno-math-errno: lets sqrt vectorize (errno is never read); no other fast-math licence.
     # -ffp-contract=off: no a*b+c -> fma fusion, so every CPU (and each target_clones ISA
     # variant) rounds alike; with fusion the AVX2 clone drifts from torch.optim.AdamW.
@@ -95,6 +111,11 @@ def _extension_kwargs():
                   extra_link_args=["-fopenmp"], define_macros=[], libraries=[], library_dirs=[])
     if os.environ.get("TRICKS_EXT_SANITIZE") == "1":
         kwargs["extra_link_args"].append("-fsanitize=address,undefined")
+    if with_simt:
+        sources += simt_sources
+        kwargs["define_macros"].append(("TRICKS_EXT_WITH_SIMT", "1"))
+    if with_cuda or with_simt:
+        kwargs["include_dirs"].append(os.path.join(cuda_home, "include"))
     if with_cuda:
         sources += cuda_sources
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -110,12 +131,12 @@ def _extension_kwargs():
         if torch.version.cuda is None:
             torch.version.cuda = _nvcc_version(cuda_home)
         kwargs["define_macros"].append(("TRICKS_EXT_WITH_CUDA", "1"))
-        kwargs["include_dirs"].append(os.path.join(cuda_home, "include"))
         kwargs["library_dirs"].append(os.path.join(cuda_home, "lib64"))
         kwargs["libraries"].append("cudart")
         kwargs["extra_link_args"].append("-Wl,-rpath," + os.path.join(cuda_home, "lib64"))
     kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": nvcc}
-    print(f"tricks_ext: building _C with CUDA kernels: {with_cuda} (nvcc home: {cuda_home})")
+    print(f"tricks_ext: building _C with CUDA kernels: {with_cuda}, simt backend: {with_simt} "
+          f"(CUDA home: {cuda_home})")
     return cpp_extension, sources, kwargs
 
 

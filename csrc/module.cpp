@@ -13,10 +13,18 @@ bool has_cuda_kernels() {
   return false;
 #endif
 }
+bool has_simt_kernels() {
+#ifdef TRICKS_EXT_WITH_SIMT
+  return true;
+#else
+  return false;
+#endif
+}
 }  // namespace
 
 TORCH_LIBRARY(tricks_ext, m) {
   m.def("_has_cuda_kernels() -> bool", &has_cuda_kernels);
+  m.def("_has_simt_kernels() -> bool", &has_simt_kernels);
 }
 
 extern "C" PyObject* PyInit__C(void) {

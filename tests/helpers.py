@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from tricks_ext import _backend
+from tricks_ext.ops._library import qualname
 
-# (backend, device) pairs; the cuda-device ones carry the gpu marker.
-_PAIRS = [("torch", "cpu"), ("cpu", "cpu"), ("triton", "cpu"),
+# (backend, device) pairs; the cuda-device ones carry the gpu marker. simt: the CUDA kernels on
+# CPU tensors, through the emulator (csrc/simt/).
+_PAIRS = [("torch", "cpu"), ("cpu", "cpu"), ("triton", "cpu"), ("simt", "cpu"),
           ("torch", "cuda"), ("cuda", "cuda"), ("triton", "cuda")]
 
 
@@ -25,6 +27,14 @@ def backend_params(op: str) -> list:
                 marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param((backend, device), id=f"{device}-{backend}", marks=marks))
     return params
+
+
+def backend_op(name: str, backend: str):
+    """The torch.library op that ``backend`` runs for op ``name``: the C++ op for cpu/cuda, the
+    ``_triton`` / ``_simt`` twin otherwise (in-place ops keep their trailing ``_``)."""
+    kind = "cxx" if backend in ("cpu", "cuda") else backend
+    namespace, op = qualname(name, kind).split("::")
+    return getattr(getattr(torch.ops, namespace), op)
 
 
 # Small absolute slack on top of the rule, per dtype, relative to the output's magnitude:

@@ -29,11 +29,18 @@ def test_cuda_kernels_built_when_nvcc_present():
     assert tricks_ext.HAS_CUDA_KERNELS, "nvcc is on PATH but tricks_ext._C was built without CUDA kernels"
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH (setup.py finds the CUDA headers by it)")
+@pytest.mark.skipif(os.environ.get("TRICKS_EXT_SIMT") == "0", reason="TRICKS_EXT_SIMT=0 turns the simt backend off")
+def test_simt_backend_built_when_cuda_headers_present():
+    assert tricks_ext._ext.HAS_SIMT_KERNELS, "the CUDA headers are here but tricks_ext._C was built without simt"
+
+
 @pytest.mark.parametrize("op", CPP_OPS)
 def test_kernels_registered_per_dispatch_key(op):
     name = f"tricks_ext::{op}"
     assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
     assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA") == tricks_ext.HAS_CUDA_KERNELS
+    assert hasattr(torch.ops.tricks_simt, op) == tricks_ext._ext.HAS_SIMT_KERNELS
 
 
 def test_triton_kernels_installed_under_the_package():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import (assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck,
-                     saved_bytes)
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
+                     run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext.reference import dropout as philox
 from tricks_ext.reference.dropout import dropout as reference
@@ -178,8 +178,7 @@ def test_gradcheck_fp64(backend_device):
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck(backend_device):
     backend, device = backend_device
-    op = torch.ops.tricks_ext.dropout_apply_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply
-    bwd = torch.ops.tricks_ext.dropout_apply_bwd_triton if backend == "triton" else torch.ops.tricks_ext.dropout_apply_bwd
+    op, bwd = backend_op("dropout_apply", backend), backend_op("dropout_apply_bwd", backend)
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(7, 5, device=device).to(dtype).requires_grad_(True)
         run_opcheck(op, (x, None, None, so(device), 0.25, 1 / 0.75, 1))

@@ -3,8 +3,8 @@ odd shapes, gradcheck, opcheck, compile, modules and errors."""
 import pytest
 import torch
 
-from helpers import (assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck,
-                     saved_bytes)
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
+                     run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.reference.evonorm import evonorm_s0 as reference, timm_evonorm2d_s0
@@ -92,7 +92,7 @@ def test_saves_only_x_and_stats(backend_device):
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck_and_compile(backend_device):
     backend, device = backend_device
-    fwd = torch.ops.tricks_ext.evonorm_s0_fwd_triton if backend == "triton" else torch.ops.tricks_ext.evonorm_s0_fwd
+    fwd = backend_op("evonorm_s0_fwd", backend)
     gen = torch.Generator().manual_seed(3)
     x, params, _ = make((2, 8, 3, 5), device, gen)
     x3 = x.flatten(2).requires_grad_(True)
@@ -130,7 +130,7 @@ def test_split_forward_matches_one_block_per_group(backend_device, split):
     """The split-reduction forward (chunks of a group reduced apart, merged by Chan's formula)
     gives the one-block forward's result; 64 chunks of a 45-element group leave some empty."""
     backend, device = backend_device
-    fwd = torch.ops.tricks_ext.evonorm_s0_fwd_triton if backend == "triton" else torch.ops.tricks_ext.evonorm_s0_fwd
+    fwd = backend_op("evonorm_s0_fwd", backend)
     gen = torch.Generator().manual_seed(split)
     for shape, groups in (((2, 8, 9, 5), 2), ((1, 4, 33, 31), 1)):
         x, (v, w, b), _ = make(shape, device, gen)
@@ -141,3 +141,12 @@ def test_split_forward_matches_one_block_per_group(backend_device, split):
             for a, e in zip(many, one):
                 torch.testing.assert_close(a, e, rtol=2e-6, atol=2e-6)
             assert many[0].stride() == x3.stride()
+
+
+def test_triton_refuses_groups_of_2_31_elements():
+    """The Triton kernels split the in-group index in 32 bits, like the CUDA ones: a group of
+    2^31 elements is refused before any launch (meta tensors: nothing is allocated)."""
+    from tricks_ext.triton_kernels.evonorm import evonorm_s0_fwd
+    x = torch.empty((1, 2, 2 ** 30), device="meta")
+    stats = [torch.empty(2, device="meta") for _ in range(3)]
+    expect_error(RuntimeError, lambda: evonorm_s0_fwd(x, *stats, 1, 1e-5, 1), "2^31")

@@ -3,7 +3,7 @@ Philox stream (same on every backend), gradients masked, layouts kept."""
 import pytest
 import torch
 
-from helpers import backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
+from helpers import backend_op, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
 from tricks_ext import functional as F
 from tricks_ext.reference.mask_boxes import cutout_boxes, mask_boxes as reference, spec_augment_boxes
 
@@ -86,8 +86,7 @@ def test_seeds(backend_device):
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck_and_compile(backend_device):
     backend, device = backend_device
-    ops = ((torch.ops.tricks_ext.mask_boxes_triton, torch.ops.tricks_ext.mask_boxes_triton_) if backend == "triton"
-           else (torch.ops.tricks_ext.mask_boxes, torch.ops.tricks_ext.mask_boxes_))
+    ops = backend_op("mask_boxes", backend), backend_op("mask_boxes_", backend)
     box = random_boxes(3, 2, 5, 6, torch.Generator().manual_seed(1)).to(device)
     x = torch.randn(3, 2, 5, 6, device=device, requires_grad=True)
     run_opcheck(ops[0], (x, box, 0.5, 5, 6, 1))

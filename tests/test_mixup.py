@@ -3,7 +3,7 @@ sampler follows timm's formulas, and MixedTargets equal timm's dense targets."""
 import pytest
 import torch
 
-from helpers import backend_params, expect_error, run_opcheck
+from helpers import backend_op, backend_params, expect_error, run_opcheck
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets, Mixup
 from tricks_ext.reference.mixup import box_lam, cutmix_box, mix as reference
@@ -161,10 +161,8 @@ def test_mixed_targets_dense():
 
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck(backend_device):
-    import torch as _t
     backend, device = backend_device
-    ops = ((_t.ops.tricks_ext.mixup_apply_triton, _t.ops.tricks_ext.mixup_apply_triton_) if backend == "triton"
-           else (_t.ops.tricks_ext.mixup_apply, _t.ops.tricks_ext.mixup_apply_))
+    ops = backend_op("mixup_apply", backend), backend_op("mixup_apply_", backend)
     coef, box = random_params(4, 5, 6, torch.Generator().manual_seed(0))
     x = torch.randn(4, 3, 5, 6, device=device)
     run_opcheck(ops[0], (x, coef.to(device), box.to(device), 5, 6, 1))

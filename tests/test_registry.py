@@ -45,18 +45,21 @@ def test_errors_name_the_function_called(call, name):
 
 
 def test_dtype_rules_live_in_the_registry(monkeypatch):
-    """fp64 params: auto passes over cuda/triton for optim_step, an explicit request says why."""
+    """fp64 params: auto passes over triton for optim_step, an explicit request says why."""
     from tricks_ext import _ext
     monkeypatch.setattr(_ext, "HAS_C", True)
     monkeypatch.setattr(_ext, "HAS_CUDA_KERNELS", True)
     monkeypatch.setattr(_backend, "_TRITON_MISSING", None)
     dev = torch.device("cuda")
     assert _backend.resolve("optim_step", dev, dtype=torch.float32) == "cuda"
+    assert _backend.resolve("optim_step", dev, dtype=torch.float64) == "cuda"
+    assert _backend.resolve("soft_ce", dev, dtype=torch.float64) == "cuda"
+    monkeypatch.setattr(_ext, "HAS_CUDA_KERNELS", False)
+    assert _backend.resolve("optim_step", dev, dtype=torch.float32) == "triton"
     assert _backend.resolve("optim_step", dev, dtype=torch.float64) == "torch"
     expect_error(tricks_ext.BackendUnavailableError,
                  lambda: _backend.resolve("optim_step", dev, "triton", dtype=torch.float64, caller="Ranger"),
                  "Ranger: backend 'triton'", "float16, bfloat16, float32", "got float64")
-    assert _backend.resolve("soft_ce", dev, dtype=torch.float64) == "cuda"
 
 
 def test_ranger_fp64_on_explicit_triton_is_refused_before_anything_changes():

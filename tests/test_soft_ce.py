@@ -3,8 +3,8 @@ timm's SoftTargetCrossEntropy and torch's cross_entropy, with O(N) saved target 
 import pytest
 import torch
 
-from helpers import (assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck,
-                     saved_bytes)
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
+                     run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
@@ -126,8 +126,7 @@ def test_saves_no_dense_targets(backend_device):
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck(backend_device):
     backend, device = backend_device
-    fwd = torch.ops.tricks_ext.soft_ce_fwd_triton if backend == "triton" else torch.ops.tricks_ext.soft_ce_fwd
-    bwd = torch.ops.tricks_ext.soft_ce_bwd_triton if backend == "triton" else torch.ops.tricks_ext.soft_ce_bwd
+    fwd, bwd = backend_op("soft_ce_fwd", backend), backend_op("soft_ce_bwd", backend)
     z = torch.randn(5, 11, device=device, requires_grad=True)
     a = torch.randint(0, 11, (5,), device=device)
     lam = torch.rand(5, device=device)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import assert_matches_reference, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
+                     run_gradcheck, run_opcheck)
 from tricks_ext import functional as F
 from tricks_ext.reference import weight_standardize as reference
 
@@ -129,16 +130,10 @@ def test_gradcheck_fp64(backend_device):
     run_gradcheck(lambda w_: F.weight_standardize(w_, backend=backend), (w,))
 
 
-def _op_for(backend):
-    return {"cpu": torch.ops.tricks_ext.weight_standardize_fwd,
-            "cuda": torch.ops.tricks_ext.weight_standardize_fwd,
-            "triton": torch.ops.tricks_ext.weight_standardize_fwd_triton}[backend]
-
-
 @pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
 def test_opcheck(backend_device):
     backend, device = backend_device
-    op = _op_for(backend)
+    op = backend_op("weight_standardize_fwd", backend)
     for dtype in (torch.float32, torch.bfloat16):
         w = torch.randn(6, 4, 3, 3, device=device).to(dtype).requires_grad_(True)
         gain = torch.rand(6, device=device, requires_grad=True)

@@ -1,15 +1,17 @@
 """Backend registry and selection.
 
 Backends: ``torch`` (the pure-PyTorch reference), ``cpu`` (C++ kernels of tricks_ext._C),
-``cuda`` (CUDA kernels of tricks_ext._C), ``triton`` (Triton kernels). ``auto`` picks, per call:
+``cuda`` (CUDA kernels of tricks_ext._C), ``triton`` (Triton kernels), ``simt`` (the CUDA
+kernels and bindings run on CPU tensors by the SIMT emulator, under three thread orders that
+must agree bit for bit: a test backend, slow, never chosen by ``auto``). ``auto`` picks, per call:
 CUDA tensors -> the backend in ``AUTO_CUDA`` for the op; CPU tensors -> ``cpu`` when the
 extension loaded, else ``torch``. An explicitly requested backend that cannot run raises
 :class:`BackendUnavailableError` naming what is missing; it never falls back silently.
 
 The registry is keyed by op name (the torch.library op's base name: ``dropout_apply``,
-``soft_ce``, ...). An op registers three implementations: ``torch``, ``cxx`` (the C++ op, which
-serves both ``cpu`` and ``cuda``: torch's dispatcher picks the kernel by the tensors' device)
-and ``triton``; and the dtypes each backend runs, where it does not run them all.
+``soft_ce``, ...). An op registers its implementations: ``torch``, ``cxx`` (the C++ op, which
+serves both ``cpu`` and ``cuda``: torch's dispatcher picks the kernel by the tensors' device),
+``triton`` and ``simt``; and the dtypes each backend runs, where it does not run them all.
 
 Precedence: per-call ``backend=`` > innermost :func:`use_backend` > :func:`set_backend` > auto.
 The selection is process-wide, like the ``torch.backends`` flags (not per thread): it lives in
@@ -26,7 +28,7 @@ import torch
 
 from tricks_ext import _ext
 
-BACKENDS = ("torch", "cpu", "cuda", "triton")
+BACKENDS = ("torch", "cpu", "cuda", "triton", "simt")
 CHOICES = ("auto",) + BACKENDS
 
 # Backend used by `auto` for CUDA tensors, per op. Set from GPU benchmark winners
@@ -40,7 +42,7 @@ class BackendUnavailableError(RuntimeError):
 
 _global_backend = "auto"
 _scoped: List[str] = []  # stack of use_backend() names, innermost last
-_registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "triton": implementation}
+_registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "triton" | "simt": implementation}
 _dtypes: Dict[Tuple[str, str], Tuple[torch.dtype, ...]] = {}  # (op, backend) -> the only dtypes it runs
 
 
@@ -79,13 +81,16 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def register(op: str, *, torch: Callable, triton: Callable, cxx: Optional[Callable] = None,
-             dtypes: Optional[Dict[str, Iterable[torch.dtype]]] = None) -> None:
+             simt: Optional[Callable] = None, dtypes: Optional[Dict[str, Iterable[torch.dtype]]] = None) -> None:
     """Register the implementations of ``op``: ``cxx`` (None without the C++ extension) runs on
-    both the ``cpu`` and ``cuda`` backends. ``dtypes`` maps a backend name to the only dtypes it
-    runs for this op: ``auto`` passes over it for other dtypes, an explicit request raises."""
+    both the ``cpu`` and ``cuda`` backends, ``simt`` (None without the emulator) on ``simt``.
+    ``dtypes`` maps a backend name to the only dtypes it runs for this op: ``auto`` passes over it
+    for other dtypes, an explicit request raises."""
     impls = {"torch": torch, "triton": triton}
     if cxx is not None:
         impls["cxx"] = cxx
+    if simt is not None:
+        impls["simt"] = simt
     _registry[op] = impls
     for backend, allowed in (dtypes or {}).items():
         if backend not in BACKENDS:
@@ -126,11 +131,14 @@ def unavailable_reason(backend: str, device: torch.device, op: Optional[str] = N
 def _device_reason(backend: str, device: torch.device) -> Optional[str]:
     if backend == "torch":
         return None
-    if backend == "cpu":
+    if backend in ("cpu", "simt"):  # simt: the CUDA kernels emulated on CPU
         if device.type != "cpu":
-            return f"the cpu backend runs CPU tensors, got a tensor on {device}"
+            return f"the {backend} backend runs CPU tensors, got a tensor on {device}"
         if not _ext.HAS_C:
             return f"the C++ extension is not loaded: {_ext.LOAD_ERROR}"
+        if backend == "simt" and not _ext.HAS_SIMT_KERNELS:
+            return ("tricks_ext._C was built without the simt backend (the CUDA headers were not found at build "
+                    "time, or TRICKS_EXT_SIMT=0)")
         return None
     if backend == "cuda":
         if device.type != "cuda":

@@ -8,6 +8,8 @@ import warnings
 
 HAS_C = False
 HAS_CUDA_KERNELS = False
+HAS_SIMT_KERNELS = False  # the simt backend: CUDA kernels emulated on CPU (csrc/simt/)
+LIBRARY_PATH: str | None = None  # the loaded _C's file
 LOAD_ERROR: str | None = None
 
 try:
@@ -29,7 +31,9 @@ if torch is not None:
             from tricks_ext import _C  # noqa: F401  (registers the tricks_ext:: operators)
 
         HAS_C = True
+        LIBRARY_PATH = os.path.realpath(sys.modules["tricks_ext._C"].__file__)
         HAS_CUDA_KERNELS = bool(torch.ops.tricks_ext._has_cuda_kernels())
+        HAS_SIMT_KERNELS = bool(torch.ops.tricks_ext._has_simt_kernels())
     except (ImportError, OSError, RuntimeError) as exc:
         LOAD_ERROR = f"tricks_ext._C failed to load ({type(exc).__name__}: {exc})"
 

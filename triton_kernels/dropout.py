@@ -92,5 +92,11 @@ def dropout_apply_bwd(grad: torch.Tensor, x: Optional[torch.Tensor], gate: Optio
             grad, x if x is not None else grad, gate if gate is not None else seed_offset, dx,
             partials if x is not None else dx, seed_offset, n, float(p), float(scale), group,
             HAS_X=x is not None, HAS_GATE=gate is not None,
-            ACC=acc_dtype(grad.dtype), BLOCK=BLOCK, **EXACT)
+            ACC=acc_dtype(grad.dtype), BLOCK=BLOCK, num_warps=_bwd_warps(grad.dtype), **EXACT)
     return dx, partials
+
+
+def _bwd_warps(dtype: torch.dtype) -> int:
+    """8 warps for fp64 (4 elements a thread): with 4, sm_80's ptxas spills 8 B of the fp64
+    backward (compile-check); 4 otherwise (Triton's default)."""
+    return 8 if dtype == torch.float64 else 4

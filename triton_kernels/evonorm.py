@@ -17,14 +17,32 @@ BLOCK = 1024
 
 @triton.jit
 def _sigmoid(z):
+    if z.dtype == tl.float64:
+        # no fp64 division: its slow path is a subroutine call whose saved registers spill
+        # (compile-check: 4 B in the fp64 backward on sm_90); exp(-log(1 + e^-z)) is within a
+        # few ulp of 1 / (1 + e^-z) and saturates alike (e^-z = inf gives 0)
+        return tl.exp(-tl.log(1.0 + tl.exp(-z)))
     return 1.0 / (1.0 + tl.exp(-z))
 
 
 @triton.jit
+def _split_index(e, P):
+    """(channel within the group, spatial position) of in-group index e, in 32 bits: a group
+    holds fewer than 2^31 elements (the launchers check), and a 64-bit division is a subroutine
+    call whose saved registers spill (compile-check: 8 B in the fp16/bf16 backward at i64 sizes)."""
+    e32 = e.to(tl.int32)
+    p32 = P.to(tl.int32)
+    q = e32 // p32
+    return q, e32 - q * p32
+
+
+@triton.jit
 def _group(pid, groups, C, P):
-    """(n, channels per group, elements per group, first channel) of program pid."""
-    cg = C // groups
-    return (pid // groups).to(tl.int64), cg, cg * P, (pid % groups) * cg
+    """(n, channels per group, elements per group, first channel) of program pid, divided in 32
+    bits (C and the grid are < 2^31; a 64-bit division is a subroutine call, see _split_index)."""
+    g = tl.cast(groups, tl.int32)
+    cg = tl.cast(C, tl.int32) // g
+    return (pid // g).to(tl.int64), cg, cg * P, (pid % g) * cg
 
 
 @triton.jit
@@ -36,14 +54,16 @@ def _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC: tl.constexpr, BLOCK: tl.co
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
         m = e < e1
-        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        ch, pos = _split_index(e, P)
+        xv = tl.load(base + (c0 + ch) * s_c + pos * s_p, mask=m, other=0.0).to(ACC)
         acc += tl.where(m, xv - pivot, 0.0)
     mean = pivot + tl.sum(acc, axis=0) / (e1 - e0)
     acc = tl.zeros([BLOCK], ACC)
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
         m = e < e1
-        xv = tl.load(base + (c0 + e // P) * s_c + (e % P) * s_p, mask=m, other=0.0).to(ACC)
+        ch, pos = _split_index(e, P)
+        xv = tl.load(base + (c0 + ch) * s_c + pos * s_p, mask=m, other=0.0).to(ACC)
         d = tl.where(m, xv - mean, 0.0)
         acc += d * d
     return mean, tl.sum(acc, axis=0)
@@ -55,8 +75,9 @@ def _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.con
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
         m = e < e1
-        c = c0 + e // P
-        off = n * s_n + c * s_c + (e % P) * s_p
+        ch, pos = _split_index(e, P)
+        c = c0 + ch
+        off = n * s_n + c * s_c + pos * s_p
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
         gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
@@ -164,8 +185,9 @@ def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s
     for e0 in range(0, M, BLOCK):
         e = e0 + tl.arange(0, BLOCK)
         m = e < M
-        c = c0 + e // P
-        off = n * s_n + c * s_c + (e % P) * s_p
+        ch, pos = _split_index(e, P)
+        c = c0 + ch
+        off = n * s_n + c * s_c + pos * s_p
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         d = tl.load(DY + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
@@ -202,6 +224,8 @@ def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: 
     if not x.numel():
         return y, mean, rstd
     group_numel = c // groups * p
+    if group_numel >= 2 ** 31:  # _split_index is 32-bit, as the CUDA kernels' in-group index
+        raise RuntimeError("evonorm_s0: groups of 2^31 elements or more are not supported")
     split = min(split or choose_split(n * groups, group_numel, x.device), 65535)
     if split > 1:
         part = torch.empty(n * groups, split, 3, dtype=acc, device=x.device)

@@ -96,7 +96,7 @@ const char* launch_bwd_cuda(const BwdParams& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    bwd_kernel<T><<<blocks, kBlock, 0, s>>>(q);
+    launch_kernel(bwd_kernel<T>, blocks, kBlock, 0, s, q);
   });
   return last_error();
 }
@@ -107,7 +107,7 @@ const char* launch_apply_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    apply_kernel<T><<<(groups + kBlock - 1) / kBlock, kBlock, 0, s>>>(q);
+    launch_kernel(apply_kernel<T>, (groups + kBlock - 1) / kBlock, kBlock, 0, s, q);
   });
   return last_error();
 }

@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cuda(const at::Tensor& grad
 }  // namespace dropout
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("dropout_apply", &tricks::dropout::dropout_apply_cuda);
-  m.impl("dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "dropout_apply", &tricks::dropout::dropout_apply_cuda);
+  TRICKS_CUDA_KERNEL(m, "dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cuda);
 }

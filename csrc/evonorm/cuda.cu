@@ -198,10 +198,10 @@ const char* launch_fwd_cuda(const Params& q, void* stream) {
     using T = std::remove_pointer_t<decltype(tag)>;
     if (q.split > 1) {
       const dim3 grid(blocks, static_cast<unsigned>(q.split));
-      split_stats_kernel<T><<<grid, kBlock, 0, s>>>(q);
-      split_out_kernel<T><<<grid, kBlock, 0, s>>>(q);
+      launch_kernel(split_stats_kernel<T>, grid, kBlock, 0, s, q);
+      launch_kernel(split_out_kernel<T>, grid, kBlock, 0, s, q);
     } else {
-      fwd_kernel<T><<<blocks, kBlock, 0, s>>>(q);
+      launch_kernel(fwd_kernel<T>, blocks, kBlock, 0, s, q);
     }
   });
   return last_error();
@@ -212,7 +212,7 @@ const char* launch_bwd_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    bwd_kernel<T><<<static_cast<unsigned>(q.batch * q.groups), kBlock, 0, s>>>(q);
+    launch_kernel(bwd_kernel<T>, static_cast<unsigned>(q.batch * q.groups), kBlock, 0, s, q);
   });
   return last_error();
 }

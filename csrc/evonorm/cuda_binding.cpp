@@ -40,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor> evonorm_bwd_cuda(const at::Tensor& dy, const 
 }  // namespace evonorm
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("evonorm_s0_fwd", &tricks::evonorm::evonorm_fwd_cuda);
-  m.impl("evonorm_s0_bwd", &tricks::evonorm::evonorm_bwd_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "evonorm_s0_fwd", &tricks::evonorm::evonorm_fwd_cuda);
+  TRICKS_CUDA_KERNEL(m, "evonorm_s0_bwd", &tricks::evonorm::evonorm_bwd_cuda);
 }

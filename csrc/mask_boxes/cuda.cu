@@ -37,7 +37,7 @@ const char* launch_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    mask_kernel<T><<<grid, kBlock, 0, s>>>(q);
+    launch_kernel(mask_kernel<T>, grid, kBlock, 0, s, q);
   });
   return last_error();
 }

@@ -27,7 +27,7 @@ void mask_boxes_inplace_cuda(const at::Tensor& x, const at::Tensor& box, double 
 }  // namespace mask_boxes
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("mask_boxes", &tricks::mask_boxes::mask_boxes_cuda);
-  m.impl("mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "mask_boxes", &tricks::mask_boxes::mask_boxes_cuda);
+  TRICKS_CUDA_KERNEL(m, "mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cuda);
 }

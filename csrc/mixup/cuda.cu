@@ -40,7 +40,7 @@ const char* launch_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    mix_kernel<T><<<grid, kBlock, 0, s>>>(q);
+    launch_kernel(mix_kernel<T>, grid, kBlock, 0, s, q);
   });
   return last_error();
 }

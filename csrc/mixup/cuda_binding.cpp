@@ -27,7 +27,7 @@ void mixup_apply_inplace_cuda(const at::Tensor& x, const at::Tensor& coef, const
 }  // namespace mixup
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("mixup_apply", &tricks::mixup::mixup_apply_cuda);
-  m.impl("mixup_apply_", &tricks::mixup::mixup_apply_inplace_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "mixup_apply", &tricks::mixup::mixup_apply_cuda);
+  TRICKS_CUDA_KERNEL(m, "mixup_apply_", &tricks::mixup::mixup_apply_inplace_cuda);
 }

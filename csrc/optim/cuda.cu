@@ -66,9 +66,9 @@ const char* launch_step_cuda(const Params& q, void* stream) {
     using T = std::remove_pointer_t<decltype(tag)>;
     using A = acc_t<T>;
     if (q.s != nullptr && q.slow_dtype == q.dtype && !std::is_same_v<T, A>)
-      step_kernel<T, T><<<q.n_items, kBlock, 0, st>>>(q);
+      launch_kernel(step_kernel<T, T>, q.n_items, kBlock, 0, st, q);
     else
-      step_kernel<T, A><<<q.n_items, kBlock, 0, st>>>(q);
+      launch_kernel(step_kernel<T, A>, q.n_items, kBlock, 0, st, q);
   });
   return last_error();
 }

@@ -33,4 +33,4 @@ void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 }  // namespace optim
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) { m.impl("optim_step_", &tricks::optim::optim_step_cuda); }
+TRICKS_CUDA_LIBRARY(m) { TRICKS_CUDA_KERNEL(m, "optim_step_", &tricks::optim::optim_step_cuda); }

@@ -127,7 +127,7 @@ const char* launch_fwd_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    fwd_kernel<T><<<static_cast<unsigned>(q.rows), kBlock, 0, s>>>(q);
+    launch_kernel(fwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
   });
   return last_error();
 }
@@ -137,7 +137,7 @@ const char* launch_bwd_cuda(const Params& q, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(q.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    bwd_kernel<T><<<static_cast<unsigned>(q.rows), kBlock, 0, s>>>(q);
+    launch_kernel(bwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
   });
   return last_error();
 }

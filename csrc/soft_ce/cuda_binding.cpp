@@ -34,7 +34,7 @@ at::Tensor soft_ce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, co
 }  // namespace soft_ce
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cuda);
-  m.impl("soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cuda);
+  TRICKS_CUDA_KERNEL(m, "soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cuda);
 }

@@ -92,18 +92,22 @@ const char* launch(const P& p, void* stream) {
 }
 
 template <typename T, int TPR>
-struct Fwd {
-  static void launch(int64_t blocks, cudaStream_t s, const Params& p) { fwd_kernel<T, TPR><<<blocks, kBlock, 0, s>>>(p); }
+struct FwdLaunch {
+  static void launch(int64_t blocks, cudaStream_t s, const Params& p) {
+    launch_kernel(fwd_kernel<T, TPR>, blocks, kBlock, 0, s, p);
+  }
 };
 template <typename T, int TPR>
-struct Bwd {
-  static void launch(int64_t blocks, cudaStream_t s, const BwdParams& p) { bwd_kernel<T, TPR><<<blocks, kBlock, 0, s>>>(p); }
+struct BwdLaunch {
+  static void launch(int64_t blocks, cudaStream_t s, const BwdParams& p) {
+    launch_kernel(bwd_kernel<T, TPR>, blocks, kBlock, 0, s, p);
+  }
 };
 
 }  // namespace
 
-const char* launch_fwd_cuda(const Params& p, void* stream) { return launch<Fwd>(p, stream); }
-const char* launch_bwd_cuda(const BwdParams& p, void* stream) { return launch<Bwd>(p, stream); }
+const char* launch_fwd_cuda(const Params& p, void* stream) { return launch<FwdLaunch>(p, stream); }
+const char* launch_bwd_cuda(const BwdParams& p, void* stream) { return launch<BwdLaunch>(p, stream); }
 
 }  // namespace ws
 }  // namespace tricks

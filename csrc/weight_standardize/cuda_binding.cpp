@@ -30,7 +30,7 @@ std::tuple<at::Tensor, at::Tensor> bwd_cuda(const at::Tensor& grad_out, const at
 }  // namespace ws
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m) {
-  m.impl("weight_standardize_fwd", &tricks::ws::fwd_cuda);
-  m.impl("weight_standardize_bwd", &tricks::ws::bwd_cuda);
+TRICKS_CUDA_LIBRARY(m) {
+  TRICKS_CUDA_KERNEL(m, "weight_standardize_fwd", &tricks::ws::fwd_cuda);
+  TRICKS_CUDA_KERNEL(m, "weight_standardize_bwd", &tricks::ws::bwd_cuda);
 }

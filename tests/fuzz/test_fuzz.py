@@ -111,16 +111,18 @@ def backends(op: str, inputs: Sequence[Optional[torch.Tensor]], numel: Optional[
     """The backends at hand for these inputs. Under Triton's interpreter, Triton gets the small
     cases only (``numel``: the first input's by default), and none with bf16 subnormal inputs: the
     interpreter's bf16 loads flush them to 0 (a compiled kernel keeps them), which no reference
-    can follow."""
+    can follow. The simt emulator gets the small cases too."""
     if numel is None:
         numel = inputs[0].numel()
     names = []
-    for b in ("torch", "cpu", "triton"):
+    for b in ("torch", "cpu", "triton", "simt"):
         if _backend.unavailable_reason(b, torch.device("cpu"), op) is not None:
             continue
         if b == "triton" and _backend.triton_interpreting() and (
                 numel > TRITON_MAX_NUMEL
                 or any(_has_bf16_subnormals(t) for t in inputs)):
+            continue
+        if b == "simt" and numel > TRITON_MAX_NUMEL:  # the emulator, like the interpreter, is slow
             continue
         names.append(b)
     return names

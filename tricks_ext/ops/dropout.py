@@ -63,6 +63,10 @@ def _cxx_partial_elements(t: Tensor) -> int:
     return int(torch.ops.tricks_ext.dropout_apply_bwd_partial_elements(t.device.type))
 
 
+def _simt_partial_elements(t: Tensor) -> int:  # the CUDA kernel's, on CPU tensors
+    return int(torch.ops.tricks_ext.dropout_apply_bwd_partial_elements("cuda"))
+
+
 def _triton_partial_elements(t: Tensor) -> int:
     from tricks_ext.triton_kernels.dropout import BLOCK
     return BLOCK
@@ -82,7 +86,7 @@ def _apply_bwd_triton(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor],
 
 APPLY = Twin("dropout_apply", _apply_triton, _fake)
 APPLY_BWD = Twin("dropout_apply_bwd", _apply_bwd_triton, _fake_bwd(_cxx_partial_elements),
-                 triton_fake=_fake_bwd(_triton_partial_elements))
+                 triton_fake=_fake_bwd(_triton_partial_elements), simt_fake=_fake_bwd(_simt_partial_elements))
 
 
 def _setup_context(ctx, inputs, output):
@@ -124,4 +128,5 @@ def _kernel_entry(op: Callable) -> Callable:
 
 
 _backend.register(OP, torch=_torch, triton=_kernel_entry(APPLY.triton),
-                  cxx=_kernel_entry(APPLY.cxx) if APPLY.cxx else None)
+                  cxx=_kernel_entry(APPLY.cxx) if APPLY.cxx else None,
+                  simt=_kernel_entry(APPLY.simt) if APPLY.simt else None)

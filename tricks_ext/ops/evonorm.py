@@ -102,4 +102,5 @@ def _torch(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps:
     return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)  # x's layout, as the kernels
 
 
-_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None)
+_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None,
+                  simt=_kernel_entry(FWD.simt) if FWD.simt else None)

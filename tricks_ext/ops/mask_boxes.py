@@ -77,4 +77,5 @@ def _kernel_entry(op: Callable, op_: Callable) -> Callable:
 
 
 _backend.register(OP, torch=_torch, triton=_kernel_entry(MASK.triton, MASK_.triton),
-                  cxx=_kernel_entry(MASK.cxx, MASK_.cxx) if MASK.cxx else None)
+                  cxx=_kernel_entry(MASK.cxx, MASK_.cxx) if MASK.cxx else None,
+                  simt=_kernel_entry(MASK.simt, MASK_.simt) if MASK.simt else None)

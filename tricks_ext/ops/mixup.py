@@ -90,4 +90,5 @@ def _kernel_entry(op: Callable, op_: Callable) -> Callable:
 
 
 _backend.register(OP, torch=_torch, triton=_kernel_entry(APPLY.triton, APPLY_.triton),
-                  cxx=_kernel_entry(APPLY.cxx, APPLY_.cxx) if APPLY.cxx else None)
+                  cxx=_kernel_entry(APPLY.cxx, APPLY_.cxx) if APPLY.cxx else None,
+                  simt=_kernel_entry(APPLY.simt, APPLY_.simt) if APPLY.simt else None)

@@ -7,7 +7,8 @@ counted here), ``grad_scale``/``found_inf`` come from torch.amp.GradScaler (or a
 
 Backends: ``torch`` (the reference, one tensor at a time), ``cpu`` and ``cuda``
 (``tricks_ext::optim_step_``, csrc/optim/), ``triton`` (triton_kernels/optim.py, the same
-signature as the C++ op). All three fused backends take the work list of :class:`Plan`. The fused backends
+signature as the C++ op), ``simt`` (the CUDA kernel emulated on CPU, tricks_ext/ops/_simt.py).
+Every fused backend takes the work list of :class:`Plan`. The fused backends
 count steps on the step tensors themselves (``_foreach_add_`` before the kernel, which computes
 its per-step scalars from them; ``_foreach_sub_(found_inf)`` after), so GradScaler's found_inf is
 never read on the host.
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from tricks_ext import _backend, _ext
 from tricks_ext.ops._common import is_row_dense
+from tricks_ext.ops._simt import simt_call
 from tricks_ext.reference.optim import centralize, optimizer_step
 
 OP = "optim_step"
@@ -35,10 +37,11 @@ OP = "optim_step"
 # elements: on the GPUs 8 sweeps of a 1024-wide Triton program or 32 of a 256-thread CUDA block
 # (~3K items for a 25M-param model, 20+ per H100 SM); on CPU 32K elements, 128 KiB of fp32 params,
 # which the kernel groups into parallel tasks (csrc/optim/cpu.cpp).
-CHUNK = {"cpu": 1 << 15, "cuda": 8192, "triton": 8192}
+CHUNK = {"cpu": 1 << 15, "cuda": 8192, "triton": 8192, "simt": 8192}
 ROW_MAX = 16384
-# The device kernels compute in fp32: fp64 params run on the torch and cpu backends.
-DEVICE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The Triton kernel computes in fp32: fp64 params run on the other backends (the CUDA kernel, as
+# the CPU one, steps them in fp64).
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
@@ -125,15 +128,16 @@ def check_params(backend: str, params: List[Tensor]) -> None:
                                f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
 
 
-def _fused(launch: Callable, triton: bool) -> Callable:
+def _fused(launch: Callable, kind: str) -> Callable:
     """A fused backend: step counters on the params' device, grads restrided like their params,
     counts bumped before the kernel and undone on the device when found_inf is set. ``launch``
-    has the signature of ``tricks_ext::optim_step_``: the Triton launcher, or the C++ op, which
-    serves the cpu and cuda backends (the chunk and the pointer table follow the device)."""
+    has the signature of ``tricks_ext::optim_step_``: the Triton launcher (``kind`` "triton"), the
+    emulated CUDA binding ("simt") or the C++ op ("cxx"), which serves the cpu and cuda backends
+    (the chunk and the pointer table follow the device)."""
     def step(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
              grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
         device = params[0].device
-        chunk = CHUNK["triton" if triton else device.type]
+        chunk = CHUNK[device.type if kind == "cxx" else kind]
         for p, st in zip(params, states):
             if st["step"].device != device:
                 st["step"] = st["step"].to(device)
@@ -145,7 +149,7 @@ def _fused(launch: Callable, triton: bool) -> Callable:
         plan_args = (params, exp_avgs, exp_avg_sqs, slows, steps, gc_min_dim(group), chunk)
         key = Plan.key(*plan_args)
         if cache.get("key") != key:
-            cache["key"], cache["plan"] = key, Plan(*plan_args, with_ptrs=triton or device.type == "cuda")
+            cache["key"], cache["plan"] = key, Plan(*plan_args, with_ptrs=kind != "cxx" or device.type == "cuda")
         plan = cache["plan"]
         for i in plan.long_rows:  # two-level GC path (see ROW_MAX); linear, so before scaling is fine
             grads[i] = centralize(grads[i].to(torch.float32)).to(grads[i].dtype)
@@ -180,6 +184,14 @@ if _ext.HAS_C:
         return None
 
 
-_backend.register(OP, torch=_step_torch, triton=_fused(_launch_triton, triton=True),
-                  cxx=_fused(torch.ops.tricks_ext.optim_step_, triton=False) if _ext.HAS_C else None,
-                  dtypes={"cuda": DEVICE_DTYPES, "triton": DEVICE_DTYPES})
+# optim_step_'s arguments written in place: params, exp_avgs, exp_avg_sqs, slows.
+_WRITTEN = (0, 2, 3, 4)
+
+
+def _launch_simt(*args: Any) -> None:
+    simt_call("optim_step_", args, mutated=_WRITTEN)
+
+_backend.register(OP, torch=_step_torch, triton=_fused(_launch_triton, "triton"),
+                  cxx=_fused(torch.ops.tricks_ext.optim_step_, "cxx") if _ext.HAS_C else None,
+                  simt=_fused(_launch_simt, "simt") if _ext.HAS_SIMT_KERNELS else None,
+                  dtypes={"triton": TRITON_DTYPES})

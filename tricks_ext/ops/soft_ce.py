@@ -118,7 +118,7 @@ def _make_backward(bwd: Callable) -> Callable:
 
 
 # The C++ pair's autograd is registered in C++ (csrc/soft_ce/autograd.cpp), same formulas.
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton",))
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"))
 
 
 def _kernel_entry(op: Callable) -> Callable:
@@ -139,4 +139,4 @@ def _torch_entry(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
 
 
 _backend.register(OP, torch=_torch_entry, triton=_kernel_entry(FWD.triton),
-                  cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None)
+                  cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None, simt=_kernel_entry(FWD.simt) if FWD.simt else None)

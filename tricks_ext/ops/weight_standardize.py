@@ -86,4 +86,5 @@ def _torch(w: Tensor, eps: float, gain: Optional[Tensor], scale: Optional[float]
     return _reference(w, eps, gain, scale)
 
 
-_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None)
+_backend.register(OP, torch=_torch, triton=_kernel_entry(FWD.triton), cxx=_kernel_entry(FWD.cxx) if FWD.cxx else None,
+                  simt=_kernel_entry(FWD.simt) if FWD.simt else None)
