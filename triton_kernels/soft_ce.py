@@ -21,7 +21,10 @@ STATS_COLUMNS = 3
 
 def _split(value: float) -> Tuple[float, float]:
     """value as fp32 hi + lo: Triton passes float scalars as fp32, and fp64 logits need the
-    smoothing to ~48 bits (hi + lo is rebuilt in the accumulation dtype in the kernels)."""
+    smoothing to ~48 bits (hi + lo is rebuilt in the accumulation dtype in the kernels). The
+    per-class share smoothing / C comes from the host the same way: a division in the kernel is
+    a subroutine call, whose saved registers spilled 4 B of the forward at i64 sizes on sm_80
+    (compile-check)."""
     hi = float(torch.tensor(value, dtype=torch.float32))
     return hi, value - hi
 
@@ -65,22 +68,26 @@ def _weighted(w, z):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ignore_index, N_STATS: tl.constexpr,
+def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
+                N_STATS: tl.constexpr,
                 MODE: tl.constexpr, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
     smoothing = smoothing_hi * one + smoothing_lo * one
+    off = off_hi * one + off_lo * one
     m = tl.full([BLOCK], float("-inf"), ACC)
     s = tl.zeros([BLOCK], ACC)
     sz = tl.zeros([BLOCK], ACC)
     st = tl.zeros([BLOCK], ACC)
     stz = tl.zeros([BLOCK], ACC)
     for c0 in range(0, C, BLOCK):
-        cols = c0 + tl.arange(0, BLOCK)
-        mask = cols < C
-        v = tl.load(Z + base + cols, mask=mask, other=float("-inf")).to(ACC)
+        # 32-bit lanes off a scalar row pointer: with C past 2^31 (i64), 64-bit column indices
+        # cost the registers that made sm_80 spill 4 B (compile-check)
+        lanes = tl.arange(0, BLOCK)
+        mask = lanes < tl.minimum(C - c0, BLOCK).to(tl.int32)
+        v = tl.load(Z + base + c0 + lanes, mask=mask, other=float("-inf")).to(ACC)
         m_new = tl.maximum(m, v)
         ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # lanes still empty: no -inf - -inf
         s = s * tl.exp(m - ref) + tl.exp(v - ref)
@@ -88,7 +95,7 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
         vz = tl.where(mask, v, 0.0)
         sz += vz
         if MODE == 0:
-            tv = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
+            tv = tl.load(T + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
             st += tv
             stz += _weighted(tv, vz)
     mx = tl.max(m, axis=0)
@@ -106,7 +113,7 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
         za = tl.load(Z + base + a, mask=ok, other=0.0).to(ACC)
         zb = tl.load(Z + base + b, mask=ok, other=0.0).to(ACC)
         loss = lse - (_weighted(wa.to(ACC), za) + _weighted(wb.to(ACC), zb) +
-                      _weighted((smoothing / C).to(ACC), tl.sum(sz, axis=0)))
+                      _weighted(off, tl.sum(sz, axis=0)))
         loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
     tl.store(LOSS + i, loss)
     tl.store(STATS + N_STATS * i, mx)
@@ -115,13 +122,15 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, ign
 
 
 @triton.jit
-def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, ignore_index, N_STATS: tl.constexpr,
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
+                N_STATS: tl.constexpr,
                 MODE: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
     smoothing = smoothing_hi * one + smoothing_lo * one
+    off = off_hi * one + off_lo * one
     g = tl.load(G + i * G_STRIDE)
     shift = tl.load(STATS + N_STATS * i)
     log_sum = tl.load(STATS + N_STATS * i + 1)
@@ -137,7 +146,7 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smooth
             t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
             d = g * (p * total - t)
         else:
-            t = smoothing / C + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
+            t = off + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
             d = g * (p - t.to(ACC))
             d = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), d))
         tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
@@ -161,7 +170,8 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     block = _block(classes, logits.dtype)
     if rows:
-        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing), int(ignore_index),
+        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing),
+                             *_split(smoothing / classes), int(ignore_index),
                              N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
                              num_warps=_warps(block), **FUSED)
     return loss, stats
@@ -178,7 +188,8 @@ def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tens
     block = _block(classes, logits.dtype)
     if rows:
         _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
-                             *_split(smoothing), int(ignore_index), N_STATS=STATS_COLUMNS, MODE=mode,
+                             *_split(smoothing), *_split(smoothing / classes), int(ignore_index),
+                             N_STATS=STATS_COLUMNS, MODE=mode,
                              ACC=acc_dtype(logits.dtype),
                              BLOCK=block, num_warps=_warps(block), **FUSED)
     return dz
