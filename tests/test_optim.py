@@ -64,6 +64,18 @@ def test_equals_torch_optim(backend_device, name, ours, theirs):
     assert max_rel(ps, ref) <= 1e-6
 
 
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "triton"])
+def test_fp64_params_equal_torch_optim(backend_device):
+    """fp64 params step in fp64 on every backend that takes them (the Triton kernel computes in
+    fp32 and refuses them; the CUDA kernel, run here through simt, keeps fp64 state)."""
+    backend, device = backend_device
+    ps = make_params(device, torch.float64)
+    ref = [p.detach().clone().requires_grad_(True) for p in ps]
+    run(FusedAdamW(ps, lr=3e-3, gc=False, backend=backend), ps)
+    run(torch.optim.AdamW(ref, lr=3e-3), ref)
+    assert max_rel(ps, ref) <= 1e-12
+
+
 def plain_ranger(params, steps, lr=1e-3, betas=(0.95, 0.999), eps=1e-5, wd=0.0, k=6, alpha=0.5):
     """Ranger written out with the reference's per-tensor step (fp32 state)."""
     state = [(torch.zeros_like(p), torch.zeros_like(p), p.detach().clone()) for p in params]
