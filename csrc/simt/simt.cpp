@@ -122,7 +122,7 @@ void enter(Launch& l, Fiber& f) {
   l.current = nullptr;
 }
 
-void leave(Launch& l, Fiber& f, bool finished) {
+void leave(Launch& l, Fiber& f, [[maybe_unused]] bool finished) {  // finished: ASan drops its fake stack
 #if defined(__SANITIZE_ADDRESS__)
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(finished ? nullptr : &fake, l.scheduler_stack, l.scheduler_stack_size);
@@ -485,7 +485,8 @@ cudaError_t device_get_attribute(int* value, cudaDeviceAttr attr, int device) {
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(kMaxDynamicSmem); return cudaSuccess;
-    default: return set_error(cudaErrorInvalidValue, "simt: device attribute " + std::to_string(attr) + " is not emulated");
+    default:
+      return set_error(cudaErrorInvalidValue, "simt: device attribute " + std::to_string(attr) + " is not emulated");
   }
 }
 
