@@ -4,7 +4,11 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 # module:package pairs installed when the module does not import
-DEPS := triton:triton ninja:ninja pybind11:pybind11 pytest:pytest numpy:numpy matplotlib:matplotlib setuptools:setuptools wheel:wheel
+DEPS := triton:triton ninja:ninja pybind11:pybind11 pytest:pytest numpy:numpy matplotlib:matplotlib setuptools:setuptools wheel:wheel \
+	yaml:pyyaml safetensors:safetensors huggingface_hub:huggingface_hub
+# The peers the tests and benchmarks compare against, installed without their dependencies:
+# both would otherwise ask for a torch (and timm for torchvision), which pulls a CUDA build.
+PEERS := timm:timm==1.0.29 pytorch_optimizer:pytorch-optimizer==4.1.0
 PYTEST_ARGS ?= -q -ra
 BENCH_ARGS ?=
 
@@ -27,7 +31,7 @@ SANITIZED = TRICKS_EXT_LIB="$$(ls $(SANITIZE_DIR)/lib/tricks_ext/_C*.so)" \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: deps build sanitize-build test test-sanitize test-asan bench fuzz info compile-check clean
+.PHONY: deps build sanitize-build test test-sanitize test-asan mutate mutate-python bench fuzz info compile-check clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
@@ -35,6 +39,11 @@ deps:
 	  $(PYTHON) -c "import $${d%%:*}" 2>/dev/null || missing="$$missing $${d#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; $(PIP) install $$missing; fi
+	@missing=""; for d in $(PEERS); do \
+	  $(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$${d%%:*}') is None)" \
+	    || missing="$$missing $${d#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "installing without dependencies:$$missing"; $(PIP) install --no-deps $$missing; fi
 
 # _C is compiled in place by ninja under build/, so a second `make` recompiles only the sources
 # (or headers) that changed; the editable install, once, only maps the package names
@@ -68,6 +77,14 @@ test-sanitize: sanitize-build
 # One thread order per call (the race check is `make test`'s).
 test-asan: sanitize-build
 	$(SANITIZED) TRICKS_EXT_SIMT_ORDERS=forward $(PYTHON) -m pytest $(ASAN_TESTS) $(PYTEST_ARGS)
+
+# Plausible kernel bugs applied one at a time to a scratch copy; every one must fail its op's
+# tests (scripts/mutate.py --list). mutate-python: the Python/Triton mutants only (no rebuild).
+mutate: build
+	$(PYTHON) scripts/mutate.py
+
+mutate-python: build
+	$(PYTHON) scripts/mutate.py --kind python
 
 bench: build
 	$(PYTHON) -m tricks_ext bench $(BENCH_ARGS)

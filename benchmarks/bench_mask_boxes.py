@@ -1,6 +1,8 @@
-"""Box masking: Cutout on an ImageNet batch and SpecAugment masks on log-mel spectrograms, vs
-the reference (a boolean (N, H, W) mask from the boxes, then torch.where) eager and under
-torch.compile. The boxes come from the same Philox draw for every provider.
+"""Box masking: Cutout on an ImageNet batch and SpecAugment masks on log-mel spectrograms. In
+place against in place: a slice-assignment loop over the boxes (``x[n, :, y0:y1, x0:x1] = 0``,
+how Cutout and torchaudio's masking write it); out of place against the reference (a boolean
+(N, H, W) mask from the boxes, then torch.where), eager and under torch.compile. The boxes come
+from the same Philox draw for every provider.
 
 Floor: out of place, read x and write the result (2 x bytes(x)); in place only the boxes are
 written (the floor column still counts 2 x bytes, so in-place GB/s reads as an upper bound).
@@ -47,9 +49,23 @@ def _reference(x, box, inplace):
     return reference(x, box, 0.0)
 
 
+def _slice_loop(case: Case, device: torch.device):
+    """In place, one slice assignment per box (the boxes read to the host once, before timing)."""
+    x = torch.randn(case.params["shape"], device=device)
+    boxes = _boxes(case, device).tolist()
+
+    def run():
+        for n, per_sample in enumerate(boxes):
+            for y0, y1, x0, x1 in per_sample:
+                x[n, :, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 0.0
+        return x
+    return run
+
+
 def providers(device: torch.device) -> List[Provider]:
     compiled = torch.compile(_reference)
     return [
+        Provider("slice-assignment loop, in place", _slice_loop),
         Provider("reference, eager", _runner(_reference)),
         Provider("reference, torch.compile", _runner(compiled)),
     ] + [ours(OP, b, lambda b_: _runner(lambda x, box, ip: F.mask_boxes(x, box, 0.0, ip, backend=b_)))

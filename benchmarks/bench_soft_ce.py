@@ -12,6 +12,7 @@ from typing import List
 import torch
 
 from benchmarks.common import Case, Provider, Unavailable, ours
+from benchmarks.peers import load_timm
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets
 from tricks_ext.reference.mixup import mixed_targets
@@ -46,15 +47,18 @@ def ours_loss(backend: str):
     return loss
 
 
+def timm_or_unavailable():
+    timm, why = load_timm()
+    if timm is None:
+        raise Unavailable(why)
+    return timm
+
+
 def timm_module_loss():
     """timm's own SoftTargetCrossEntropy on mixup_target, or Unavailable."""
-    try:
-        from timm.data.mixup import mixup_target
-        from timm.loss import SoftTargetCrossEntropy
-    except Exception as exc:  # timm missing, or its torchvision import failing
-        raise Unavailable(f"timm is not importable: {type(exc).__name__}: {exc}")
-    ce = SoftTargetCrossEntropy()
-    return lambda z, y: ce(z, mixup_target(y, z.shape[1], LAM, SMOOTHING))
+    timm = timm_or_unavailable()
+    ce = timm.loss.SoftTargetCrossEntropy()
+    return lambda z, y: ce(z, timm.data.mixup.mixup_target(y, z.shape[1], LAM, SMOOTHING))
 
 
 def logits_and_labels(shape, dtype, device):

@@ -5,13 +5,12 @@ Floor: fwd reads w and writes w_hat (2 x bytes(w)); bwd reads grad and w and wri
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import List
 
 import torch
 import torch.nn.functional as TF
 
-from benchmarks.common import Case, Provider, Unavailable, ours, unary_runner
+from benchmarks.common import Case, Provider, ours, unary_runner
 from tricks_ext import functional as F
 from tricks_ext.reference import weight_standardize as reference
 
@@ -62,19 +61,11 @@ def _compiled(case: Case, device: torch.device):
     return _runner(torch.compile(lambda w: reference(w, EPS)))(case, device)
 
 
-def _timm(case: Case, device: torch.device):
-    """timm StdConv2d.forward's weight path (timm/layers/std_conv.py)."""
-    if importlib.util.find_spec("timm") is None:
-        raise Unavailable("timm is not installed")
-    try:
-        import timm.layers  # noqa: F401  (fails without torchvision)
-    except ImportError as exc:
-        raise Unavailable(f"timm does not import ({exc})")
-
-    def timm_weight(w):
-        o = w.shape[0]
-        return TF.batch_norm(w.reshape(1, o, -1), None, None, training=True, momentum=0.0, eps=EPS).reshape_as(w)
-    return _runner(timm_weight)(case, device)
+def _batch_norm_weight(w):
+    """timm StdConv2d.forward's weight path (timm/layers/std_conv.py): batch_norm over the
+    weight viewed as (1, O, K), which is what every timm StdConv2d runs."""
+    o = w.shape[0]
+    return TF.batch_norm(w.reshape(1, o, -1), None, None, training=True, momentum=0.0, eps=EPS).reshape_as(w)
 
 
 def providers(device: torch.device) -> List[Provider]:
@@ -82,7 +73,7 @@ def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("reference", _runner(lambda w: reference(w, EPS))),
         Provider("reference+compile", _compiled),
-        Provider("timm StdConv2d", _timm),
+        Provider("batch_norm (timm StdConv2d's weight path)", _runner(_batch_norm_weight)),
         _ours("cpu"),
         _ours("cuda"),
         _ours("triton"),

@@ -47,20 +47,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Timing:
+    """One call's time over the rounds measured, in ms: the median (the figure reported), the
+    fastest and slowest round (the spread), and how many rounds."""
+    median: float
+    min: float
+    max: float
+    rounds: int
+
+    @staticmethod
+    def of(ms: List[float]) -> "Timing":
+        return Timing(statistics.median(ms), min(ms), max(ms), len(ms))
+
+
 def time_ms(fn: Callable[[], object], device: torch.device, quick: bool = False) -> float:
     """Median time of one call in ms."""
-    return time_all_ms([fn], device, quick)[0]
+    return time_all_ms([fn], device, quick)[0].median
 
 
-def time_all_ms(fns: List[Callable[[], object]], device: torch.device, quick: bool = False) -> List[float]:
-    """Median time of one call of each fn, in ms. CUDA: triton.testing.do_bench per fn (L2
-    flushed between calls). CPU: a monotonic clock over rounds that call every fn once in turn,
-    after warm-up, so that the machine's drift (timings on a shared host move by 30 % from one
-    minute to the next) hits all providers of a case alike and their ratios hold."""
+def time_all_ms(fns: List[Callable[[], object]], device: torch.device, quick: bool = False) -> List[Timing]:
+    """Time of one call of each fn. CUDA: triton.testing.do_bench per fn (L2 flushed between
+    calls). CPU: a monotonic clock over rounds that call every fn once in turn, after warm-up,
+    so that the machine's drift (timings on a shared host move by 30 % from one minute to the
+    next) hits all providers of a case alike and their ratios hold."""
     if device.type == "cuda":
         from triton.testing import do_bench
-        return [float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 100, return_mode="median"))
-                for fn in fns]
+        return [Timing.of([float(t) for t in do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 100,
+                                                       return_mode="all")]) for fn in fns]
     budget = (0.2 if quick else 1.0) * len(fns)
     for fn in fns:
         fn()
@@ -74,7 +88,7 @@ def time_all_ms(fns: List[Callable[[], object]], device: torch.device, quick: bo
             fn()
             ts.append(time.perf_counter() - t0)
         rounds += 1
-    return [statistics.median(ts) * 1e3 for ts in times]
+    return [Timing.of([t * 1e3 for t in ts]) for ts in times]
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:
@@ -114,6 +128,33 @@ def device_name(device: torch.device) -> str:
     return f"CPU {cpu} ({torch.get_num_threads()} threads)"
 
 
+def instruction_set(device: torch.device) -> str:
+    """CUDA: the compute capability (sm_90); CPU: the vector ISA torch dispatches to (AVX2,
+    AVX512, ...) and AMX when the CPU has it (tile registers: /proc/cpuinfo's amx_tile)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"sm_{major}{minor}"
+    isa = torch.backends.cpu.get_cpu_capability()
+    try:
+        if " amx_tile" in Path("/proc/cpuinfo").read_text():
+            isa += "+AMX"
+    except OSError:
+        pass
+    return isa
+
+
+def peer_versions() -> str:
+    """Versions of the baseline libraries the providers call ("-" when not installed)."""
+    from importlib import metadata
+    out = []
+    for dist in ("timm", "pytorch-optimizer", "numpy"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist} -")
+    return "; ".join(out)
+
+
 def environment(device: torch.device) -> Dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -133,6 +174,8 @@ def environment(device: torch.device) -> Dict[str, str]:
         "device": device_name(device),
         "torch": torch.__version__,
         "triton": triton_version,
+        "isa": instruction_set(device),
+        "peers": peer_versions(),
     }
 
 

@@ -19,8 +19,11 @@ import torch
 
 from benchmarks.common import ROOT, Unavailable, copy_bandwidth_gbps, dtype_name, environment, peak_memory_mb, slug, time_all_ms
 
+# time_ms is the median over `rounds`; min_ms / max_ms the spread. Rows written before a field
+# existed leave it empty (append_rows rewrites an older header).
 CSV_FIELDS = ["date", "commit", "device", "torch", "triton", "op", "case", "dtype", "mode", "provider",
-              "time_ms", "gbps", "pct_of_copy_bw", "floor_bytes", "copy_bw_gbps", "peak_mb", "quick"]
+              "time_ms", "gbps", "pct_of_copy_bw", "floor_bytes", "copy_bw_gbps", "peak_mb", "quick",
+              "rounds", "min_ms", "max_ms", "isa", "peers"]
 
 
 def discover() -> List[str]:
@@ -53,24 +56,48 @@ def run_op(op: str, device: torch.device, quick: bool, copy_bw: float, env: Dict
             print(f"{label}: timing FAILED {type(exc).__name__}: {exc}", flush=True)
             traceback.print_exc(limit=3)
             continue
-        for (prov, fn), ms in zip(ready, times):
+        for (prov, fn), timing in zip(ready, times):
+            ms = timing.median
             peak = peak_memory_mb(fn, device)
             gbps = case.floor_bytes / (ms * 1e-3) / 1e9
-            print(f"{label} {prov.name}: {ms:.4f} ms, {gbps:.1f} GB/s", flush=True)
+            print(f"{label} {prov.name}: {ms:.4f} ms (min {timing.min:.4f}, max {timing.max:.4f}, "
+                  f"{timing.rounds} rounds), {gbps:.1f} GB/s", flush=True)
             rows.append(dict(env, op=op, case=case.name, dtype=dtype_name(case.dtype), mode=case.mode,
                              provider=prov.name, time_ms=f"{ms:.6f}", gbps=f"{gbps:.2f}",
                              pct_of_copy_bw=f"{100 * gbps / copy_bw:.1f}", floor_bytes=case.floor_bytes,
                              copy_bw_gbps=f"{copy_bw:.1f}", peak_mb="" if peak is None else f"{peak:.2f}",
-                             quick=int(quick), ours=prov.ours))
+                             quick=int(quick), rounds=timing.rounds, min_ms=f"{timing.min:.6f}",
+                             max_ms=f"{timing.max:.6f}", ours=prov.ours))
         del ready
     return rows
+
+
+def append_rows(path: Path, rows: List[Dict]) -> None:
+    """Append to the CSV; a file whose header lacks fields of CSV_FIELDS is rewritten first with
+    the full header (its rows keep their values, the new fields empty)."""
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, old = reader.fieldnames or [], list(reader)
+        if header != CSV_FIELDS:
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(old)
+    new_file = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def markdown(op: str, rows: List[Dict]) -> str:
     """One table per op: a row per (case, dtype, mode, provider); speedup = provider time / our best."""
     lines = [f"### {op}", "",
-             "| case | dtype | mode | provider | time (ms) | GB/s | % of copy BW | peak MB | our best is x faster |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "| case | dtype | mode | provider | median ms | min-max ms (rounds) | GB/s | % of copy BW | peak MB "
+             "| our best is x faster |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
         groups.setdefault((r["case"], r["dtype"], r["mode"]), []).append(r)
@@ -79,8 +106,9 @@ def markdown(op: str, rows: List[Dict]) -> str:
         best = min(ours) if ours else None
         for r in group:
             speed = f"{float(r['time_ms']) / best:.2f}" if best else "-"
-            lines.append(f"| {case} | {dtype} | {mode} | {r['provider']} | {float(r['time_ms']):.4f} | {r['gbps']} | "
-                         f"{r['pct_of_copy_bw']} | {r['peak_mb'] or 'n/a'} | {speed} |")
+            spread = f"{float(r['min_ms']):.4f}-{float(r['max_ms']):.4f} ({r['rounds']})"
+            lines.append(f"| {case} | {dtype} | {mode} | {r['provider']} | {float(r['time_ms']):.4f} | {spread} | "
+                         f"{r['gbps']} | {r['pct_of_copy_bw']} | {r['peak_mb'] or 'n/a'} | {speed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,20 +161,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     md = [f"# Benchmarks on {env['device']}", "",
           f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {env['date']}; "
           f"measured copy bandwidth {copy_bw:.1f} GB/s{' (quick run)' if args.quick else ''}.",
-          "GB/s = the op's bytes floor / time; times are medians.", ""]
+          f"CPU/GPU instruction set {env['isa']}; peers: {env['peers']}.",
+          "GB/s = the op's bytes floor / time; times are medians (min-max over the rounds in the CSV).", ""]
     csv_path = args.results_dir / "results.csv"
-    new_file = not csv_path.exists()
     for op in args.ops:
         rows = run_op(op, device, args.quick, copy_bw, env)
         table = markdown(op, rows)
         print("\n" + table, flush=True)
         md.append(table)
-        with csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-                new_file = False
-            writer.writerows(rows)
+        append_rows(csv_path, rows)
         png = plot(op, rows, args.results_dir / f"{op}_{slug(env['device'])}.png",
                    f"{op} on {env['device']} ({env['commit']})")
         if png is not None:

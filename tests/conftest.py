@@ -32,3 +32,12 @@ def pytest_runtest_setup(item):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def two_threads():
+    """At least two intra-op threads, so the CPU kernels split work into parallel tasks."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     run_gradcheck, run_opcheck, saved_bytes)
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, kernel_constant,
+                     run_compiled, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext.reference import dropout as philox
 from tricks_ext.reference.dropout import dropout as reference
@@ -119,10 +119,9 @@ def test_non_contiguous_input_follows_contiguous_order(backend_device):
     assert torch.equal(y, reference(x.contiguous(), 0.5, SEED, OFFSET))
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+@pytest.mark.parametrize("backend_device", BACKENDS)
 def test_no_mask_is_saved_for_backward(backend_device):
-    """The kernels keep nothing but (seed, offset); the torch backend is the plain reference,
-    whose torch.where saves its mask like any eager chain."""
+    """The kernels keep nothing but (seed, offset)."""
     backend, device = backend_device
     x = torch.randn(256, 64, device=device, requires_grad=True)
     saved = saved_bytes(lambda: F.dropout(x, 0.2, backend=backend))
@@ -175,7 +174,7 @@ def test_gradcheck_fp64(backend_device):
     run_gradcheck(lambda t: F.dropout(t, 0.4, seed_offset=so(device), backend=backend), (x,))
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+@pytest.mark.parametrize("backend_device", BACKENDS)
 def test_opcheck(backend_device):
     backend, device = backend_device
     op, bwd = backend_op("dropout_apply", backend), backend_op("dropout_apply_bwd", backend)
@@ -247,7 +246,7 @@ def test_dropout_add_matches_reference(backend_device, dtype, with_gate):
     x = torch.randn(shape, device=device).to(dtype)
     res = torch.randn(shape, device=device).to(dtype)
     gate = torch.tensor(0.7, device=device) if with_gate else None
-    grad = torch.randn(shape, device=device)
+    grad = torch.randn(shape, device=device).to(dtype)  # autograd hands y's dtype to the backward
     so_ = so(device)
     ours = _run_add(lambda a, b, g: F.dropout_add(a, b, 0.2, gate=g, seed_offset=so_, backend=backend), x, res, gate, grad)
     same = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x, res, gate, grad)
@@ -259,6 +258,44 @@ def test_dropout_add_matches_reference(backend_device, dtype, with_gate):
         if not with_gate and name != "grad_gate":
             assert torch.equal(a, s_), name  # without a gate every backend computes the same bits
         assert_matches_reference(a, s_, r.to(torch.float64), name=name)
+
+
+# Past every block of work the kernels cut: 3 CPU gate partials (kCpuPartialElements, also the
+# CPU forward's mask batch), over 150 CUDA partials (kCudaPartialElements) and Triton
+# programs, and a ragged tail; on two threads, so the CPU tasks run apart.
+def _big_numel():
+    return 3 * kernel_constant("dropout/math.h", "kCpuPartialElements") + 1003
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_bit_identical_across_partials_and_tasks(backend_device, two_threads):
+    assert _big_numel() > 150 * kernel_constant("dropout/cuda.h", "kCudaPartialElements")
+    backend, device = backend_device
+    x = torch.randn(_big_numel(), device=device, requires_grad=True)
+    y = F.dropout(x, 0.3, seed_offset=so(device), backend=backend)
+    assert torch.equal(y, reference(x.detach(), 0.3, SEED, OFFSET))
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    assert torch.equal(x.grad, reference(grad, 0.3, SEED, OFFSET))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_gate_gradient_sums_every_partial(backend_device, two_threads):
+    """The gate's gradient is a sum over all elements, reduced in per-partial pieces: each
+    piece must count once (a sum of only the first, or a piece twice, is off by a third)."""
+    backend, device = backend_device
+    n = _big_numel()
+    x, res, grad = (torch.randn(n, device=device) for _ in range(3))
+    x = x + 0.5  # a nonzero mean, so each partial's share of the sum is of one sign
+    grad = grad.abs()
+    gate = torch.tensor(0.7, device=device)
+    so_ = so(device)
+    ours = _run_add(lambda a, b, g: F.dropout_add(a, b, 0.2, gate=g, seed_offset=so_, backend=backend), x, res, gate, grad)
+    same = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x, res, gate, grad)
+    ref64 = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x.double(), res.double(),
+                     gate.double(), grad)
+    for name, a, s_, r in zip(("y", "grad_x", "grad_residual", "grad_gate"), ours, same, ref64):
+        assert_matches_reference(a, s_, r, name=name)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -277,7 +314,7 @@ def test_rezero_gate_at_zero(backend_device):
     torch.testing.assert_close(gate.grad, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+@pytest.mark.parametrize("backend_device", BACKENDS)
 def test_dropout_add_saves_no_mask(backend_device):
     backend, device = backend_device
     x = torch.randn(128, 64, device=device, requires_grad=True)
@@ -374,7 +411,7 @@ def test_drop_path_rate_and_identities(backend_device):
     assert torch.equal(F.drop_path(x, 1.0, backend=backend), torch.zeros_like(x))
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+@pytest.mark.parametrize("backend_device", BACKENDS)
 def test_drop_path_saves_no_mask(backend_device):
     backend, device = backend_device
     x = torch.randn(32, 64, device=device, requires_grad=True)

@@ -1,8 +1,12 @@
 """Mixup / CutMix: the fused mixing op on every backend equals the reference bit for bit, the
 sampler follows timm's formulas, and MixedTargets equal timm's dense targets."""
+import sys
+
+import numpy as np
 import pytest
 import torch
 
+import peers
 from helpers import backend_op, backend_params, expect_error, run_opcheck
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets, Mixup
@@ -53,54 +57,44 @@ def test_bit_identical_to_reference(backend_device, dtype, shape):
         assert torch.equal(y, expected), f"{name} in place"
 
 
-def timm_mix(x, lam_per_sample, box_per_sample, cut_per_sample):
-    """timm Mixup._mix_elem's loop with given parameters (Mixup: x*lam + x_orig[j]*(1-lam);
-    CutMix: the box copied from the partner)."""
-    x = x.clone()
-    x_orig = x.clone()
-    n = len(x)
-    for i in range(n):
-        j = n - i - 1
-        lam = lam_per_sample[i]
-        if lam != 1.0:
-            if cut_per_sample[i]:
-                yl, yh, xl, xh = box_per_sample[i]
-                x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
-            else:
-                x[i] = x[i] * lam + x_orig[j] * (1 - lam)
-    return x
-
-
-def timm_targets(target, num_classes, lam, smoothing):
-    off = smoothing / num_classes
-    on = 1.0 - smoothing + off
-    y1 = torch.full((len(target), num_classes), off).scatter_(1, target.view(-1, 1), on)
-    y2 = torch.full((len(target), num_classes), off).scatter_(1, target.flip(0).view(-1, 1), on)
-    return y1 * lam + y2 * (1.0 - lam)
+def timm_mixup(mode, draws, boxes, x, target):
+    """timm's own ``Mixup.__call__`` (real timm, in place on ``x``) fed the random draws our
+    sampler made: its numpy draws (lam, use_cutmix) and its ``cutmix_bbox_and_lam`` boxes are
+    replaced by ours, in the order timm asks for them; everything else is timm's code."""
+    timm = peers.timm()
+    mixup_module = sys.modules["timm.data.mixup"]
+    lam, cut = draws
+    theirs = timm.data.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, label_smoothing=0.1, num_classes=10)
+    theirs._params_per_elem = lambda n: (lam.numpy().astype(np.float32)[:n], cut.numpy()[:n])
+    theirs._params_per_batch = lambda: (float(lam[0]), bool(cut[0]))
+    queue = list(boxes)
+    original = mixup_module.cutmix_bbox_and_lam
+    mixup_module.cutmix_bbox_and_lam = lambda *args, **kwargs: queue.pop(0)
+    try:
+        return theirs(x, target)
+    finally:
+        mixup_module.cutmix_bbox_and_lam = original
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
-def test_mixup_equals_timm_formulas(backend_device, mode):
+def test_mixup_equals_timm(backend_device, mode):
+    """Mixed images bit for bit and dense targets against timm 1.0's Mixup on the same draws."""
     backend, device = backend_device
     x = torch.randn(8, 3, 12, 10, device=device)
     target = torch.randint(0, 10, (8,), device=device)
     m = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode=mode, label_smoothing=0.1, num_classes=10, backend=backend)
+    draw, box = m._draw, m._box
     for seed in range(6):
-        torch.manual_seed(seed)
-        params = m.sample_params(8, (12, 10))
+        draws, boxes = [], []
+        m._draw = lambda n: draws.append(draw(n)) or draws[-1]
+        m._box = lambda *args: boxes.append(box(*args)) or boxes[-1]
         torch.manual_seed(seed)
         mixed, targets = m(x, target)
-        cut = (params.coef[:, 1] == 0).tolist()
-        # timm's loop takes lam != 1 as "mix this sample"; CutMix samples carry their box
-        lam_loop = [0.5 if cut[i] else params.coef[i, 0].item() for i in range(8)]
-        expected = timm_mix(x.cpu(), lam_loop, params.box.tolist(), cut)
-        if mode == "batch" and not cut[0]:  # timm _mix_batch: x * lam + x.flip(0) * (1 - lam), lam a float
-            lam_b = params.lam[0].item()
-            expected = x.cpu() * lam_b + x.cpu().flip(0) * (1.0 - lam_b)
+        expected, dense = timm_mixup(mode, draws[0], boxes, x.cpu().clone(), target.cpu())
         assert torch.equal(mixed.cpu(), expected), seed
-        dense = timm_targets(target.cpu(), 10, targets.lam.cpu().view(-1, 1), 0.1)
         torch.testing.assert_close(targets.dense().cpu(), dense, rtol=0, atol=1e-7)
+    m._draw, m._box = draw, box
 
 
 def test_sampler_structure():
@@ -159,7 +153,7 @@ def test_mixed_targets_dense():
     assert len(t) == 3 and t.to("cpu").num_classes == 4
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] != "torch"])
+@pytest.mark.parametrize("backend_device", BACKENDS)
 def test_opcheck(backend_device):
     backend, device = backend_device
     ops = backend_op("mixup_apply", backend), backend_op("mixup_apply_", backend)

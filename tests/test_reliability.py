@@ -17,8 +17,8 @@ from tricks_ext.reference.mixup import mix as mix_reference
 
 MIXUP = backend_params("mixup_apply")
 MASK = backend_params("mask_boxes")
-SOFT_CE = backend_params("soft_ce")
-OPTIM = backend_params("optim_step")
+SOFT_CE = backend_params("soft_ce", torch_backend=True)
+OPTIM = backend_params("optim_step", torch_backend=True)
 
 # ---- 1. boxes outside the image never touch memory outside it --------------------------------
 

@@ -1,25 +1,24 @@
 """Weight-standardized convolutions: timm StdConv2d / ScaledStdConv2d numbers and state dicts,
 eval-mode caching, folding into plain convolutions."""
 import torch
-import torch.nn.functional as TF
 
+import peers
 from helpers import expect_error
 from tricks_ext import nn as tnn
 
 
-def timm_std_conv(conv, x):
-    """timm StdConv2d.forward."""
-    w = TF.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None, training=True, momentum=0.0,
-                      eps=conv.eps).reshape_as(conv.weight)
-    return TF.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def timm_scaled_std_conv(conv, x):
-    """timm ScaledStdConv2d.forward."""
-    w = TF.batch_norm(conv.weight.reshape(1, conv.out_channels, -1), None, None,
-                      weight=(conv.gain * conv.scale).view(-1), training=True, momentum=0.0,
-                      eps=conv.eps).reshape_as(conv.weight)
-    return TF.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+def timm_twin(conv):
+    """timm's own StdConv2d / ScaledStdConv2d with ``conv``'s arguments and its state dict."""
+    layers = peers.timm().layers
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+              bias=conv.bias is not None, eps=conv.eps)
+    if isinstance(conv, tnn.ScaledWSConv2d):
+        twin = layers.ScaledStdConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, **kw)
+        twin.scale = conv.scale
+    else:
+        twin = layers.StdConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, **kw)
+    twin.load_state_dict(conv.state_dict())
+    return twin.to(conv.weight.dtype)
 
 
 def test_wsconv2d_matches_timm_and_grads():
@@ -27,10 +26,13 @@ def test_wsconv2d_matches_timm_and_grads():
     conv = tnn.WSConv2d(6, 8, 3, stride=2, padding=1, groups=2).double()
     assert set(conv.state_dict()) == {"weight", "bias"}
     x = torch.randn(2, 6, 9, 7, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(conv(x), timm_std_conv(conv, x))
+    twin = timm_twin(conv)
+    torch.testing.assert_close(conv(x), twin(x))
     assert torch.autograd.gradcheck(lambda t: conv(t), (x,))
     conv(x).sum().backward()
-    assert conv.weight.grad is not None and conv.bias.grad is not None
+    twin(x).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, twin.weight.grad)
+    torch.testing.assert_close(conv.bias.grad, twin.bias.grad)
     same = tnn.WSConv2d(4, 4, 3, padding="same", bias=False)
     assert same(torch.randn(1, 4, 5, 6)).shape == (1, 4, 5, 6)
 
@@ -42,9 +44,11 @@ def test_scaled_wsconv2d_matches_timm():
     with torch.no_grad():
         conv.gain.uniform_(0.5, 1.5)
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    torch.testing.assert_close(conv(x), timm_scaled_std_conv(conv, x))
+    twin = timm_twin(conv)
+    torch.testing.assert_close(conv(x), twin(x))
     conv(x).sum().backward()
-    assert conv.gain.grad is not None
+    twin(x).sum().backward()
+    torch.testing.assert_close(conv.gain.grad, twin.gain.grad)
 
 
 def test_eval_follows_weight_updates():
@@ -53,7 +57,7 @@ def test_eval_follows_weight_updates():
     with torch.no_grad():
         conv.standardized_weight()
         conv.weight.mul_(2.0).add_(0.1)
-        torch.testing.assert_close(conv(x), timm_std_conv(conv, x))
+        torch.testing.assert_close(conv(x), timm_twin(conv)(x))
     conv.train()
     assert conv.standardized_weight().requires_grad  # training builds a graph
 

@@ -29,9 +29,12 @@ namespace tricks {
 // -ffp-contract says (it is off), and the AVX2 / AVX-512 clones run them as vfmadd (faster
 // than separate multiplies and adds). The baseline clone (CPUs without FMA) calls
 // the software fmaf: same bits, not vectorized. Max relative error 1.4 ulp on [-87, 88]
-// (measured against double exp); below -87.3 returns a value < 1.2e-38 (not 0).
+// (measured against double exp); below -87.3, where exp is under the smallest normal float
+// (1.2e-38), it returns 0: a logit masked with -inf gets probability and gradient exactly 0,
+// as in torch (the clamped polynomial alone gave 1.2e-38 there).
 TRICKS_CPU_INLINE float exp_cpu(float x) {
-  x = x < -87.3f ? -87.3f : x;  // NaN passes through both compares
+  const bool underflow = x < -87.3f;
+  x = underflow ? -87.3f : x;  // NaN passes through both compares
   x = x > 88.3f ? 88.3f : x;  // keeps n <= 127: a finite exponent
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const float n = __builtin_fmaf(x, 1.44269504088896341f, magic) - magic;
@@ -47,7 +50,7 @@ TRICKS_CPU_INLINE float exp_cpu(float x) {
   const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &e, sizeof(scale));
-  return y * scale;
+  return underflow ? 0.0f : y * scale;
 }
 
 }  // namespace tricks

@@ -22,7 +22,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pytest
 import torch
 
-from helpers import ATOL, assert_matches_reference
 from tricks_ext import _backend
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets
@@ -187,12 +186,30 @@ def assert_close(op: str, results: Dict[str, tuple], ref64: Optional[List[torch.
             if ref64 is None:
                 continue
             r = ref64[i]
-            # fp64 inputs: the reference is the same dtype, so the rule leaves only the atol; two
-            # fp64 summation orders differ by up to eps64 * (mean / std)^2 of the data, 1e7 for
-            # the large-mean weights drawn here (2e-9 relative, a few times that with the sums)
-            atol = 1e-8 if a.dtype == torch.float64 else ATOL[a.dtype] * 4
-            assert_matches_reference(torch.where(fin, a, 0), torch.where(fin, s, 0),
-                                     torch.where(fin, r, 0).double(), name=f"{op} [{b}] output {i}", atol=atol)
+            assert_fuzz_bound(torch.where(fin, a, 0), torch.where(fin, s, 0), torch.where(fin, r, 0).double(),
+                              f"{op} [{b}] output {i}")
+
+
+# Relative slack of the fuzz bound: fp32 4e-6 (about 32 ulp), fp16/bf16 about 1.6 ulp; fp64
+# inputs: the reference is the same dtype, so only this slack is left, and two fp64 summation
+# orders differ by up to eps64 * (mean / std)^2 of the data, 1e7 for the large-mean weights
+# drawn here (2e-9 relative, a few times that with the sums).
+FUZZ_SLACK = {torch.float64: 1e-8, torch.float32: 4e-6, torch.float16: 8e-4, torch.bfloat16: 8e-3}
+
+
+def assert_fuzz_bound(actual: torch.Tensor, same: torch.Tensor, ref64: torch.Tensor, name: str) -> None:
+    """The fuzz suite's robustness bound, looser than the op tests' per-element rule
+    (tests/helpers.py): max |actual - ref64| <= 2 max |same - ref64| + FUZZ_SLACK x max(1,
+    max |ref64|), over the whole output. Its odd shapes and scales (rows of two weights a few
+    ulps apart, where rstd is 1000 and an exact 0 is a cancellation of terms 1e3 larger) have
+    no per-element term sizes written out; it looks for crashes, misplaced NaNs and gross
+    errors, the op tests own the accuracy."""
+    if actual.numel() == 0:
+        return
+    a, s = actual.double(), same.double()
+    err, err_ref = (a - ref64).abs().max().item(), (s - ref64).abs().max().item()
+    bound = 2 * err_ref + FUZZ_SLACK[actual.dtype] * max(1.0, ref64.abs().max().item())
+    assert err <= bound, f"{name} ({actual.dtype}, shape {tuple(a.shape)}): max error {err:.3g} > bound {bound:.3g}"
 
 
 def check_statistics(op: str, registry_op: str, inputs: Sequence[Optional[torch.Tensor]], fn: Callable) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
 from tricks_ext.ops._library import Twin, register_autograd
-from tricks_ext.reference.soft_ce import mean_divisor, reduce_rows, soft_ce_rows
+from tricks_ext.reference.soft_ce import reduce_rows, soft_ce_rows
 
 OP = "soft_ce"
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -68,6 +68,25 @@ def _fake_bwd(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Ten
     return torch.empty_like(logits)
 
 
+# The Triton pair's reduction of the per-row losses, written apart from the reference's (the
+# tests compare the two; the C++ ops have theirs in csrc/soft_ce/prepare.h): 'mean' divides by
+# the rows not ignored when the targets are hard labels (torch cross_entropy), else by N.
+def _divisor(a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, rows: int, acc: torch.dtype) -> Tensor:
+    if a is None or b is not None:
+        return torch.tensor(float(rows), dtype=acc, device=a.device if a is not None else None)
+    return torch.count_nonzero(a != ignore_index).to(acc)
+
+
+def _reduce(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: int,
+            dtype: torch.dtype) -> Tensor:
+    if reduction == REDUCTIONS["none"]:
+        return rows.to(dtype)
+    total = torch.sum(rows)
+    if reduction == REDUCTIONS["mean"]:
+        total = total / _divisor(a, b, ignore_index, rows.shape[0], rows.dtype).to(rows.device)
+    return total.to(dtype)
+
+
 def row_grads(grad: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: int,
               rows: int) -> Tensor:
     """dL/dloss_i in the statistics dtype: (N,) for 'none', else a 0-dim tensor (divided by
@@ -76,14 +95,14 @@ def row_grads(grad: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_ind
     g = grad.to(acc)
     if reduction != REDUCTIONS["mean"]:
         return g.contiguous()
-    return g / mean_divisor(a, b, ignore_index, rows)
+    return g / _divisor(a, b, ignore_index, rows, acc).to(g.device)
 
 
 def _fwd_triton(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
                 dense: Optional[Tensor], smoothing: float, ignore_index: int, reduction: int) -> Tuple[Tensor, Tensor]:
     from tricks_ext.triton_kernels.soft_ce import soft_ce_fwd
     rows, stats = soft_ce_fwd(logits, a, b, lam, dense, smoothing, ignore_index)
-    return reduce_rows(rows, a, b, ignore_index, _REDUCTION_NAMES[reduction], logits.dtype), stats
+    return _reduce(rows, a, b, ignore_index, reduction, logits.dtype), stats
 
 
 def _bwd_triton(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],

@@ -27,12 +27,3 @@ def evonorm_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, 
     y = (num.reshape(grouped.shape) / std).reshape(x.shape)
     return (y * w + b).to(x.dtype)
 
-
-def timm_evonorm2d_s0(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
-    """timm ``EvoNorm2dS0.forward`` as written there (math in x's dtype, std in fp32)."""
-    v_shape = (1, -1, 1, 1)
-    n = x * (x * v.view(v_shape).to(dtype=x.dtype)).sigmoid()
-    b, c, h, w = x.shape
-    std = x.reshape(b, groups, c // groups, h, w).float().var(dim=(2, 3, 4), unbiased=False, keepdim=True)
-    std = std.add(eps).sqrt().to(x.dtype).expand(b, groups, c // groups, h, w).reshape(b, c, h, w)
-    return (n / std) * weight.view(v_shape).to(dtype=x.dtype) + bias.view(v_shape).to(dtype=x.dtype)
