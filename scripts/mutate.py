@@ -191,7 +191,8 @@ def _run_tests(scratch: Path, mutant: Mutant) -> Tuple[str, float]:
         return "ERROR (no test collected)", took
     if res.returncode in (2, 3, 4):
         return f"ERROR (pytest exit {res.returncode})", took
-    return "killed", took
+    failed = [line[len("FAILED "):].split(" - ")[0] for line in res.stdout.splitlines() if line.startswith("FAILED ")]
+    return f"killed by {failed[0]}" if failed else "killed (the test process crashed)", took
 
 
 def main(argv: Sequence[str]) -> int:
@@ -228,7 +229,7 @@ def main(argv: Sequence[str]) -> int:
                 _apply(scratch, m)
             except ValueError as e:
                 results.append((m, "ERROR (not applied)", 0.0))
-                print(f"{'ERROR':9} {m.name}: {e}", flush=True)
+                print(f"{m.name}: ERROR {e}", flush=True)
                 continue
             try:
                 if m.kind == "cxx":
@@ -237,7 +238,7 @@ def main(argv: Sequence[str]) -> int:
             finally:
                 (scratch / m.path).write_text(original)
             results.append((m, verdict, took))
-            print(f"{verdict:9} {m.name} ({m.kind}, {took:.0f} s)", flush=True)
+            print(f"{m.name} ({m.kind}, {took:.0f} s): {verdict}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     killed = sum(v.startswith("killed") for _, v, _ in results)

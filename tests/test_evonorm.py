@@ -177,7 +177,7 @@ class TestBadInput:
         expect_error(ValueError, lambda: tnn.EvoNormS0(10, groups=4), "num_features=10", "groups=4")
 
 
-@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] in ("cuda", "triton")])
+@pytest.mark.parametrize("backend_device", [p for p in BACKENDS if p.values[0][0] in ("cuda", "triton", "simt")])
 @pytest.mark.parametrize("split", [2, 3, 7, 64])
 def test_split_forward_matches_one_block_per_group(backend_device, split):
     """The split-reduction forward (chunks of a group reduced apart, merged by Chan's formula)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import tricks_ext
-from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     run_gradcheck, run_opcheck)
+from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, kernel_constant,
+                     run_compiled, run_gradcheck, run_opcheck)
 from tricks_ext import functional as F
 from tricks_ext.reference import weight_standardize as reference
 from tricks_ext.reference.weight_standardize import per_channel_multiplier
@@ -87,6 +87,22 @@ def test_matches_reference(backend_device, dtype, shape):
     w, _ = make_inputs(shape, dtype, device, with_gain=False)
     out, _, _ = check_against_reference(w, None, None, backend)
     assert out.stride() == w.stride()
+
+
+def _tile_boundaries():
+    """Row lengths on each side of the kernels' tile switches: CUDA's warp-per-row limit
+    (kWarpRowMaxK; a block per row above it) and one Triton tile (_TILE; several sweeps above)."""
+    from tricks_ext.triton_kernels.weight_standardize import _TILE
+    warp = kernel_constant("weight_standardize/cuda.cu", "kWarpRowMaxK")
+    return sorted({warp, warp + 1, _TILE, _TILE + 1})
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("K", _tile_boundaries())
+def test_row_lengths_at_tile_boundaries(backend_device, K):
+    backend, device = backend_device
+    w, gain = make_inputs((3, K), torch.float32, device, with_gain=True)
+    check_against_reference(w, gain.view(-1), None, backend)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
