@@ -212,20 +212,23 @@ def test_lookahead_sync_every_k(backend_device):
 
 @pytest.mark.parametrize("backend_device", ALL_BACKENDS)
 def test_state_dict_resume_is_exact(backend_device):
+    """Saved at step 16, between Lookahead syncs (k=6: 12 and 18) and after RAdam's rectification
+    starts (step 6), resumed to step 30: equal to the run that never stopped."""
     backend, device = backend_device
+    steps, stop = 30, 16
     a = make_params(device)
     b = [p.detach().clone().requires_grad_(True) for p in a]
     opt_a = Ranger(a, lr=1e-2, backend=backend)
-    run(opt_a, a, steps=STEPS)
+    run(opt_a, a, steps=steps)
     opt_b = Ranger(b, lr=1e-2, backend=backend)
-    run(opt_b, b, steps=40)
+    run(opt_b, b, steps=stop)
     saved = copy.deepcopy(opt_b.state_dict())
     c = [p.detach().clone().requires_grad_(True) for p in b]
     opt_c = Ranger(c, lr=0.5, k=2, backend=backend)  # hyperparameters come from the state dict
     opt_c.load_state_dict(saved)
-    run(opt_c, c, steps=STEPS - 40, start=40)
+    run(opt_c, c, steps=steps - stop, start=stop)
     assert max_rel(c, a) == 0.0
-    assert opt_c.state[c[0]]["step"].item() == STEPS
+    assert opt_c.state[c[0]]["step"].item() == steps
 
 
 @pytest.mark.parametrize("backend_device", ALL_BACKENDS)

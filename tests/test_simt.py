@@ -160,6 +160,7 @@ def test_every_cuda_kernel_instance_is_executed():
             t = torch.softmax(torch.randn(3, classes, generator=g), 1).to(dtype)
             F.soft_target_cross_entropy(z, t, backend="simt").backward()
             F.soft_target_cross_entropy(z, torch.tensor([1, 2, 0]), label_smoothing=0.1, backend="simt").backward()
+            F.soft_target_binary_cross_entropy(z, t, backend="simt").backward()
         for shape in ((6, 3, 3, 3), (5, 1100)):  # a warp per row; a block per row
             wt = torch.randn(shape, generator=g).to(dtype).requires_grad_(True)
             F.weight_standardize(wt, backend="simt").sum().backward()

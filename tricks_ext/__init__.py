@@ -1,7 +1,8 @@
 """tricks_ext: fused kernels for the training tricks that make networks converge faster.
 
 Public surface: :mod:`tricks_ext.functional` (stateless ops), :mod:`tricks_ext.nn` (modules),
-:mod:`tricks_ext.optim` (optimizers), :mod:`tricks_ext.data` (batch transforms), backend
+:mod:`tricks_ext.optim` (optimizers), :mod:`tricks_ext.data` (batch transforms), :func:`patch`
+(swap torch/timm layers of an existing model for these, in place), backend
 control (:func:`set_backend`, :func:`use_backend`, :func:`get_backend`), and the build flags
 ``HAS_C`` (the C++ extension loaded) and ``HAS_CUDA_KERNELS`` (it was built with CUDA kernels).
 """
@@ -11,8 +12,10 @@ from tricks_ext._backend import BACKENDS, BackendUnavailableError, get_backend, 
 from tricks_ext import ops  # noqa: F401  (registers the operators)
 from tricks_ext import functional, reference  # noqa: F401
 from tricks_ext import data, nn, optim  # noqa: F401
+from tricks_ext._patching import PatchReport, patch, patch_timm_create_model, unpatch
 
 __all__ = [
     "__version__", "HAS_C", "HAS_CUDA_KERNELS", "LOAD_ERROR", "BACKENDS", "BackendUnavailableError",
     "get_backend", "set_backend", "use_backend", "functional", "reference", "data", "nn", "optim",
+    "patch", "unpatch", "patch_timm_create_model", "PatchReport",
 ]

@@ -115,7 +115,8 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
     """Launcher calls on meta tensors covering every choice of every launcher, per dtype."""
     import torch
 
-    from tricks_ext.triton_kernels import dropout, evonorm, mask_boxes, mixup, optim, soft_ce, weight_standardize
+    from tricks_ext.triton_kernels import (dropout, evonorm, mask_boxes, mixup, optim, soft_bce, soft_ce,
+                                          weight_standardize)
 
     meta = torch.device("meta")
 
@@ -175,6 +176,24 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                     yield (f"soft_ce_bwd {dname} C={classes} {mode} per_row={per_row}",
                            lambda z=z, a=a, b=b, lam=lam, dense=dense, grad=grad, stats=stats:
                            soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, stats, 0.1, -100))
+        # soft BCE: every BLOCK, the three target modes, threshold and pos_weight on and off,
+        # per-element or reduced
+        for classes in (10, 100, 1000, 5000):
+            z = t(8, classes, dtype=dt)
+            labels = t(8, dtype=torch.int64)
+            for mode, extras, per_element in itertools.product(("hard", "mixed", "dense"), (False, True), (False, True)):
+                a = labels if mode != "dense" else None
+                b = labels if mode == "mixed" else None
+                lam = t(8) if mode == "mixed" else None
+                dense = z if mode == "dense" else None
+                pw, thr = (t(classes, dtype=acc), 0.5) if extras else (None, None)
+                yield (f"soft_bce_fwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, pe=per_element:
+                       soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, 0.1, thr, pe))
+                grad = t(8, classes, dtype=dt) if per_element else t((), dtype=acc)
+                yield (f"soft_bce_bwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, grad=grad:
+                       soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, 0.1, thr))
         # weight standardization: every (ROWS, BLOCK_K) tile the table gives, gain or not
         for rows, k in ((512, 9), (256, 27), (64, 49), (128, 147), (64, 576), (32, 1152), (16, 2304), (8, 4608),
                         (4, 20000), (3, 7)):

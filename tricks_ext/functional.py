@@ -16,7 +16,7 @@ from tricks_ext.reference.optim import centralize
 from tricks_ext.targets import MixedTargets
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
-           "mixup", "soft_target_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
+           "mixup", "soft_target_cross_entropy", "soft_target_binary_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -225,6 +225,33 @@ def _is_integer(dtype: torch.dtype) -> bool:
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _split_targets(op: str, logits: Tensor, targets: object):
+    """(logits, a, b, lam, dense, the mix's smoothing or None) from MixedTargets, integer labels
+    (N,) or dense (N, C) targets; dense targets and logits are promoted to their common dtype."""
+    n, classes = logits.shape
+    a = b = lam = dense = mix_smoothing = None
+    if isinstance(targets, MixedTargets):
+        if targets.num_classes != classes:
+            raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have {classes} classes")
+        a, b, lam, mix_smoothing = targets.a, targets.b, targets.lam, targets.smoothing
+    elif isinstance(targets, Tensor) and not targets.dtype.is_floating_point and not targets.dtype.is_complex:
+        if targets.shape != (n,):
+            raise ValueError(f"{op}: integer labels must have shape ({n},), got {tuple(targets.shape)}")
+        a = targets
+    elif isinstance(targets, Tensor) and targets.dtype.is_floating_point:
+        if targets.shape != logits.shape:
+            raise ValueError(f"{op}: dense targets must have the logits' shape {tuple(logits.shape)}, "
+                             f"got {tuple(targets.shape)}")
+        common = torch.promote_types(logits.dtype, targets.dtype)
+        logits, dense = logits.to(common), targets.to(common)
+    else:
+        raise TypeError(f"{op}: targets must be MixedTargets, integer labels (N,) or a dense (N, C) float tensor, "
+                        f"got {type(targets).__name__}")
+    for name, t in (("targets", a), ("partner labels", b), ("lam", lam), ("targets", dense)):
+        check_same_device(op, name, t, logits, "logits")
+    return logits, a, b, lam, dense, mix_smoothing
+
+
 def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = "mean", label_smoothing: float = 0.0,
                               ignore_index: int = -100, backend: Optional[str] = None) -> Tensor:
     """Cross-entropy against soft targets in one forward and one backward kernel, with the
@@ -253,35 +280,71 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
     check_unit(op, "label_smoothing", label_smoothing)
-    n, classes = logits.shape
-    a = b = lam = dense = None
-    smoothing = float(label_smoothing)
-    if isinstance(targets, MixedTargets):
-        if label_smoothing:
-            raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
-        if targets.num_classes != classes:
-            raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have {classes} classes")
-        a, b, lam, smoothing = targets.a, targets.b, targets.lam, targets.smoothing
-    elif isinstance(targets, Tensor) and not targets.dtype.is_floating_point and not targets.dtype.is_complex:
-        if targets.shape != (n,):
-            raise ValueError(f"{op}: integer labels must have shape ({n},), got {tuple(targets.shape)}")
-        a = targets
-    elif isinstance(targets, Tensor) and targets.dtype.is_floating_point:
-        if label_smoothing:
-            raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
-        if targets.shape != logits.shape:
-            raise ValueError(f"{op}: dense targets must have the logits' shape {tuple(logits.shape)}, "
-                             f"got {tuple(targets.shape)}")
-        dense = targets
-        common = torch.promote_types(logits.dtype, dense.dtype)
-        logits, dense = logits.to(common), dense.to(common)
-    else:
-        raise TypeError(f"{op}: targets must be MixedTargets, integer labels (N,) or a dense (N, C) float tensor, "
-                        f"got {type(targets).__name__}")
-    for name, t in (("targets", a), ("partner labels", b), ("lam", lam), ("targets", dense)):
-        check_same_device(op, name, t, logits, "logits")
+    logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
+    if label_smoothing and mix_smoothing is not None:
+        raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
+    if label_smoothing and dense is not None:
+        raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
+    smoothing = float(label_smoothing) if mix_smoothing is None else mix_smoothing
     return _backend.implementation("soft_ce", logits.device, backend, caller=op)(
         logits, a, b, lam, dense, smoothing, int(ignore_index), reduction)
+
+
+def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing: float = 0.1,
+                                     target_threshold: Optional[float] = None,
+                                     pos_weight: Union[Tensor, float, None] = None, reduction: str = "mean",
+                                     backend: Optional[str] = None) -> Tensor:
+    """Binary cross-entropy with logits against soft targets (timm ``BinaryCrossEntropy``, the
+    loss of its mixup/cutmix recipes) in one forward and one backward kernel, the targets kept
+    compact: per element ``(1 - t) z + lw log(1 + exp(-z))`` with ``lw = 1 + (pos_weight - 1) t``.
+
+    ``targets`` is one of:
+
+    * :class:`tricks_ext.data.MixedTargets` (from :class:`tricks_ext.data.Mixup`): never
+      expanded; equals timm ``BinaryCrossEntropy()(logits, mixup_target(...))``. The mix
+      carries its smoothing, and ``smoothing`` is not applied again (as timm, which smooths only
+      integer labels).
+    * integer labels (N,): timm's one-hot with ``smoothing`` (off ``s / C``, on ``1 - s + s / C``).
+    * a dense floating (N, C) tensor, used as it is (``smoothing`` not applied, as timm).
+
+    ``target_threshold``: targets become 1 where ``t > target_threshold``, else 0 (timm).
+    ``pos_weight``: a number or C weights of the positive term (torch's ``pos_weight``; a
+    constant: it gets no gradient).
+    ``reduction``: 'mean' over all N * C elements (torch's), 'sum', or 'none' ((N, C) losses).
+    Math in fp32 (fp64 for fp64 logits); the result has the logits' dtype. A label outside
+    [0, C) makes its row NaN rather than raising (no device-to-host sync).
+    """
+    op = "soft_target_binary_cross_entropy"
+    check_float_tensor(op, "logits", logits)
+    if logits.dim() != 2:
+        raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    check_unit(op, "smoothing", smoothing)
+    if smoothing >= 1.0:
+        raise ValueError(f"{op}: smoothing must be in [0, 1), got {smoothing!r}")
+    if target_threshold is not None and not (is_number(target_threshold) and math.isfinite(target_threshold)):
+        raise ValueError(f"{op}: target_threshold must be a finite number or None, got {target_threshold!r}")
+    logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
+    classes = logits.shape[1]
+    if pos_weight is not None:
+        if is_number(pos_weight) and not isinstance(pos_weight, Tensor):
+            pos_weight = torch.full((classes,), float(pos_weight), dtype=stats_dtype(logits.dtype), device=logits.device)
+        elif isinstance(pos_weight, Tensor):
+            check_float_tensor(op, "pos_weight", pos_weight)
+            check_same_device(op, "pos_weight", pos_weight, logits, "logits")
+            if pos_weight.requires_grad and torch.is_grad_enabled():
+                raise ValueError(f"{op}: pos_weight gets no gradient here; pass it detached")
+            if pos_weight.numel() not in (1, classes) or pos_weight.dim() > 1:
+                raise ValueError(f"{op}: pos_weight must be a number or have C={classes} elements, "
+                                 f"got shape {tuple(pos_weight.shape)}")
+            pos_weight = pos_weight.reshape(-1).expand(classes)
+        else:
+            raise TypeError(f"{op}: pos_weight must be a number, a tensor or None, got {type(pos_weight).__name__}")
+    smoothing = float(smoothing) if mix_smoothing is None else mix_smoothing
+    return _backend.implementation("soft_bce", logits.device, backend, caller=op)(
+        logits, a, b, lam, dense, pos_weight, smoothing, None if target_threshold is None else float(target_threshold),
+        reduction)
 
 
 def flood(loss: Tensor, b: float) -> Tensor:

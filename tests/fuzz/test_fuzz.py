@@ -369,6 +369,35 @@ def test_soft_target_cross_entropy(seed):
     check_statistics("soft_target_cross_entropy", "soft_ce", [z0], fn)
 
 
+@pytest.mark.parametrize("seed", cases("soft_bce"))
+def test_soft_target_binary_cross_entropy(seed):
+    d = Draw(seed)
+    dtype = d.dtype()
+    n, c = d.size(), d.size(allow_zero=False)
+    scale = d.r.choice([1.0, 5.0, 30.0, 1e3 if dtype != torch.float16 else 1e2])
+    z0 = d.layout(d.values([n, c], dtype, scale=scale))
+    form = d.r.choice(["labels", "mixed", "dense"])
+    reduction = d.r.choice(["mean", "sum", "none"])
+    smoothing = d.r.choice([0.0, 0.1, 0.9])
+    threshold = d.r.choice([None, None, 0.3])
+    pos_weight = torch.rand(c, generator=d.g) * 3 if d.r.random() < 0.4 else None
+    lo, hi = (-1, c + 1) if d.r.random() < 0.2 else (0, c - 1)
+    a = torch.randint(lo, hi + 1, (n,), generator=d.g)
+    b = torch.randint(0, c, (n,), generator=d.g)
+    lam = torch.rand(n, generator=d.g)
+    dense = torch.rand(n, c, generator=d.g, dtype=torch.float64)
+    dense[dense < 0.5] = 0
+
+    def fn(backend, z_dtype=dtype):
+        z = z0.detach().to(z_dtype).requires_grad_(True)
+        targets = {"labels": a, "mixed": MixedTargets(a, b, lam, smoothing, c), "dense": dense.to(z_dtype)}[form]
+        out = F.soft_target_binary_cross_entropy(z, targets, smoothing, threshold, pos_weight, reduction,
+                                                 backend=backend)
+        return grads_of(out, [z], seed)
+
+    check_statistics("soft_target_binary_cross_entropy", "soft_bce", [z0], fn)
+
+
 @pytest.mark.parametrize("seed", cases("evonorm"))
 def test_evonorm_s0(seed):
     d = Draw(seed)

@@ -1,7 +1,7 @@
 """Loss modules over tricks_ext.functional."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -35,3 +35,35 @@ class SoftTargetCrossEntropy(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+
+
+class SoftTargetBCE(torch.nn.Module):
+    """Drop-in for timm ``BinaryCrossEntropy(smoothing, target_threshold, pos_weight=...,
+    reduction=...)``: targets may be :class:`tricks_ext.data.MixedTargets`, integer labels or a
+    dense (N, C) tensor; see :func:`tricks_ext.functional.soft_target_binary_cross_entropy`.
+    ``pos_weight`` is kept as a buffer, as timm keeps it (timm's per-class ``weight`` and
+    ``sum_classes`` are not supported)."""
+
+    def __init__(self, smoothing: float = 0.1, target_threshold: Optional[float] = None,
+                 pos_weight: Union[Tensor, float, None] = None, reduction: str = "mean",
+                 backend: Optional[str] = None) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
+        check_unit(name, "smoothing", smoothing)
+        if smoothing >= 1.0:
+            raise ValueError(f"{name}: smoothing must be in [0, 1), got {smoothing!r}")
+        check_backend_name(name, backend)
+        if pos_weight is not None and not isinstance(pos_weight, Tensor):
+            pos_weight = torch.tensor(float(pos_weight))
+        self.smoothing, self.target_threshold, self.reduction = float(smoothing), target_threshold, reduction
+        self.register_buffer("pos_weight", pos_weight)
+        self.backend = backend
+
+    def forward(self, logits: Tensor, targets: object) -> Tensor:
+        return F.soft_target_binary_cross_entropy(logits, targets, self.smoothing, self.target_threshold,
+                                                  self.pos_weight, self.reduction, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"smoothing={self.smoothing}, target_threshold={self.target_threshold}, reduction={self.reduction!r}"

@@ -35,7 +35,7 @@ class EvoNormS0(torch.nn.Module):
     with ``apply_act=False``), for any rank >= 3 input. ``group_size`` wins over ``groups``."""
 
     def __init__(self, num_features: int, groups: int = 32, group_size: Optional[int] = None, eps: float = 1e-5,
-                 apply_act: bool = True, backend: Optional[str] = None) -> None:
+                 apply_act: bool = True, backend: Optional[str] = None, device=None, dtype=None) -> None:
         super().__init__()
         name = type(self).__name__
         for arg, value in (("num_features", num_features), ("groups", groups), ("group_size", group_size)):
@@ -46,14 +46,15 @@ class EvoNormS0(torch.nn.Module):
         check_backend_name(name, backend)
         if group_size:
             if num_features % group_size:
-                raise ValueError(f"EvoNormS0: num_features={num_features} is not divisible by group_size={group_size}")
+                raise ValueError(f"{name}: num_features={num_features} is not divisible by group_size={group_size}")
             groups = num_features // group_size
         if apply_act and num_features % groups:  # affine-only S0 has no groups, as timm
-            raise ValueError(f"EvoNormS0: num_features={num_features} is not divisible by groups={groups}")
+            raise ValueError(f"{name}: num_features={num_features} is not divisible by groups={groups}")
         self.num_features, self.groups, self.eps, self.apply_act = num_features, groups, eps, apply_act
-        self.weight = torch.nn.Parameter(torch.ones(num_features))
-        self.bias = torch.nn.Parameter(torch.zeros(num_features))
-        self.v = torch.nn.Parameter(torch.ones(num_features)) if apply_act else None
+        factory = {"device": device, "dtype": dtype}
+        self.weight = torch.nn.Parameter(torch.ones(num_features, **factory))
+        self.bias = torch.nn.Parameter(torch.zeros(num_features, **factory))
+        self.v = torch.nn.Parameter(torch.ones(num_features, **factory)) if apply_act else None
         self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
@@ -115,7 +116,9 @@ class ScaledWSConv2d(WSConv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, eps,
                          backend, **kwargs)
         self.scale = gamma * self.weight[0].numel() ** -0.5
-        self.gain = torch.nn.Parameter(torch.full((out_channels, 1, 1, 1), float(gain_init)))
+        self.gain_init = gain_init
+        self.gain = torch.nn.Parameter(torch.full((out_channels, 1, 1, 1), float(gain_init), device=self.weight.device,
+                                                  dtype=self.weight.dtype))
 
     def _gain_scale(self) -> Tuple[Optional[Tensor], Optional[float]]:
         return self.gain, self.scale

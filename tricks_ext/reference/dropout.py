@@ -68,9 +68,11 @@ def to_uniform(word: Tensor) -> Tensor:
 
 def uniform(seed: Seed, offset: Seed, numel: int, device: torch.device = torch.device("cpu")) -> Tensor:
     """u for elements 0..numel-1 of the stream (seed, offset), fp32."""
-    index = torch.arange(numel, dtype=torch.int64, device=device)
-    words = torch.stack(philox4x32_10(seed, offset + index // 4), dim=-1)
-    return to_uniform(words.gather(-1, (index % 4).unsqueeze(-1)).squeeze(-1))
+    # Element i takes word i % 4 of counter offset + i // 4: one Philox evaluation per counter,
+    # its four words laid out in order (elements 4c .. 4c + 3).
+    counter = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device)
+    words = torch.stack(philox4x32_10(seed, offset + counter), dim=-1)
+    return to_uniform(words.reshape(-1)[:numel])
 
 
 def keep_mask(seed: Seed, offset: Seed, numel: int, p: float, device: torch.device = torch.device("cpu")) -> Tensor:

@@ -1,0 +1,97 @@
+// Validation and allocation for the soft-target binary cross-entropy ops, shared by the CPU and
+// CUDA bindings.
+#pragma once
+
+#include "common/checks.h"
+#include "soft_bce/math.h"
+#include "soft_ce/prepare.h"
+
+namespace tricks {
+namespace soft_bce {
+
+using soft_ce::kMean;
+using soft_ce::kNone;
+
+// Everything but the outputs; mode from which targets are present.
+inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                      const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
+                      const c10::optional<at::Tensor>& pos_weight, double smoothing, c10::optional<double> threshold,
+                      int64_t reduction) {
+  soft_ce::check_reduction(reduction);
+  // The targets' checks are soft CE's (ignore_index plays no part: no label equals it there).
+  const soft_ce::Params t = soft_ce::prepare(logits, a, b, lam, dense, smoothing, 0);
+  Params q{};
+  q.logits = t.logits;
+  q.a = t.a;
+  q.b = t.b;
+  q.lam = t.lam;
+  q.dense = t.dense;
+  q.rows = t.rows;
+  q.classes = t.classes;
+  q.smoothing = smoothing;
+  q.has_threshold = threshold.has_value();
+  q.threshold = threshold.value_or(0.0);
+  q.per_element = reduction == kNone;
+  q.mode = t.mode;
+  q.dtype = t.dtype;
+  if (pos_weight.has_value()) {
+    check_vector(*pos_weight, "pos_weight", q.classes, stats_dtype(logits), logits);
+    q.pos_weight = pos_weight->data_ptr();
+  }
+  return q;
+}
+
+struct Fwd {
+  Params params;
+  at::Tensor loss;  // (N, C) in the logits' dtype for 'none', else per-row sums in the statistics dtype
+};
+
+inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
+                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
+                       const c10::optional<at::Tensor>& pos_weight, double smoothing, c10::optional<double> threshold,
+                       int64_t reduction) {
+  Fwd f{prepare(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction), {}};
+  f.loss = f.params.per_element ? at::empty_like(logits)
+                                : at::empty({logits.size(0)}, logits.options().dtype(stats_dtype(logits)));
+  f.params.loss = f.loss.data_ptr();
+  return f;
+}
+
+// The op's loss: the elements for 'none', else their sum (divided by N * C for 'mean') in the
+// logits' dtype.
+inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, int64_t reduction) {
+  if (reduction == kNone) return f.loss;
+  at::Tensor total = f.loss.sum();
+  if (reduction == kMean) total = total / static_cast<double>(logits.numel());
+  return total.to(logits.scalar_type());
+}
+
+struct Bwd {
+  Params params;
+  at::Tensor dlogits, grad;  // grad: the elements' (N, C) for 'none', else one value in the statistics dtype
+};
+
+inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                       const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
+                       const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
+                       double smoothing, c10::optional<double> threshold, int64_t reduction) {
+  Bwd r{prepare(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction), at::empty_like(logits), {}};
+  check_same_device(logits, "logits", grad, "grad");
+  TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_bce_bwd: grad must have the logits' dtype ",
+              logits.scalar_type(), ", got ", grad.scalar_type());
+  if (reduction == kNone) {
+    TORCH_CHECK(grad.sizes() == logits.sizes(), "soft_bce_bwd: grad must be (N, C) for reduction none, got ",
+                grad.sizes());
+    r.grad = grad.contiguous();
+  } else {
+    TORCH_CHECK(grad.dim() == 0, "soft_bce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
+    r.grad = grad.to(stats_dtype(logits));
+    if (reduction == kMean) r.grad = r.grad / static_cast<double>(logits.numel());
+  }
+  r.params.grad = r.grad.data_ptr();
+  r.params.dlogits = r.dlogits.data_ptr();
+  return r;
+}
+
+}  // namespace soft_bce
+}  // namespace tricks

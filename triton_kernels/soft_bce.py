@@ -1,0 +1,160 @@
+"""Soft-target binary cross-entropy in Triton (math: csrc/soft_bce/math.h). One program per
+row, sweeping it in BLOCK-wide chunks: the forward writes the elements' losses (reduction
+'none') or sums them (one fp32 / fp64 value per row), the backward writes dz in one pass.
+MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from tricks_ext._dtypes import stats_dtype
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MIXED, _split
+
+
+def _block(classes: int) -> int:
+    """Columns per sweep: up to 1024 (4 warps, 8 elements of each array per thread)."""
+    return min(1024, max(16, triton.next_power_of_2(classes)))
+
+
+@triton.jit
+def _log1p(x):
+    """log(1 + x) for x in [0, 1] with Goldberg's factor x / (u - 1) (exact subtraction), which
+    restores the bits of x that u = 1 + x rounded away: at |z| = 20, log(1 + exp(-|z|)) alone
+    is 0 instead of 2e-9 (the whole loss of a class with target 1)."""
+    u = 1.0 + x
+    return tl.where(u == 1.0, x, tl.log(u) * (x / tl.where(u == 1.0, 1.0, u - 1.0)))
+
+
+@triton.jit
+def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
+             MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, ACC: tl.constexpr):
+    """(z, t, lw, invalid) of the chunk ``cols`` of row i, in ACC."""
+    z = tl.load(Z + base + cols, mask=mask, other=0.0).to(ACC)
+    if MODE == 0:
+        t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
+        invalid = i < 0  # False, as a tensor
+    else:
+        a = tl.load(A + i)
+        if MODE == 1:
+            b = tl.load(B + i)
+            lam = tl.load(LAM + i).to(ACC)
+        else:
+            b = a
+            lam = tl.full([], 1.0, ACC)
+        wa = (1.0 - smoothing) * lam
+        wb = (1.0 - smoothing) * (1.0 - lam)
+        if MODE == 2:
+            wb = wb * 0.0
+        t = off + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
+        invalid = (a < 0) | (a >= C) | (b < 0) | (b >= C)
+    if HAS_THRESHOLD:
+        t = tl.where(t > threshold, 1.0, 0.0).to(ACC)
+    if HAS_PW:
+        lw = 1.0 + (tl.load(PW + cols, mask=mask, other=1.0).to(ACC) - 1.0) * t
+    else:
+        lw = t * 0.0 + 1.0
+    return z, t, lw, invalid
+
+
+@triton.jit
+def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, threshold,
+                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
+                ACC: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    base = i * C
+    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
+    smoothing = smoothing_hi * one + smoothing_lo * one
+    off = off_hi * one + off_lo * one
+    acc = tl.zeros([BLOCK], ACC)
+    for c0 in range(0, C, BLOCK):
+        cols = c0 + tl.arange(0, BLOCK)
+        mask = cols < C
+        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
+                                     MODE, HAS_PW, HAS_THRESHOLD, ACC)
+        loss = (1.0 - t) * z + lw * (_log1p(tl.exp(-tl.abs(z))) + tl.maximum(-z, 0.0))
+        loss = tl.where(invalid, float("nan"), loss)
+        if PER_ELEMENT:
+            tl.store(LOSS + base + cols, cast_to(loss, LOSS.dtype.element_ty), mask=mask)
+        else:
+            acc += tl.where(mask, loss, 0.0)
+    if not PER_ELEMENT:
+        tl.store(LOSS + i, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, threshold,
+                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
+                ACC: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    base = i * C
+    one = tl.full([], 1.0, ACC)
+    smoothing = smoothing_hi * one + smoothing_lo * one
+    off = off_hi * one + off_lo * one
+    if not PER_ELEMENT:
+        g = tl.load(G).to(ACC)
+    for c0 in range(0, C, BLOCK):
+        cols = c0 + tl.arange(0, BLOCK)
+        mask = cols < C
+        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
+                                     MODE, HAS_PW, HAS_THRESHOLD, ACC)
+        e = tl.exp(-tl.abs(z))
+        sig_neg = tl.where(z >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
+        d = (1.0 - t) - lw * sig_neg
+        if PER_ELEMENT:
+            d = d * tl.load(G + base + cols, mask=mask, other=0.0).to(ACC)
+        else:
+            d = d * g
+        d = tl.where(invalid, float("nan"), d)
+        tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
+
+
+def _inputs(logits, a, b, lam, dense, pos_weight):
+    """(MODE, the target and pos_weight pointers with the logits standing in for absent ones)."""
+    mode = DENSE if dense is not None else (MIXED if b is not None else HARD)
+    return mode, tuple(logits if t is None else t for t in (a, b, lam, dense, pos_weight))
+
+
+def _scalars(logits, smoothing, threshold):
+    classes = logits.shape[1]
+    return (classes, *_split(smoothing), *_split(smoothing / classes), 0.0 if threshold is None else float(threshold))
+
+
+def _constexprs(logits, mode, pos_weight, threshold, per_element):
+    return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_THRESHOLD=threshold is not None,
+                PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype), BLOCK=_block(logits.shape[1]), num_warps=4,
+                **FUSED)
+
+
+@on_input_device
+def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                 lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
+                 smoothing: float, threshold: Optional[float], per_element: bool) -> torch.Tensor:
+    """(N, C) losses in the logits' dtype (per_element), else (N,) row sums in the statistics dtype."""
+    rows = logits.shape[0]
+    loss = (torch.empty_like(logits) if per_element
+            else torch.empty(rows, dtype=stats_dtype(logits.dtype), device=logits.device))
+    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
+    if rows:
+        _fwd_kernel[(rows,)](logits, *inputs, loss, *_scalars(logits, smoothing, threshold),
+                             **_constexprs(logits, mode, pos_weight, threshold, per_element))
+    return loss
+
+
+@on_input_device
+def soft_bce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                 lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
+                 smoothing: float, threshold: Optional[float]) -> torch.Tensor:
+    """dlogits; grad is (N, C) in the logits' dtype (reduction 'none'), or one 0-dim value in the
+    statistics dtype shared by every element."""
+    rows = logits.shape[0]
+    dz = torch.empty_like(logits)
+    per_element = grad.dim() != 0
+    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
+    if rows:
+        _bwd_kernel[(rows,)](grad, logits, *inputs, dz, *_scalars(logits, smoothing, threshold),
+                             **_constexprs(logits, mode, pos_weight, threshold, per_element))
+    return dz
