@@ -7,17 +7,13 @@ an optimizer built before the patch keeps stepping the same tensors, and state d
 keys. :func:`unpatch` restores the original classes.
 
 Replaced (exact types only, so subclasses with other math, such as timm's ``EvoNorm2dS0a``, are
-left alone):
+left alone), with the flag that controls each:
 
-============================  ==========================  ===========
-original                      runs                        flag
-============================  ==========================  ===========
-``torch.nn.Dropout``          :class:`nn.Dropout`         ``dropout``
-timm ``DropPath``             :class:`nn.DropPath`        ``drop_path``
-timm ``EvoNorm2dS0``          :class:`nn.EvoNorm2dS0`     ``evonorm``
-timm ``StdConv2d(Same)``      :class:`nn.StdConv2d(Same)` ``std_conv``
-timm ``ScaledStdConv2d(Same)`` :class:`nn.ScaledStdConv2d(Same)` ``std_conv``
-============================  ==========================  ===========
+* ``torch.nn.Dropout`` -> :class:`tricks_ext.nn.Dropout` (``dropout``)
+* timm ``DropPath`` -> :class:`tricks_ext.nn.DropPath` (``drop_path``)
+* timm ``EvoNorm2dS0`` -> :class:`tricks_ext.nn.EvoNorm2dS0` (``evonorm``)
+* timm ``StdConv2d``, ``StdConv2dSame``, ``ScaledStdConv2d``, ``ScaledStdConv2dSame`` -> the
+  tricks_ext layers of the same names (``std_conv``)
 
 Dropout and DropPath draw their masks from tricks_ext's Philox stream, seeded from torch's
 generator: the same distribution and scaling as torch's and timm's, not the same masks. The
@@ -124,8 +120,6 @@ def _extra_attributes(module: torch.nn.Module, flag: str, backend: Optional[str]
     extra: Dict[str, Any] = {"backend": backend}
     if flag == "evonorm":
         extra["num_features"] = module.weight.numel()
-    if flag == "std_conv" and not hasattr(module, "same_pad"):
-        extra["same_pad"] = False
     return extra
 
 

@@ -280,9 +280,9 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
     check_unit(op, "label_smoothing", label_smoothing)
-    logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
-    if label_smoothing and mix_smoothing is not None:
+    if label_smoothing and isinstance(targets, MixedTargets):
         raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
+    logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
     if label_smoothing and dense is not None:
         raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
     smoothing = float(label_smoothing) if mix_smoothing is None else mix_smoothing
