@@ -3,7 +3,8 @@
 Runs every benchmarks/bench_<op>.py on one device: for each case and provider, the median time,
 GB/s of the op's bytes floor, the floor as a percent of measured copy bandwidth, peak memory (CUDA)
 and the speedup of our best backend over each provider. Prints a table per op, appends rows to
-<results-dir>/results.csv, writes <results-dir>/latest_<device>.md and a PNG per op.
+<results-dir>/results.csv, writes <results-dir>/latest_<device>.md (latest_<device>_<ops>.md for a run of
+some ops) and a PNG per op.
 """
 from __future__ import annotations
 
@@ -174,7 +175,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    f"{op} on {env['device']} ({env['commit']})")
         if png is not None:
             md.append(f"![{op}]({png.name})\n")
-    md_path = args.results_dir / f"latest_{slug(env['device'])}.md"
+    # A run of some ops writes its own file, so the tables of the last full run stay whole.
+    part = "" if sorted(args.ops) == sorted(all_ops) else "_" + "-".join(args.ops)
+    md_path = args.results_dir / f"latest_{slug(env['device'])}{part}.md"
     md_path.write_text("\n".join(md))
     print(f"wrote {csv_path}, {md_path}", flush=True)
     return 0
