@@ -13,7 +13,7 @@ PEERS := timm:timm==1.0.29 pytorch_optimizer:pytorch-optimizer==4.1.0
 PYTEST_ARGS ?= -q -ra
 # One pytest worker per core (pytest-xdist; each keeps one torch thread, tests/conftest.py): most
 # of the suite is the Triton interpreter and the simt emulator, one core each. On 2 cores the
-# suite took 950 s in one process, 416 s in two.
+# suite took 950 s in one process (854 s of CPU, beside other jobs), 416 s in two.
 XDIST ?= -n auto --dist worksteal
 BENCH_ARGS ?=
 

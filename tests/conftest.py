@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 # Under pytest-xdist (`make test` runs a worker per core) each worker keeps one intra-op thread:
 # with torch's default of one per core in every worker, their OpenMP threads spin against each
-# other (on 2 cores, 2 workers x 2 threads took 607 s, a single process 950 s). Tests that need
+# other (on 2 cores, 2 workers x 2 threads took 607 s, a single process 950 s beside other jobs). Tests that need
 # parallel CPU tasks ask for them with the two_threads fixture.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
