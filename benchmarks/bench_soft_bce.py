@@ -10,7 +10,7 @@ from typing import List
 
 import torch
 
-from benchmarks.bench_soft_ce import LAM, SMOOTHING, _runner, timm_or_unavailable
+from benchmarks.bench_soft_ce import LAM, SMOOTHING, _runner, loss_cases, timm_or_unavailable
 from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets
@@ -19,13 +19,7 @@ OP = "soft_bce"
 
 
 def cases(device: torch.device, quick: bool) -> List[Case]:
-    shapes = [(32, 1000)] if quick else [(256, 1000), (32, 131072)]
-    out = []
-    for n, c in shapes:
-        for dtype in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
-            size = torch.tensor([], dtype=dtype).element_size()
-            out.append(Case(f"soft BCE {n}x{c}", dtype, "fwd+bwd", 3 * n * c * size, {"logits": (n, c)}))
-    return out
+    return loss_cases("soft BCE", quick)
 
 
 def timm_loss():

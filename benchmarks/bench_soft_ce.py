@@ -22,14 +22,19 @@ OP = "soft_ce"
 LAM, SMOOTHING = 0.7, 0.1
 
 
-def cases(device: torch.device, quick: bool) -> List[Case]:
+def loss_cases(label: str, quick: bool) -> List[Case]:
+    """The cases of a classification loss on (N, C) logits, fwd+bwd, with the 3 N C bytes floor."""
     shapes = [(32, 1000)] if quick else [(256, 1000), (32, 131072)]
     out = []
     for n, c in shapes:
         for dtype in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
             size = torch.tensor([], dtype=dtype).element_size()
-            out.append(Case(f"soft CE {n}x{c}", dtype, "fwd+bwd", 3 * n * c * size, {"logits": (n, c)}))
+            out.append(Case(f"{label} {n}x{c}", dtype, "fwd+bwd", 3 * n * c * size, {"logits": (n, c)}))
     return out
+
+
+def cases(device: torch.device, quick: bool) -> List[Case]:
+    return loss_cases("soft CE", quick)
 
 
 def timm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -199,3 +199,15 @@ def kernel_constant(source: str, name: str) -> int:
     assert re.fullmatch(r"[\d\s<>*+()-]+", expr), f"{name} = {expr}: not a plain integer expression"
     return int(eval(expr))
 
+
+
+def loss_and_grad(fn: Callable, logits: torch.Tensor, cot: torch.Tensor,
+                  cot_dtype: Optional[torch.dtype] = None):
+    """(loss, dlogits) of ``fn`` backpropagating sum(loss * cot) (cot summed for a scalar loss),
+    the cotangent rounded to ``cot_dtype`` (default the loss's: what autograd hands over), so that
+    an fp64 reference can take the same cotangent as the low-precision runs."""
+    z = logits.detach().clone().requires_grad_(True)
+    loss = fn(z)
+    c = cot if loss.dim() else cot.sum()
+    loss.backward(c.to(cot_dtype or loss.dtype).to(loss.dtype))
+    return loss.detach(), z.grad

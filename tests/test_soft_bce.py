@@ -6,7 +6,7 @@ import torch
 
 import peers
 from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     run_gradcheck, run_opcheck, saved_bytes)
+                     loss_and_grad, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
@@ -56,16 +56,6 @@ def term_scales(z64, t64, pos_weight, cot, reduction, t_exact):
     return loss_floor, g * ((1 - t64).abs() + t_err + lw * torch.sigmoid(-z64))
 
 
-def run(fn, logits, cot, cot_dtype=None):
-    """(loss, dlogits) backpropagating sum(loss * cot), the cotangent rounded to ``cot_dtype``
-    (default the loss's), so the fp64 reference takes the low-precision runs' cotangent."""
-    z = logits.detach().clone().requires_grad_(True)
-    loss = fn(z)
-    c = cot if loss.dim() else cot.sum()
-    loss.backward(c.to(cot_dtype or loss.dtype).to(loss.dtype))
-    return loss.detach(), z.grad
-
-
 @pytest.mark.parametrize("backend_device", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -85,10 +75,10 @@ def test_matches_reference(backend_device, dtype, shape, kind, reduction):
     def loss_fn(be, tgt):
         return lambda z: F.soft_target_binary_cross_entropy(z, tgt, 0.1, reduction=reduction, backend=be)
 
-    loss, dz = run(loss_fn(backend, targets), x, cot)
-    loss_s, dz_s = run(loss_fn("torch", targets), x, cot)
+    loss, dz = loss_and_grad(loss_fn(backend, targets), x, cot)
+    loss_s, dz_s = loss_and_grad(loss_fn("torch", targets), x, cot)
     targets64 = targets.double() if kind == "dense" else targets
-    loss_64, dz_64 = run(loss_fn("torch", targets64), x.double(), cot, dtype)
+    loss_64, dz_64 = loss_and_grad(loss_fn("torch", targets64), x.double(), cot, dtype)
     t64 = dense_of(x, targets64, 0.1, None)
     loss_floor, dz_floor = term_scales(x.double(), t64, None, cot, reduction, t_exact=kind == "dense")
     terms = 1 if reduction == "none" else n * c
@@ -117,10 +107,10 @@ def test_threshold_and_pos_weight(backend_device, kind, reduction):
         def loss_fn(be, tg):
             return lambda z: F.soft_target_binary_cross_entropy(z, tg, 0.1, backend=be, **kw)
 
-        loss, dz = run(loss_fn(backend, tgt), x, cot)
-        loss_s, dz_s = run(loss_fn("torch", tgt), x, cot)
+        loss, dz = loss_and_grad(loss_fn(backend, tgt), x, cot)
+        loss_s, dz_s = loss_and_grad(loss_fn("torch", tgt), x, cot)
         tgt64 = tgt.double() if kind == "dense" else tgt
-        loss_64, dz_64 = run(loss_fn("torch", tgt64), x.double(), cot, dtype)
+        loss_64, dz_64 = loss_and_grad(loss_fn("torch", tgt64), x.double(), cot, dtype)
         t64 = dense_of(x, tgt64, 0.1, kw["target_threshold"])
         assert set(t64.unique().tolist()) == {0.0, 1.0}
         loss_floor, dz_floor = term_scales(x.double(), t64, pos_weight, cot, reduction, t_exact=True)

@@ -5,7 +5,7 @@ import torch
 
 import peers
 from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     run_gradcheck, run_opcheck, saved_bytes)
+                     loss_and_grad, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
@@ -55,17 +55,6 @@ def term_scales(logits64, targets64, loss_grad, reduction):
     return loss_floor, dz_floor
 
 
-def run(fn, logits, grad, cot_dtype=None):
-    """(loss, dlogits) backpropagating sum(loss * grad), the cotangent rounded to ``cot_dtype``
-    (default the loss's: what autograd hands over), so that the fp64 reference can take the
-    same cotangent as the low-precision runs."""
-    z = logits.detach().clone().requires_grad_(True)
-    loss = fn(z)
-    cot = grad if loss.dim() else grad.sum()
-    loss.backward(cot.to(cot_dtype or loss.dtype).to(loss.dtype))
-    return loss.detach(), z.grad
-
-
 @pytest.mark.parametrize("backend_device", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -89,9 +78,9 @@ def test_matches_reference(backend_device, dtype, shape, kind, reduction):
     x = logits.to(dtype)
     if kind == "dense":
         targets = targets.to(dtype)
-    loss, dz = run(ours, x, grad)
-    loss_s, dz_s = run(ref, x, grad)
-    loss_64, dz_64 = run(ref, x.double(), grad, dtype)  # quantized logits and cotangent
+    loss, dz = loss_and_grad(ours, x, grad)
+    loss_s, dz_s = loss_and_grad(ref, x, grad)
+    loss_64, dz_64 = loss_and_grad(ref, x.double(), grad, dtype)  # quantized logits and cotangent
     dense64 = targets.double() if kind == "dense" else dense_of(targets, kw, c).double()
     loss_floor, dz_floor = term_scales(x.double(), dense64, grad, reduction)
     assert_matches_reference(loss, loss_s, loss_64, name="loss", floor=loss_floor, terms=c)
@@ -152,9 +141,9 @@ def test_masked_huge_logits_equal_torch_cross_entropy(backend_device, dtype, c):
     def torch_ce(t):
         return torch.nn.functional.cross_entropy(t, labels, reduction="none")
 
-    loss, dz = run(lambda t: F.soft_target_cross_entropy(t, labels, "none", backend=backend), z, grad)
-    loss_64, dz_64 = run(torch_ce, z.double(), grad, dtype)
-    same = run(torch_ce, z if dtype == torch.float32 else z.float(), grad, dtype)
+    loss, dz = loss_and_grad(lambda t: F.soft_target_cross_entropy(t, labels, "none", backend=backend), z, grad)
+    loss_64, dz_64 = loss_and_grad(torch_ce, z.double(), grad, dtype)
+    same = loss_and_grad(torch_ce, z if dtype == torch.float32 else z.float(), grad, dtype)
     loss_s, dz_s = same[0].to(dtype), same[1].to(dtype)
     assert torch.isfinite(loss).all() and loss[0] == 0 and (dz[masked] == 0).all()
     onehot = torch.nn.functional.one_hot(labels, c).double()

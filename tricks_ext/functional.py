@@ -225,6 +225,15 @@ def _is_integer(dtype: torch.dtype) -> bool:
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _check_logits_and_reduction(op: str, logits: Tensor, reduction: str) -> None:
+    """The checks every classification loss makes first: floating (N, C) logits, a known reduction."""
+    check_float_tensor(op, "logits", logits)
+    if logits.dim() != 2:
+        raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+
+
 def _split_targets(op: str, logits: Tensor, targets: object):
     """(logits, a, b, lam, dense, the mix's smoothing or None) from MixedTargets, integer labels
     (N,) or dense (N, C) targets; dense targets and logits are promoted to their common dtype."""
@@ -274,11 +283,7 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     or 'none'.
     """
     op = "soft_target_cross_entropy"
-    check_float_tensor(op, "logits", logits)
-    if logits.dim() != 2:
-        raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    _check_logits_and_reduction(op, logits, reduction)
     check_unit(op, "label_smoothing", label_smoothing)
     if label_smoothing and isinstance(targets, MixedTargets):
         raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
@@ -315,11 +320,7 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing:
     [0, C) makes its row NaN rather than raising (no device-to-host sync).
     """
     op = "soft_target_binary_cross_entropy"
-    check_float_tensor(op, "logits", logits)
-    if logits.dim() != 2:
-        raise ValueError(f"{op}: logits must be (N, C), got shape {tuple(logits.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    _check_logits_and_reduction(op, logits, reduction)
     check_unit(op, "smoothing", smoothing)
     if smoothing >= 1.0:
         raise ValueError(f"{op}: smoothing must be in [0, 1), got {smoothing!r}")

@@ -168,7 +168,7 @@ at::Tensor ones_if_absent(Params& q, const at::Tensor& logits, const c10::option
   return ones;
 }
 
-template <typename T, typename F>
+template <typename F>
 void for_rows(const Params& q, F&& body) {
   at::parallel_for(0, q.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(q.classes, 1)),  // >= 16K elements
                    [&](int64_t s, int64_t e) { body(s, e); });
@@ -181,7 +181,7 @@ at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Te
   auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
   const at::Tensor ones = ones_if_absent(f.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_fwd_cpu", [&] {
-    for_rows<scalar_t>(f.params, [&](int64_t s, int64_t e) {
+    for_rows(f.params, [&](int64_t s, int64_t e) {
       f.params.mode == Mode::Dense ? fwd_rows<scalar_t, true>(f.params, s, e) : fwd_rows<scalar_t, false>(f.params, s, e);
     });
   });
@@ -195,7 +195,7 @@ at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, co
   auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
   const at::Tensor ones = ones_if_absent(r.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_bwd_cpu", [&] {
-    for_rows<scalar_t>(r.params, [&](int64_t s, int64_t e) {
+    for_rows(r.params, [&](int64_t s, int64_t e) {
       r.params.mode == Mode::Dense ? bwd_rows<scalar_t, true>(r.params, s, e) : bwd_rows<scalar_t, false>(r.params, s, e);
     });
   });
