@@ -74,7 +74,7 @@ class Plan:
         work: List[int] = []
         self.long_rows: List[int] = []
         for i, p in enumerate(params):
-            row = p.numel() // p.shape[0] if _centralized(p, gc_min_dim) else 0  # shape[0] > 0 there
+            row = p.numel() // p.shape[0] if is_centralized(p, gc_min_dim) else 0  # shape[0] > 0 there
             if row > ROW_MAX:
                 self.long_rows.append(i)
             if 0 < row <= ROW_MAX:
@@ -113,7 +113,7 @@ def gc_min_dim(group: Dict[str, Any]) -> int:
     return (4 if group["gc_conv_only"] else 2) if group["gc"] else 0
 
 
-def _centralized(p: Tensor, min_dim: int) -> bool:
+def is_centralized(p: Tensor, min_dim: int) -> bool:
     return bool(min_dim) and p.dim() > 1 and p.dim() >= min_dim and p.shape[0] > 0
 
 

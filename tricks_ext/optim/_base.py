@@ -16,9 +16,38 @@ from torch.optim import Optimizer
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import FLOAT_DTYPES, is_number, stats_dtype
-from tricks_ext.ops.optim import check_params
+from tricks_ext.ops.optim import check_params, gc_min_dim, is_centralized
+
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # torch built without distributed
+    DTensor = None
 
 OP = "optim_step"
+
+
+def _local(t: Tensor) -> Tensor:
+    """The rank's shard of a DTensor (FSDP2 params, their grads and state), else ``t``: the step
+    is elementwise, and GC's rows are whole on every rank (see _check_dtensor)."""
+    return t.to_local() if DTensor is not None and isinstance(t, DTensor) else t
+
+
+def _check_dtensor(name: str, p: Tensor, group: Dict[str, Any]) -> None:
+    """A DTensor param steps on its local shard. Adam's math is elementwise, so any placement
+    works; GC takes the mean of each row p[i], which a shard holds whole only when no mesh
+    dimension splits dims 1.. (FSDP2's fully_shard shards dim 0: Shard(0))."""
+    if DTensor is None or not isinstance(p, DTensor):
+        return
+    g = p.grad
+    if not isinstance(g, DTensor) or g.placements != p.placements or g.device_mesh != p.device_mesh:
+        raise RuntimeError(f"{name}: a DTensor param of placements {p.placements} has a gradient that is "
+                           f"{'a DTensor of ' + str(g.placements) if isinstance(g, DTensor) else 'not a DTensor'}")
+    if is_centralized(p, gc_min_dim(group)):
+        split = [pl for pl in p.placements if not (pl.is_replicate() or (pl.is_shard() and pl.dim == 0))]
+        if split:
+            raise ValueError(f"{name}: gradient centralization needs each row p[i] whole on a rank, but the param "
+                             f"of shape {tuple(p.shape)} is placed as {p.placements}, which splits its rows; shard "
+                             "dim 0 (FSDP2's default), or turn GC off for this group (gc=False)")
 
 
 # Group keys of torch.optim.Adam/AdamW/RAdam that change the math or the state's meaning: a
@@ -70,6 +99,10 @@ class TricksOptimizer(Optimizer):
     State per param: ``step`` (float32 CPU scalar tensor, like torch), ``exp_avg``,
     ``exp_avg_sq`` (fp32; fp64 for fp64 params), ``slow_buffer`` (with Lookahead).
 
+    ``max_grad_norm`` (None: off) clips the gradients by their total L2 norm inside the step, as
+    ``torch.nn.utils.clip_grad_norm_`` would just before it (after GradScaler's unscale), with no
+    host sync; ``last_grad_norm`` holds the norm clip_grad_norm_ would return.
+
     AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler.step`` hands the scale
     and inf flag over (``self.grad_scale``/``self.found_inf``) instead of unscaling the grads;
     a step with an inf/NaN gradient changes nothing, step counters included.
@@ -80,9 +113,17 @@ class TricksOptimizer(Optimizer):
     def __init__(self, params: Iterable, *, lr: float, betas: Tuple[float, float], eps: float,
                  weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
                  gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float, maximize: bool,
-                 slow_in_param_dtype: bool, backend: Optional[str]) -> None:
+                 slow_in_param_dtype: bool, backend: Optional[str], max_grad_norm: Optional[float] = None) -> None:
         _backend.check_backend_name(type(self).__name__, backend)
+        if max_grad_norm is not None and (isinstance(max_grad_norm, Tensor) or not is_number(max_grad_norm)
+                                          or not 0.0 < max_grad_norm < math.inf):
+            raise ValueError(f"{type(self).__name__}: invalid max_grad_norm: {max_grad_norm!r} (must be a finite "
+                             "float > 0 or None)")
         self.backend = backend
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        # The total gradient norm of the last step (unscaled: after GradScaler's scale is divided
+        # out), a tensor on the grads' device, as clip_grad_norm_ returns it; None without clipping.
+        self.last_grad_norm: Optional[Tensor] = None
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, rectify=rectify, gc=gc,
                         gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
@@ -224,17 +265,41 @@ class TricksOptimizer(Optimizer):
                 if p.grad.dtype != p.dtype or p.grad.device != p.device:
                     raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
                                        f"param of {p.dtype} on {p.device}")
+                _check_dtensor(type(self).__name__, p, group)
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for (device, dtype), params in buckets.items():
                 backend = self._backend_for(device, dtype)
-                check_params(backend, params)
+                check_params(backend, [_local(p) for p in params])
                 plans.append((gi, group, device, dtype, params, backend))
+        if self.max_grad_norm is not None and plans:
+            grad_scale = self._clip_scale([p.grad for *_, params, _ in plans for p in params], grad_scale)
         for gi, group, device, dtype, params, backend in plans:
             states = [self._init_state(p, group) for p in params]
+            # The backends see plain tensors: each DTensor's local shard, its state's too (the
+            # state stays DTensors, placed as their params, for distributed checkpoints).
+            local_states = [{k: _local(v) for k, v in st.items()} for st in states]
             impl = _backend.implementation(OP, device, backend)
-            impl(group, params, [p.grad for p in params], states, grad_scale, found_inf,
-                 caches.setdefault((gi, device, dtype), {}))
+            impl(group, [_local(p) for p in params], [_local(p.grad) for p in params], local_states, grad_scale,
+                 found_inf, caches.setdefault((gi, device, dtype), {}))
+            for st, local in zip(states, local_states):
+                st["step"] = local["step"]  # a fused backend may have moved the counter to the device
         return loss
+
+    def _clip_scale(self, grads: List[Tensor], grad_scale: Optional[Tensor]) -> Tensor:
+        """clip_grad_norm_ folded into the step: the total L2 norm of ``grads`` (all-reduced for
+        DTensor grads, divided by GradScaler's scale) and the clip coefficient stay tensors on
+        the grads' device (no host sync); the kernels divide every grad by the returned scale,
+        ``grad_scale / clip_coef``, where clip_grad_norm_ would multiply it by clip_coef."""
+        norm = torch.nn.utils.get_total_norm(grads, 2.0)
+        if DTensor is not None and isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        norm = norm.to(torch.float32)
+        if grad_scale is not None:
+            grad_scale = grad_scale.to(device=norm.device, dtype=torch.float32)
+            norm = norm / grad_scale
+        self.last_grad_norm = norm
+        coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s coefficient
+        return coef.reciprocal() if grad_scale is None else grad_scale / coef
 
     def _backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The backend for one (device, dtype) bucket; the dtype rules are the registry's (fp64

@@ -1,0 +1,229 @@
+"""The README's performance table, generated from benchmarks/results/results.csv.
+
+``python -m benchmarks.readme_table [--commit C] [--device D] [--write README.md | --check README.md]``
+
+Takes the full (not --quick) runs of one clean commit on one device (a run = the rows of one
+`make bench`, which share its start time), and for each selected case prints our time and every
+other provider's time with how many times faster we are: ranges across the runs (each run's
+median; the speedup within each run, where both sides met the same machine state). In place is
+compared with in place: where we have both, the in-place provider is ours against in-place
+peers and the out-of-place one against out-of-place peers. ``--write`` replaces the block
+between the README's perf-table markers; ``--check`` fails when that block differs from what
+the CSV regenerates (tests/test_readme_table.py runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+CSV_PATH = ROOT / "benchmarks" / "results" / "results.csv"
+BEGIN = "<!-- perf-table:begin"
+END = "<!-- perf-table:end -->"
+OURS_PREFIX = "tricks_ext:"
+
+
+@dataclass(frozen=True)
+class Entry:
+    label: str
+    op: str
+    case: str
+    mode: str
+    dtypes: Tuple[str, ...]
+    ours: str = "tricks_ext:cpu"
+    # None: every provider of the case that is not ours and not claimed by another entry's pairing
+    peers: Optional[Tuple[str, ...]] = None
+
+
+F32, BF16 = "float32", "bfloat16"
+ENTRIES: Tuple[Entry, ...] = (
+    Entry("Ranger, 6-step Lookahead cycle after warm-up", "optim", "resnet50 25.6M params 161 tensors",
+          "6 steps", (F32,), ours="tricks_ext:cpu Ranger"),
+    Entry("same", "optim", "gpt2-small 124.4M params 148 tensors", "6 steps", (F32,), ours="tricks_ext:cpu Ranger"),
+    Entry("Mixup mixing, in place", "mixup", "mixing 256x3x224x224", "fwd", (F32,), ours="tricks_ext:cpu in-place",
+          peers=("timm Mixup, in place", "timm in-place loop, eager")),
+    Entry("Mixup mixing, out of place", "mixup", "mixing 256x3x224x224", "fwd", (F32,),
+          peers=("out-of-place formula, eager", "out-of-place formula, torch.compile")),
+    Entry("Mixup + soft-target CE", "mixup", "mixup+loss 256x3x224x224, C=1000", "fwd+bwd", (F32,)),
+    Entry("cutout, in place", "mask_boxes", "cutout 1x16px 256x3x224x224", "fwd", (F32,),
+          ours="tricks_ext:cpu in-place", peers=("slice-assignment loop, in place",)),
+    Entry("cutout, out of place", "mask_boxes", "cutout 1x16px 256x3x224x224", "fwd", (F32,),
+          peers=("reference, eager", "reference, torch.compile")),
+    Entry("SpecAugment, in place", "mask_boxes", "SpecAugment 2F+2T 64x1x128x1000", "fwd", (F32,),
+          ours="tricks_ext:cpu in-place", peers=("slice-assignment loop, in place",)),
+    Entry("SpecAugment, out of place", "mask_boxes", "SpecAugment 2F+2T 64x1x128x1000", "fwd", (F32,),
+          peers=("reference, eager", "reference, torch.compile")),
+    Entry("soft-target CE", "soft_ce", "soft CE 256x1000", "fwd+bwd", (F32, BF16)),
+    Entry("soft-target CE", "soft_ce", "soft CE 32x131072", "fwd+bwd", (F32, BF16)),
+    Entry("soft-target BCE", "soft_bce", "soft BCE 256x1000", "fwd+bwd", (F32, BF16)),
+    Entry("soft-target BCE", "soft_bce", "soft BCE 32x131072", "fwd+bwd", (F32, BF16)),
+    Entry("EvoNorm-S0", "evonorm", "N=8 256x56x56", "fwd+bwd", (F32, BF16)),
+    Entry("EvoNorm-S0", "evonorm", "N=8 2048x7x7", "fwd+bwd", (F32,)),
+    Entry("weight standardization", "weight_standardize", "r50 s4 3x3 512x512x3x3", "fwd+bwd", (F32, BF16)),
+    Entry("weight standardization", "weight_standardize", "r50 s1 3x3 64x64x3x3", "fwd+bwd", (F32,)),
+    Entry("dropout + residual (ReZero gate)", "dropout", "mlp 8192x4096", "fwd+bwd", (F32, BF16)),
+    Entry("WSConv2d", "wsconv", "N=8 conv3x3 64->64 56x56", "fwd+bwd", (F32,)),
+    Entry("WSConv2d", "wsconv", "N=8 conv3x3 512->512 7x7", "fwd+bwd", (F32,)),
+    Entry("whole-model train step (`tricks_ext.patch`)", "patch",
+          "resnetv2_50d_evos small, train step, batch 16x3x64x64", "fwd+bwd", (F32,),
+          ours="tricks_ext:cpu (patched)"),
+)
+
+
+def load(path: Path = CSV_PATH) -> List[Dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def full_runs(rows: Sequence[Dict[str, str]], commit: str, device: str) -> Dict[str, List[Dict[str, str]]]:
+    """The full runs of ``commit`` on ``device``, by start time."""
+    runs: Dict[str, List[Dict[str, str]]] = {}
+    for r in rows:
+        if r["commit"] == commit and r["device"] == device and r["quick"] == "0":
+            runs.setdefault(r["date"], []).append(r)
+    return dict(sorted(runs.items()))
+
+
+def latest_commit(rows: Sequence[Dict[str, str]]) -> Tuple[str, str]:
+    """The newest clean commit (and its device) that has full runs covering every entry's op."""
+    ops = {e.op for e in ENTRIES}
+    by_key: Dict[Tuple[str, str], set] = {}
+    newest: Dict[Tuple[str, str], str] = {}
+    for r in rows:
+        if r["quick"] != "0" or "+dirty" in r["commit"] or r["commit"] == "unknown":
+            continue
+        key = (r["commit"], r["device"])
+        by_key.setdefault(key, set()).add(r["op"])
+        newest[key] = max(newest.get(key, ""), r["date"])
+    complete = [k for k, seen in by_key.items() if ops <= seen]
+    if not complete:
+        raise SystemExit("no clean commit has full runs of every op in the CSV")
+    return max(complete, key=lambda k: newest[k])
+
+
+def _span(values: Sequence[float], fmt) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def _ms(t: float) -> str:
+    if t >= 1000:
+        return f"{t / 1000:.2f} s"
+    return f"{t:.3g} ms" if t < 100 else f"{t:.0f} ms"
+
+
+def _span_ms(values: Sequence[float]) -> str:
+    lo, hi = min(values), max(values)
+    a, b = _ms(lo), _ms(hi)
+    if a == b:
+        return a
+    ua, ub = a.split()[1], b.split()[1]
+    return f"{a.split()[0]}-{b}" if ua == ub else f"{a}-{b}"
+
+
+def _x(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+def claimed(op: str, case: str, mode: str) -> set:
+    """Providers an entry of this case names explicitly (so the catch-all entries leave them)."""
+    return {p for e in ENTRIES if (e.op, e.case, e.mode) == (op, case, mode) for p in (e.peers or ())}
+
+
+def table(rows: Sequence[Dict[str, str]], commit: str, device: str) -> str:
+    runs = full_runs(rows, commit, device)
+    if not runs:
+        raise SystemExit(f"no full runs of {commit} on {device} in the CSV")
+    first = next(iter(runs.values()))[0]
+    lines = [f"{BEGIN} commit={commit} device={device} -->",
+             f"CPU only: {device}, {first['isa'] or 'ISA not recorded'}, torch {first['torch']}, "
+             f"{first['peers'] or 'peer versions not recorded'}. {len(runs)} full `make bench` "
+             f"run{'s' if len(runs) > 1 else ''} of the clean commit {commit} ({', '.join(runs)}); "
+             "ranges are across the runs (each run's median; the speedup is taken within each run). "
+             "Generated by `python -m benchmarks.readme_table` from `benchmarks/results/results.csv`.",
+             "",
+             "| op | case | dtype | ours (cpu) | compared with: their time (ours x faster) |",
+             "|---|---|---|---|---|"]
+    for e in ENTRIES:
+        for dtype in e.dtypes:
+            ours: List[float] = []
+            theirs: Dict[str, List[Tuple[float, float]]] = {}
+            for run in runs.values():
+                case = {r["provider"]: float(r["time_ms"]) for r in run
+                        if (r["op"], r["case"], r["mode"], r["dtype"]) == (e.op, e.case, e.mode, dtype)}
+                if e.ours not in case:
+                    continue
+                ours.append(case[e.ours])
+                names = e.peers if e.peers is not None else [
+                    p for p in case if not p.startswith(OURS_PREFIX) and p not in claimed(e.op, e.case, e.mode)]
+                for p in names:
+                    if p in case:
+                        theirs.setdefault(p, []).append((case[p], case[p] / case[e.ours]))
+            if not ours:
+                continue
+            peers = "; ".join(f"{p} {_span_ms([t for t, _ in v])} ({_span([s for _, s in v], _x)})"
+                              for p, v in theirs.items())
+            lines.append(f"| {e.label} | {e.case} | {dtype} | {_span_ms(ours)} | {peers or '-'} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no {BEGIN} ... {END} block")
+    return pattern.sub(lambda _: block, text, count=1)
+
+
+def block_key(text: str) -> Tuple[str, str]:
+    m = re.search(re.escape(BEGIN) + r" commit=(\S+) device=(.*?) -->", text)
+    if not m:
+        raise SystemExit(f"no {BEGIN} commit=... device=... --> marker")
+    return m.group(1), m.group(2)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme_table", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commit", help="default: the newest clean commit with full runs of every op")
+    parser.add_argument("--device", help="the CSV's device string (default: the one with most rows of the commit)")
+    parser.add_argument("--csv", type=Path, default=CSV_PATH)
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", type=Path, metavar="README", help="replace the README's block")
+    action.add_argument("--check", type=Path, metavar="README",
+                        help="exit 1 if the README's block (for the commit and device it names) differs")
+    args = parser.parse_args(argv)
+    rows = load(args.csv)
+    if args.check:
+        text = args.check.read_text()
+        commit, device = block_key(text)
+        if replace_block(text, table(rows, commit, device)) != text:
+            print(f"{args.check}: the performance table differs from what {args.csv} regenerates "
+                  f"for {commit}; run python -m benchmarks.readme_table --commit {commit} --write {args.check}")
+            return 1
+        return 0
+    commit, device = args.commit, args.device
+    if commit is None:
+        commit, newest_device = latest_commit(rows)
+        device = device or newest_device
+    elif device is None:
+        devices = Counter(r["device"] for r in rows if r["commit"] == commit and r["quick"] == "0")
+        if not devices:
+            raise SystemExit(f"no full runs of {commit} in the CSV")
+        device = devices.most_common(1)[0][0]
+    block = table(rows, commit, device)
+    if args.write:
+        args.write.write_text(replace_block(args.write.read_text(), block))
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The fused optimizers under DDP and FSDP2 (fully_shard, DTensor params), two CPU processes on
+gloo: each run equals single-process training on the same global batch, and a run that stops,
+saves through torch.distributed.checkpoint, reloads into a fresh model and optimizer and goes on
+equals one that never stopped."""
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch without distributed/gloo", allow_module_level=True)
+
+from tricks_ext.optim import FusedAdam, FusedAdamW, FusedRAdam, Ranger  # noqa: E402
+
+WORLD = 2
+STEPS = 20
+BATCH = 8  # global; each rank takes BATCH // WORLD
+OPTIMIZERS = {
+    "ranger": lambda ps: Ranger(ps, lr=1e-2, weight_decay=0.01),
+    "adam": lambda ps: FusedAdam(ps, lr=1e-2, weight_decay=0.01),
+    "adamw": lambda ps: FusedAdamW(ps, lr=1e-2, gc=True),
+    "radam": lambda ps: FusedRAdam(ps, lr=1e-2, lookahead_k=5),
+    # the total norm over the shards: all-reduced under FSDP2 (a rank's own shards alone would
+    # clip by a smaller norm, and every rank by a different one)
+    "ranger-clip": lambda ps: Ranger(ps, lr=1e-2, max_grad_norm=0.2),
+}
+# 20 steps of fp32 training: the two processes' gradients are each half-batch sums reduced
+# across ranks, so they differ from one process's full-batch sum by rounding (~1e-7 relative),
+# which Adam's normalization carries into the params: measured 4.4e-7 (AdamW) to 4.0e-6 (Ranger)
+# of each param's displacement, the same under DDP and FSDP2.
+TOL = 1e-5
+
+
+def make_model() -> torch.nn.Module:
+    """Uneven shards on two ranks: 8, 6 and 5 rows (conv, conv, linear), 5-element bias."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3),
+                               torch.nn.Flatten(), torch.nn.Linear(6 * 6 * 6, 5))
+
+
+def batch(step: int):
+    gen = torch.Generator().manual_seed(100 + step)
+    return torch.randn(BATCH, 3, 8, 8, generator=gen), torch.randint(0, 5, (BATCH,), generator=gen)
+
+
+def train(model, opt, steps, rank=0, world=1, start=0):
+    for i in range(start, start + steps):
+        x, y = batch(i)
+        n = BATCH // world
+        loss = torch.nn.functional.cross_entropy(model(x[rank * n:(rank + 1) * n]), y[rank * n:(rank + 1) * n])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone()
+
+
+def _worker(rank: int, port: int, wrap: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        for name, make_opt in OPTIMIZERS.items():
+            model = _wrapped(wrap)
+            opt = make_opt(model.parameters())
+            train(model, opt, STEPS, rank, WORLD)
+            results[name] = [full(p) for p in model.parameters()]
+        if wrap == "fsdp":
+            results["resumed"] = _stop_save_resume(rank, out)
+            results["row_split_error"] = _row_split_error()
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _wrapped(wrap: str) -> torch.nn.Module:
+    model = make_model()
+    if wrap == "ddp":
+        return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.fsdp import fully_shard
+    for layer in (model[0], model[2], model[4]):
+        fully_shard(layer)
+    return fully_shard(model)
+
+
+def _stop_save_resume(rank: int, out: str):
+    """Ranger: 20 steps straight against 10, save (model and optimizer, sharded), a fresh model
+    and optimizer load it, 10 more. Returns (straight, resumed) params and slow weights."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    def snapshot(model, opt):
+        params = list(model.parameters())
+        return [full(p) for p in params] + [full(opt.state[p]["slow_buffer"]) for p in params]
+
+    model = _wrapped("fsdp")
+    opt = Ranger(model.parameters(), lr=1e-2, weight_decay=0.01, k=4)
+    train(model, opt, STEPS, rank, WORLD)
+    straight = snapshot(model, opt)
+
+    model = _wrapped("fsdp")
+    opt = Ranger(model.parameters(), lr=1e-2, weight_decay=0.01, k=4)
+    train(model, opt, STEPS // 2 + 1, rank, WORLD)  # 11 steps: not at a Lookahead sync (k = 4)
+    ckpt = str(Path(out).with_suffix(".ckpt"))
+    dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+             checkpoint_id=ckpt)
+
+    model = _wrapped("fsdp")
+    with torch.no_grad():  # the fresh model starts elsewhere: everything must come from the checkpoint
+        for p in model.parameters():
+            p.add_(1.0)
+    opt = Ranger(model.parameters(), lr=1e-2, weight_decay=0.01, k=4)
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    dcp.load(state, checkpoint_id=ckpt)
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, opt, state["optim"])
+    train(model, opt, STEPS - STEPS // 2 - 1, rank, WORLD, start=STEPS // 2 + 1)
+    return straight, snapshot(model, opt)
+
+
+def _row_split_error() -> str:
+    """A DTensor param sharded along dim 1 (its rows split across ranks) under GC: refused."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    mesh = init_device_mesh("cpu", (WORLD,))
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(4, 6), mesh, [Shard(1)]))
+    p.grad = distribute_tensor(torch.randn(4, 6), mesh, [Shard(1)])
+    opt = Ranger([p])
+    before = p.full_tensor()
+    try:
+        opt.step()
+    except ValueError as e:
+        assert torch.equal(p.full_tensor(), before) and not opt.state
+        return str(e)
+    return ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    out = {}
+    for name, make_opt in OPTIMIZERS.items():
+        model = make_model()
+        opt = make_opt(model.parameters())
+        init = [p.detach().clone() for p in model.parameters()]
+        train(model, opt, STEPS)
+        out[name] = (init, [p.detach().clone() for p in model.parameters()])
+    return out
+
+
+def _spawn(wrap: str, tmp_path):
+    import torch.multiprocessing as mp
+    out = str(tmp_path / f"{wrap}.pt")
+    mp.start_processes(_worker, args=(_free_port(), wrap, out), nprocs=WORLD, start_method="spawn")
+    return torch.load(out, weights_only=False)
+
+
+def _update_err(ours, ref, init):
+    return max(((a.double() - r.double()).abs().max() / (r.double() - i.double()).abs().max()).item()
+               for a, r, i in zip(ours, ref, init))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="spawned gloo processes are tested on Linux")
+@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+def test_equals_single_process_training(wrap, single_process, tmp_path):
+    results = _spawn(wrap, tmp_path)
+    for name, (init, ref) in single_process.items():
+        assert _update_err(results[name], ref, init) <= TOL, name
+    if wrap == "fsdp":
+        straight, resumed = results["resumed"]
+        for a, b in zip(straight, resumed):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+        assert "splits its rows" in results["row_split_error"]
