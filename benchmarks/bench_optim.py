@@ -9,6 +9,11 @@ unrectified or sync-free steps. The Adam providers run the same 6 steps per call
 Floor per cycle: Adam reads p, g, m, v and writes p, m, v: 28 B/param per step; Ranger's
 Lookahead adds 8 B/param (read + write slow) once per cycle: 6 x 28 + 8 = 176 B/param. The case
 floor is Ranger's; Adam providers do less work and are the speed bar.
+
+The "+ clip" case (ResNet-50) clips every step to a total gradient norm of MAX_NORM: ours with
+``max_grad_norm`` inside the step, every other provider with ``clip_grad_norm_(foreach=True)``
+just before its step. The global norm needs one more read of every gradient (4 B/param) before
+any update: 6 x 32 + 8 = 200 B/param.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from tricks_ext.optim import Ranger
 
 OP = "optim_step"
 K = 6
+MAX_NORM = 1e-3  # below the benchmark grads' total norm (~5 at 1e-3 per element): every step clips
+CLIP = "6 steps + clip"
 
 
 def resnet50_shapes() -> List[Tuple[int, ...]]:
@@ -55,33 +62,47 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
             continue
         shapes = fn()
         n = sum(torch.Size(s).numel() for s in shapes)
-        out.append(Case(f"{name} {n / 1e6:.1f}M params {len(shapes)} tensors", torch.float32, f"{K} steps",
-                        n * (28 * K + 8), {"shapes": shapes}))
+        label = f"{name} {n / 1e6:.1f}M params {len(shapes)} tensors"
+        out.append(Case(label, torch.float32, f"{K} steps", n * (28 * K + 8), {"shapes": shapes}))
+        if name == "resnet50":
+            out.append(Case(label, torch.float32, CLIP, n * (32 * K + 8), {"shapes": shapes}))
     return out
 
 
-def _setup(make_opt):
+def _setup(make_opt, clips_itself: bool = False):
+    """``make_opt(params, max_grad_norm)``; in the clip case a provider that does not clip
+    inside its step (``clips_itself``) gets clip_grad_norm_ before every step."""
     def setup(case: Case, device: torch.device):
         params = [torch.randn(s, device=device, dtype=case.dtype).mul_(0.02).requires_grad_(True)
                   for s in case.params["shapes"]]
         for p in params:
             p.grad = torch.randn_like(p).mul_(1e-3)
-        opt = make_opt(params)
-        for _ in range(2 * K):
+        clip = case.mode == CLIP
+        opt = make_opt(params, MAX_NORM if clip and clips_itself else None)
+
+        def step():
+            if clip and not clips_itself:
+                torch.nn.utils.clip_grad_norm_(params, MAX_NORM, foreach=True)
             opt.step()
+        for _ in range(2 * K):
+            step()
 
         def cycle():
             for _ in range(K):
-                opt.step()
+                step()
         return cycle
     return setup
 
 
+def _ranger(backend: str):
+    return _setup(lambda ps, clip: Ranger(ps, k=K, max_grad_norm=clip, backend=backend), clips_itself=True)
+
+
 def _ours(backend: str) -> Provider:
-    return ours(OP, backend, lambda b: _setup(lambda ps: Ranger(ps, k=K, backend=b)), " Ranger")
+    return ours(OP, backend, _ranger, " Ranger")
 
 
-def _pytorch_optimizer_ranger(params):
+def _pytorch_optimizer_ranger(params, _clip=None):
     po, why = load_pytorch_optimizer()
     if po is None:
         raise Unavailable(why)
@@ -91,9 +112,9 @@ def _pytorch_optimizer_ranger(params):
 def providers(device: torch.device) -> List[Provider]:
     # The `torch` backend is the reference (per-tensor Ranger in plain PyTorch).
     return [
-        Provider("reference Ranger", _setup(lambda ps: Ranger(ps, k=K, backend="torch"))),
-        Provider("torch Adam fused", _setup(lambda ps: torch.optim.Adam(ps, fused=True))),
-        Provider("torch Adam foreach", _setup(lambda ps: torch.optim.Adam(ps, foreach=True))),
+        Provider("reference Ranger", _ranger("torch")),
+        Provider("torch Adam fused", _setup(lambda ps, _: torch.optim.Adam(ps, fused=True))),
+        Provider("torch Adam foreach", _setup(lambda ps, _: torch.optim.Adam(ps, foreach=True))),
         Provider("pytorch-optimizer Ranger", _setup(_pytorch_optimizer_ranger)),
         _ours("cpu"),
         _ours("cuda"),
