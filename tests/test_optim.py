@@ -456,14 +456,15 @@ def test_opcheck_fused_step():
     from helpers import run_opcheck
     from tricks_ext.ops.optim import CHUNK, Plan
     ps = [torch.randn(4, 3, 3, 3), torch.randn(5)]
-    m, v, slow = ([torch.rand_like(p) for p in ps] for _ in range(3))
+    m, v, slow, ema = ([torch.rand_like(p) for p in ps] for _ in range(4))
     steps = [torch.tensor(7.0), torch.tensor(7.0)]
     grads = [torch.randn_like(p) for p in ps]
-    plan = Plan(ps, m, v, slow, steps, 2, CHUNK["cpu"], with_ptrs=False)
+    plan = Plan(ps, m, v, slow, ema, steps, 2, CHUNK["cpu"], agc=[True, True], with_ptrs=False)
     plan.set_grads(grads)
     run_opcheck(torch.ops.tricks_ext.optim_step_,
-                (ps, grads, m, v, slow, steps, plan.work, plan.ptrs, None, None,
-                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False))
+                (ps, grads, m, v, slow, ema, steps, plan.work, plan.ptrs, None, None,
+                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False, float("inf"), 0.01, 1e-3,
+                 0.999, 0.0, 0, 1.0, 2 / 3, True))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

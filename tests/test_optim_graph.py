@@ -1,5 +1,5 @@
 """The fused step under CUDA graph capture: no host reads, counters on the device, so one
-captured step replayed N times equals N eager steps (clipping included)."""
+captured step replayed N times equals N eager steps (clipping and the EMA included)."""
 import pytest
 import torch
 
@@ -16,8 +16,10 @@ def _grads(step, params):
 
 
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
-@pytest.mark.parametrize("make", [lambda ps, be: Ranger(ps, max_grad_norm=0.05, backend=be),
-                                  lambda ps, be: FusedAdamW(ps, gc=True, backend=be)], ids=["ranger-clip", "adamw-gc"])
+@pytest.mark.parametrize("make", [
+    lambda ps, be: Ranger(ps, max_grad_norm=0.05, ema_decay=0.9, ema_warmup=True, backend=be),
+    lambda ps, be: FusedAdamW(ps, gc=True, agc_clip_factor=0.01, ema_decay=0.99, backend=be)],
+    ids=["ranger-clip-ema", "adamw-gc-agc-ema"])
 def test_captured_step_replays_like_eager(backend, make):
     if backend == "triton":
         pytest.importorskip("triton")
@@ -56,3 +58,4 @@ def test_captured_step_replays_like_eager(backend, make):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
     for p, q in zip(ps, ref):
         assert torch.equal(opt.state[p]["step"], opt_ref.state[q]["step"])
+        assert torch.equal(opt.state[p]["ema"], opt_ref.state[q]["ema"])

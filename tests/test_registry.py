@@ -169,19 +169,28 @@ def test_optim_step_checks_the_plan_on_cpu():
     m, v = [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps]
     steps = [torch.tensor(1.0), torch.tensor(1.0)]
     grads = [torch.randn_like(p) for p in ps]
-    plan = Plan(ps, m, v, [], steps, 2, CHUNK["cpu"], with_ptrs=False)
+    plan = Plan(ps, m, v, [], [], steps, 2, CHUNK["cpu"], with_ptrs=False)
     assert plan.ptrs is None and plan.work.tolist() == [[0, 0, 6, 1], [0, 6, 6, 1], [0, 12, 6, 1], [0, 18, 6, 1],
                                                          [1, 0, 5, 0]]
-    hyper = (1e-3, 0.9, 0.999, 1e-8, 0.0, True, 0.5, 0, False, False)
+    agc = Plan(ps, m, v, [], [], steps, 0, CHUNK["cpu"], agc=[True, True], with_ptrs=False)
+    assert agc.work.tolist() == [[0, 0, 6, 2], [0, 6, 6, 2], [0, 12, 6, 2], [0, 18, 6, 2], [1, 0, 5, 2]]
+    hyper = (1e-3, 0.9, 0.999, 1e-8, 0.0, True, 0.5, 0, False, False, float("inf"), 0.0, 1e-3, 0.0, 0.0, 0, 1.0,
+             2 / 3, False)
     op = torch.ops.tricks_ext.optim_step_
     bad = plan.work.clone()
     bad[4, 2] = 6  # one element past the 1-D tensor
     before = [p.clone() for p in ps]
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], steps, bad, None, None, None, *hyper), "work item 4",
-                 "outside")
-    with_ptrs = Plan(ps, m, v, [], steps, 2, CHUNK["cpu"], with_ptrs=True)
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], steps, plan.work, with_ptrs.ptrs, None, None, *hyper),
-                 "ptrs must be None")
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, *hyper),
+                 "work item 4", "outside")
+    bad = plan.work.clone()
+    bad[1, 3] = 5  # PREPARED with GC_ROW
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, *hyper),
+                 "work item 1", "flags")
+    with_ptrs = Plan(ps, m, v, [], [], steps, 2, CHUNK["cpu"], with_ptrs=True)
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, plan.work, with_ptrs.ptrs, None, None,
+                                          *hyper), "ptrs must be None")
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [ps[0]], steps, plan.work, None, None, None, *hyper),
+                 "emas must be empty or one per param")
     assert all(torch.equal(a, b) for a, b in zip(ps, before))
-    op(ps, grads, m, v, [], steps, plan.work, None, None, None, *hyper)
+    op(ps, grads, m, v, [], [], steps, plan.work, None, None, None, *hyper)
     assert not any(torch.equal(a, b) for a, b in zip(ps, before))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import itertools
+import math
 import multiprocessing
 import os
 import re
@@ -206,24 +207,33 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                 yield (f"weight_standardize_bwd {dname} {rows}x{k} gain={has_gain}",
                        lambda w=w, gain=gain, stats=stats: weight_standardize.weight_standardize_bwd(w, w, gain, stats, stats))
     # the optimizer: params fp16/bf16/fp32 (fp64 runs on torch/cpu), slow weights in fp32 or the
-    # param dtype, every flag
+    # param dtype, every flag; then the clipping modes and the EMA (its warmup)
     for dname in FLOATS[:3]:
         dt = getattr(torch, dname)
         p = [t(64, dtype=dt)]
         m = [t(64)]
         work = t(3, 4, dtype=torch.int64)
-        ptrs = t(6, 1, dtype=torch.int64)
+        ptrs = t(7, 1, dtype=torch.int64)
         scalar = t(())
+
+        def step(slows, rectify, maximize, amp, clip=math.inf, agc=0.0, ema=False, warmup=False, p=p, m=m, work=work,
+                 ptrs=ptrs, scalar=scalar):
+            return lambda: optim.optim_step_(p, p, m, m, slows, m if ema else [], [scalar], work, ptrs,
+                                             scalar if amp else None, scalar if amp else None, 1e-3, 0.9, 0.999, 1e-8,
+                                             0.01, True, 0.5, 6, rectify, maximize, clip, agc, 1e-3, 0.9999, 0.0, 0,
+                                             1.0, 2 / 3, warmup)
         for slow_dt, rectify, maximize, amp in itertools.product((None, torch.float32, dt), (False, True), (False, True),
                                                                  (False, True)):
             if slow_dt is dt and dt == torch.float32:
                 continue
             slows = [t(64, dtype=slow_dt)] if slow_dt is not None else []
             yield (f"optim_step_ {dname} slow={slow_dt} rectify={rectify} maximize={maximize} amp={amp}",
-                   lambda slows=slows, rectify=rectify, maximize=maximize, amp=amp, p=p, m=m, work=work, ptrs=ptrs:
-                   optim.optim_step_(p, p, m, m, slows, [scalar], work, ptrs, scalar if amp else None,
-                                     scalar if amp else None, 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 6, rectify,
-                                     maximize))
+                   step(slows, rectify, maximize, amp))
+        for clip, agc, ema, warmup in ((1.0, 0.0, False, False), (math.inf, 0.01, False, False),
+                                       (math.inf, 0.0, True, False), (math.inf, 0.0, True, True),
+                                       (1.0, 0.0, True, True), (math.inf, 0.01, True, False)):
+            yield (f"optim_step_ {dname} clip_value={clip} agc={agc} ema={ema} warmup={warmup}",
+                   step([t(64)], True, False, True, clip, agc, ema, warmup))
 
 
 def _distinct(out: Any, same: bool) -> Any:

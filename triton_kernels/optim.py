@@ -1,12 +1,13 @@
-"""Fused optimizer step in Triton: GC + Adam/AdamW/RAdam + Lookahead, one launch per
-(device, dtype) bucket.
+"""Fused optimizer step in Triton: clipping + GC + Adam/AdamW/RAdam + Lookahead + EMA, one
+launch per (device, dtype) bucket.
 
-Every tensor's pointers (param, grad, exp_avg, exp_avg_sq, slow, step) sit in int64 tables;
-a work list row (tensor, start, length, gc) is one program: a GC row (its mean reduced on chip
-in a first sweep, then the update sweep re-reads the row from L2, not DRAM) or a chunk of a
-tensor without GC. Per-step scalars (bias corrections, the RAdam rectification, the Lookahead
-sync) are computed in the kernel from the tensor's device step counter, so neither the step
-nor GradScaler's found_inf is read on the host. Math: csrc/optim/math.h.
+Every tensor's pointers (param, grad, exp_avg, exp_avg_sq, slow, ema, step) sit in int64
+tables; a work list row (tensor, start, length, flags) is one program: a row (its GC mean and
+AGC norms reduced on chip in a first sweep, then the update sweep re-reads the row from L2, not
+DRAM) or a chunk of a tensor. Per-step scalars (bias corrections, the RAdam rectification, the
+Lookahead sync, the EMA decay) are computed in the kernel from the tensor's device step
+counter, so neither the step nor GradScaler's found_inf is read on the host. Math:
+csrc/optim/math.h.
 """
 from __future__ import annotations
 
@@ -23,17 +24,30 @@ BLOCK = 1024
 
 
 @triton.jit
-def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, FOUND_INF, GRAD_SCALE,
+def _clip(x, c, HAS_CLIP: tl.constexpr):
+    """clip_grad_value_; NaN passes through."""
+    if HAS_CLIP:
+        x = tl.where(x > c, c, tl.where(x < -c, -c, x))
+    return x
+
+
+@triton.jit
+def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STEP_PTRS, FOUND_INF, GRAD_SCALE,
                        lr, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2, eps, p_mul, l2, alpha,
-                       lookahead_k, rho_inf,
+                       lookahead_k, rho_inf, clip_value, agc_factor, agc_eps,
+                       ema_decay, ema_min_decay, ema_after, ema_gamma, ema_power,
                        P_DTYPE: tl.constexpr, M_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
                        HAS_SLOW: tl.constexpr, RECTIFY: tl.constexpr, MAXIMIZE: tl.constexpr,
-                       HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+                       HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_CLIP: tl.constexpr,
+                       HAS_AGC: tl.constexpr, HAS_EMA: tl.constexpr, EMA_WARMUP: tl.constexpr, BLOCK: tl.constexpr):
     w = tl.program_id(0).to(tl.int64)
     tid = tl.load(WORK + 4 * w)
     start = tl.load(WORK + 4 * w + 1)
     length = tl.load(WORK + 4 * w + 2)
-    gc = tl.load(WORK + 4 * w + 3)
+    flags = tl.load(WORK + 4 * w + 3)
+    gc = flags & 1
+    if HAS_CLIP:  # a prepared chunk (math.h, kPrepared) is clipped already
+        clip_value = tl.where((flags & 4) != 0, 3.4028234663852886e38, clip_value)
     if HAS_FOUND_INF:
         # an inf/NaN step changes nothing: every load/store below is masked off
         length = tl.where(tl.load(FOUND_INF) != 0, 0, length)
@@ -64,6 +78,14 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
     sync = False
     if HAS_SLOW:
         sync = (step.to(tl.int64) % lookahead_k) == 0
+    ema_w = 0.0
+    if HAS_EMA:  # timm ModelEmaV3.get_decay (csrc/optim/math.h, ema_decay_of)
+        t = step - (ema_after * one) - 1.0
+        decay = ema_decay * one
+        if EMA_WARMUP:
+            warm = 1.0 - tl.exp(-(ema_power * one) * tl.log(1.0 + t / (ema_gamma * one)))
+            decay = tl.maximum(tl.minimum(warm, decay), ema_min_decay * one)
+        ema_w = tl.where(t <= 0.0, 1.0, 1.0 - decay).to(tl.float32)
 
     gmul = 1.0
     if HAS_GRAD_SCALE:
@@ -72,18 +94,37 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
         gmul = -gmul
     offs = tl.arange(0, BLOCK)
 
+    f = 1.0  # AGC's factor; it commutes with the clamp (f > 0), so the sweep folds it into both
+    if HAS_AGC:
+        agc = (flags >> 1) & 1
+        gsq = tl.zeros([BLOCK], tl.float32)
+        psq = tl.zeros([BLOCK], tl.float32)
+        for k0 in range(0, length * agc, BLOCK):
+            mask = k0 + offs < length
+            x = _clip(tl.load(g_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32) * gmul, clip_value,
+                      HAS_CLIP)
+            y = tl.load(p_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32)
+            gsq += x * x
+            psq += y * y
+        gn = tl.sqrt(tl.sum(gsq, axis=0))
+        max_norm = tl.maximum(tl.sqrt(tl.sum(psq, axis=0)), agc_eps) * agc_factor
+        f = tl.where((agc != 0) & (gn >= max_norm), max_norm / tl.maximum(gn, 1e-6), 1.0)
+
     acc = tl.zeros([BLOCK], tl.float32)
     for k0 in range(0, length * gc, BLOCK):
         mask = k0 + offs < length
-        acc += tl.load(g_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(acc, axis=0) * gmul / tl.maximum(length, 1).to(tl.float32)
+        acc += _clip(tl.load(g_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32) * gmul, clip_value,
+                     HAS_CLIP)
+    mean = tl.sum(acc, axis=0) * f / tl.maximum(length, 1).to(tl.float32)
     mean = tl.where(gc != 0, mean, 0.0)
+    gmul_f = gmul * f
+    clip_f = clip_value * f
 
     for k0 in range(0, length, BLOCK):
         idx = start + k0 + offs
         mask = k0 + offs < length
         p = tl.load(p_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32) * gmul - mean
+        g = _clip(tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32) * gmul_f, clip_f, HAS_CLIP) - mean
         m = tl.load(m_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         g = g + l2 * p
@@ -103,7 +144,14 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, STEP_PTRS, 
             p = tl.where(sync, new_slow, p)
         tl.store(m_ptr + idx, m.to(M_DTYPE), mask=mask)
         tl.store(v_ptr + idx, v.to(M_DTYPE), mask=mask)
-        tl.store(p_ptr + idx, cast_to(p, P_DTYPE), mask=mask)
+        stored = cast_to(p, P_DTYPE)
+        tl.store(p_ptr + idx, stored, mask=mask)
+        if HAS_EMA:  # torch.lerp's two forms, from the nearer end (math.h, ema_lerp)
+            e_ptr = tl.load(E_PTRS + tid).to(tl.pointer_type(M_DTYPE))
+            e = tl.load(e_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+            ps = stored.to(tl.float32)
+            e = tl.where(ema_w < 0.5, e + ema_w * (ps - e), ps - (ps - e) * (1.0 - ema_w))
+            tl.store(e_ptr + idx, e.to(M_DTYPE), mask=mask)
 
 
 _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
@@ -111,11 +159,12 @@ _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.
 
 @on_input_device
 def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: List[torch.Tensor],
-                exp_avg_sqs: List[torch.Tensor], slows: List[torch.Tensor], steps: List[torch.Tensor],
-                work: torch.Tensor, ptrs: torch.Tensor, found_inf: Optional[torch.Tensor],
+                exp_avg_sqs: List[torch.Tensor], slows: List[torch.Tensor], emas: List[torch.Tensor],
+                steps: List[torch.Tensor], work: torch.Tensor, ptrs: torch.Tensor, found_inf: Optional[torch.Tensor],
                 grad_scale: Optional[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
                 weight_decay: float, decoupled: bool, alpha: float, lookahead_k: int, rectify: bool,
-                maximize: bool) -> None:
+                maximize: bool, clip_value: float, agc_factor: float, agc_eps: float, ema_decay: float,
+                ema_min_decay: float, ema_after: int, ema_gamma: float, ema_power: float, ema_warmup: bool) -> None:
     """``tricks_ext::optim_step_`` in Triton, same arguments: one program per row of ``work``,
     the tensors reached through ``ptrs`` (tricks_ext.ops.optim.Plan); the tensor lists give the
     dtypes. The step counters already count this step."""
@@ -123,14 +172,18 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
         return
     p_mul, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
     has_slow = bool(slows)
+    has_clip = not math.isinf(clip_value)
     _optim_step_kernel[(work.shape[0],)](
-        work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5],
+        work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
         found_inf if found_inf is not None else work, grad_scale if grad_scale is not None else work,
         # 1 - beta in float64 here, as torch does (csrc/optim/math.h, Moments)
         float(lr), float(beta1), float(beta2), 1.0 - beta1, 1.0 - beta2,
         math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
         float(eps), float(p_mul), float(l2), float(alpha), int(lookahead_k if has_slow else 1), 2.0 / (1.0 - beta2) - 1.0,
+        float(clip_value) if has_clip else 0.0, float(agc_factor), float(agc_eps),
+        float(ema_decay), float(ema_min_decay), int(ema_after), float(ema_gamma), float(ema_power),
         P_DTYPE=_TL[params[0].dtype], M_DTYPE=_TL[exp_avgs[0].dtype],
         S_DTYPE=_TL[slows[0].dtype if has_slow else params[0].dtype], HAS_SLOW=has_slow,
         RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
-        HAS_GRAD_SCALE=grad_scale is not None, BLOCK=BLOCK, **FUSED)
+        HAS_GRAD_SCALE=grad_scale is not None, HAS_CLIP=has_clip, HAS_AGC=agc_factor > 0, HAS_EMA=bool(emas),
+        EMA_WARMUP=bool(ema_warmup), BLOCK=BLOCK, **FUSED)

@@ -1,7 +1,7 @@
-// Fused optimizer step, CUDA: one block per work item (a GC row, or a chunk of a tensor without
-// GC), over every tensor of a (device, dtype) bucket in one launch. A GC row's mean is reduced on
-// chip in a first sweep; the update sweep re-reads the row from L2 (rows are <= a few MB), so DRAM
-// traffic stays at the floor (28 B/param for fp32, +8 on Lookahead steps). The per-step scalars
+// Fused optimizer step, CUDA: one block per work item (a row, or a chunk of a tensor), over every
+// tensor of a (device, dtype) bucket in one launch. A row's GC mean and AGC norms are reduced on
+// chip in a first sweep; the update sweep re-reads the row from L2 (rows are <= 64 KiB), so DRAM
+// traffic stays at the floor (28 B/param for fp32, +8 with EMA, +8 on Lookahead steps). The per-step scalars
 // come from each tensor's device step counter (no host sync); a set found_inf skips everything.
 #include <cuda_runtime.h>
 
@@ -22,28 +22,42 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
   __shared__ A smem[kBlock / 32];
   if (q.found_inf != nullptr && *q.found_inf != 0.0f) return;
   const int64_t* w = q.work + 4 * static_cast<int64_t>(blockIdx.x);
-  const int64_t i = w[0], begin = w[1], len = w[2];
-  const bool gc = w[3] != 0;
+  const int64_t i = w[0], begin = w[1], len = w[2], flags = w[3];
   T* p = static_cast<T*>(q.p[i]) + begin;
   const T* g = static_cast<const T*>(q.g[i]) + begin;
   A* m = static_cast<A*>(q.m[i]) + begin;
   A* v = static_cast<A*>(q.v[i]) + begin;
   S* slow = q.s != nullptr ? static_cast<S*>(q.s[i]) + begin : nullptr;
+  A* ema = q.e != nullptr ? static_cast<A*>(q.e[i]) + begin : nullptr;
   const Scalars<A> s = step_scalars<A>(static_cast<double>(*q.step[i]), q);
   const Decay<A> d = decay_of<A>(q);
   const A inv_scale = q.grad_scale != nullptr ? A(1) / static_cast<A>(*q.grad_scale) : A(1);
   const A gmul = q.maximize ? -inv_scale : inv_scale;
+  const A clip = (flags & kPrepared) ? A(INFINITY) : static_cast<A>(q.clip_value);
   const Moments<A> b = moments_of<A>(q);
   const A eps = static_cast<A>(q.eps);
-  A mean = 0;
-  if (gc) {  // uniform per block: every thread takes part in the reduction
-    A part = 0;
-    for (int64_t k = threadIdx.x; k < len; k += kBlock) part += to_acc<A>(g[k]);
-    mean = group_sum<kBlock>(part, smem) * gmul / static_cast<A>(len);
+  // the row passes: flags are uniform per block, so every thread takes part in each reduction
+  A f = 1;  // AGC's factor; it commutes with the clamp (f > 0), so the sweep folds it into both
+  if (flags & kAgcRow) {
+    A gsq = 0, psq = 0;
+    for (int64_t k = threadIdx.x; k < len; k += kBlock) {
+      const A x = clip_to(to_acc<A>(g[k]) * gmul, clip), y = to_acc<A>(p[k]);
+      gsq += x * x;
+      psq += y * y;
+    }
+    const A gn = std::sqrt(group_sum<kBlock>(gsq, smem)), pn = std::sqrt(group_sum<kBlock>(psq, smem));
+    f = agc_scale(gn, pn, static_cast<A>(q.agc_factor), static_cast<A>(q.agc_eps));
   }
+  A mean = 0;
+  if (flags & kGcRow) {
+    A part = 0;
+    for (int64_t k = threadIdx.x; k < len; k += kBlock) part += clip_to(to_acc<A>(g[k]) * gmul, clip);
+    mean = group_sum<kBlock>(part, smem) * f / static_cast<A>(len);
+  }
+  const A gmul_f = gmul * f, clip_f = clip * f;
   for (int64_t k = threadIdx.x; k < len; k += kBlock) {
     A mk = m[k], vk = v[k];
-    const A gk = to_acc<A>(g[k]) * gmul - mean;
+    const A gk = clip_to(to_acc<A>(g[k]) * gmul_f, clip_f) - mean;
     A pk = s.has_denom
                ? update<true>(to_acc<A>(p[k]), gk, mk, vk, b, eps, d, s.step_size, s.inv_denom_scale)
                : update<false>(to_acc<A>(p[k]), gk, mk, vk, b, eps, d, s.step_size, s.inv_denom_scale);
@@ -53,7 +67,9 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
       pk = lookahead(pk, to_acc<A>(slow[k]), static_cast<A>(q.alpha));
       slow[k] = from_acc<S>(pk);
     }
-    p[k] = from_acc<T>(pk);
+    const T stored = from_acc<T>(pk);
+    p[k] = stored;
+    if (ema != nullptr) ema[k] = ema_lerp(ema[k], to_acc<A>(stored), s.ema_w, s.ema_1mw);
   }
 }
 

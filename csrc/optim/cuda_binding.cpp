@@ -10,20 +10,18 @@ namespace optim {
 namespace {
 
 void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                     at::TensorList slows, at::TensorList steps, const at::Tensor& work,
-                     const c10::optional<at::Tensor>& ptrs,
-                     const c10::optional<at::Tensor>& found_inf, const c10::optional<at::Tensor>& grad_scale, double lr,
-                     double beta1, double beta2, double eps, double weight_decay, bool decoupled, double alpha,
-                     int64_t lookahead_k, bool rectify, bool maximize) {
+                     at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
+                     const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
+                     const c10::optional<at::Tensor>& grad_scale, TRICKS_OPTIM_SCALAR_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device device = params[0].device();
   c10::DeviceGuard guard(device);
-  check_lists(params, grads, exp_avgs, exp_avg_sqs, slows, steps, device);
-  Params q = make_params(params, slows, lr, beta1, beta2, eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize);
+  check_lists(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, device);
+  Params q = make_params(params, slows, TRICKS_OPTIM_SCALARS);
   TORCH_CHECK(ptrs.has_value(), "optim_step_: CUDA needs the plan's pointer table (ptrs)");
   bind_work(q, work, device);
-  bind_ptrs(q, *ptrs, n, !slows.empty(), device);
+  bind_ptrs(q, *ptrs, n, !slows.empty(), !emas.empty(), device);
   q.found_inf = scalar_ptr(found_inf, "found_inf", device);
   q.grad_scale = scalar_ptr(grad_scale, "grad_scale", device);
   check_launch(launch_step_cuda(q, current_cuda_stream(params[0])), "optim_step_");

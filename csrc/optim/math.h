@@ -1,4 +1,5 @@
-// Optimizer step math (GC + Adam/AdamW/RAdam + Lookahead), shared by the CPU and CUDA kernels.
+// Optimizer step math (clipping + GC + Adam/AdamW/RAdam + Lookahead + EMA), shared by the CPU and
+// CUDA kernels.
 // The spec is tricks_ext/reference/optim.py. Each tensor's step counter (incremented before the
 // kernel, as torch's fused Adam does) gives the per-step scalars, computed per tensor in float64
 // by step_scalars() below, on the device for CUDA (no host sync, CUDA-graph friendly):
@@ -18,12 +19,13 @@ namespace optim {
 
 // Everything a launch needs, torch-free. Pointer tables hold one entry per tensor.
 struct Params {
-  const int64_t* work;        // [n_items, 4]: tensor, start, length, gc (1: the item is a GC row)
+  const int64_t* work;        // [n_items, 4]: tensor, start, length, flags (kGcRow, kAgcRow, kPrepared)
   void* const* p;             // params (dtype)
   const void* const* g;       // grads (dtype, same strides as p)
   void* const* m;             // exp_avg (acc_t)
   void* const* v;             // exp_avg_sq (acc_t)
   void* const* s;             // slow weights (slow_dtype) or nullptr without Lookahead
+  void* const* e;             // EMA of the params (acc_t) or nullptr without EMA
   const float* const* step;   // step counters, already counting this step
   const float* found_inf;     // nullptr or a scalar: != 0 skips the whole step
   const float* grad_scale;    // nullptr or a scalar: grads are divided by it
@@ -32,11 +34,38 @@ struct Params {
   int64_t lookahead_k;        // 0: no Lookahead
   bool decoupled, rectify, maximize;
   DType dtype, slow_dtype;
+  double clip_value;          // clip_grad_value_'s bound on the unscaled grads; +inf: off
+  double agc_factor, agc_eps; // timm's adaptive_clip_grad on kAgcRow items
+  // timm ModelEmaV3.get_decay(step) with each tensor's own step counter (see ema_decay_of)
+  double ema_decay, ema_min_decay, ema_gamma, ema_power;
+  int64_t ema_after;
+  bool ema_warmup;
 };
+
+// Work-item flags (the plan's fourth column): the item is one row p[i] of a tensor, whose
+// gradient is centralized (kGcRow) and/or clipped by timm's unit-wise AGC (kAgcRow: the row's
+// grad norm against its param norm; a tensor of dim <= 1 is one row); or a chunk of a tensor
+// whose grad the caller already clipped and centralized (kPrepared: rows too long to hold on
+// chip, tricks_ext/ops/optim.py), which only the grad scale still applies to.
+constexpr int64_t kGcRow = 1, kAgcRow = 2, kPrepared = 4;
+
+// timm's AGC: the factor that scales one row's grad, norms taken on the unscaled grad.
+template <typename A>
+TRICKS_HD A agc_scale(A grad_norm, A param_norm, A factor, A eps) {
+  const A max_norm = (param_norm > eps ? param_norm : eps) * factor;
+  return grad_norm < max_norm ? A(1) : max_norm / (grad_norm > A(1e-6) ? grad_norm : A(1e-6));
+}
+
+// clip_grad_value_: NaN passes through (both comparisons are false), as torch's clamp_.
+template <typename A>
+TRICKS_HD A clip_to(A g, A c) {
+  return g > c ? c : (g < -c ? -c : g);
+}
 
 template <typename A>
 struct Scalars {
   A step_size, inv_denom_scale;
+  A ema_w, ema_1mw;  // lerp weight 1 - decay and 1 - weight, rounded as torch.lerp rounds them
   bool has_denom, sync;
 };
 
@@ -44,12 +73,25 @@ TRICKS_HD double pow_of(double base, double step) {
   return base > 0.0 ? std::exp(step * std::log(base)) : (step == 0.0 ? 1.0 : 0.0);
 }
 
+// ModelEmaV3.get_decay: t = step - update_after_step - 1; 0 while t <= 0 (the EMA copies the
+// params), then decay, or with warmup 1 - (1 + t / gamma)^-power clamped to [min_decay, decay].
+TRICKS_HD double ema_decay_of(double step, const Params& q) {
+  const double t = step - static_cast<double>(q.ema_after) - 1.0;
+  if (t <= 0.0) return 0.0;
+  if (!q.ema_warmup) return q.ema_decay;
+  const double d = 1.0 - std::exp(-q.ema_power * std::log(1.0 + t / q.ema_gamma));
+  const double capped = d < q.ema_decay ? d : q.ema_decay;
+  return capped > q.ema_min_decay ? capped : q.ema_min_decay;
+}
+
 template <typename A>
 TRICKS_HD Scalars<A> step_scalars(double step, const Params& q) {
   const double bc1 = 1.0 - pow_of(q.beta1, step);
   const double b2t = pow_of(q.beta2, step);
   const double bc2 = 1.0 - b2t;
-  Scalars<A> s{static_cast<A>(q.lr / bc1), static_cast<A>(1.0 / std::sqrt(bc2)), true, false};
+  const double decay = q.e != nullptr ? ema_decay_of(step, q) : 0.0;
+  const A ema_w = static_cast<A>(1.0 - decay);
+  Scalars<A> s{static_cast<A>(q.lr / bc1), static_cast<A>(1.0 / std::sqrt(bc2)), ema_w, A(1) - ema_w, true, false};
   if (q.rectify) {
     const double rho_inf = 2.0 / (1.0 - q.beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * b2t / bc2;
@@ -92,7 +134,7 @@ TRICKS_HD Moments<A> moments_of(const Params& q) {
                     static_cast<A>(1.0 - q.beta2)};
 }
 
-// One element: g already centralized (and divided by the AMP grad scale); returns the new p.
+// One element: g already clipped, centralized and divided by the AMP grad scale; returns the new p.
 // HasDenom is false only for RAdam while rho_t <= 5 (a template flag keeps the loop branch-free).
 template <bool HasDenom, typename A>
 TRICKS_HD A update(A p, A g, A& m, A& v, Moments<A> b, A eps, Decay<A> d, A step_size, A inv_denom_scale) {
@@ -111,6 +153,13 @@ TRICKS_HD A update(A p, A g, A& m, A& v, Moments<A> b, A eps, Decay<A> d, A step
 template <typename A>
 TRICKS_HD A lookahead(A p, A slow, A alpha) {
   return slow + alpha * (p - slow);
+}
+
+// The EMA after a step: torch.lerp(ema, p, w) with w = 1 - decay, in torch's two forms (from
+// the nearer end, so w = 1 gives p exactly). w is uniform per tensor, so the select is too.
+template <typename A>
+TRICKS_HD A ema_lerp(A ema, A p, A w, A one_minus_w) {
+  return w < A(0.5) ? ema + w * (p - ema) : p - (p - ema) * one_minus_w;
 }
 
 }  // namespace optim

@@ -10,13 +10,15 @@ namespace tricks {
 namespace optim {
 
 // Checks the tensor lists: one device and dtype, state shaped and strided like its param (the
-// kernels walk each param's memory linearly, so p, g, m, v, slow share strides).
+// kernels walk each param's memory linearly, so p, g, m, v, slow, ema share strides).
 inline void check_lists(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                        at::TensorList exp_avg_sqs, at::TensorList slows, at::TensorList steps, c10::Device device) {
+                        at::TensorList exp_avg_sqs, at::TensorList slows, at::TensorList emas, at::TensorList steps,
+                        c10::Device device) {
   const size_t n = params.size();
   TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
               "optim_step_: params, grads, exp_avgs, exp_avg_sqs, steps must have the same length");
   TORCH_CHECK(slows.empty() || slows.size() == n, "optim_step_: slows must be empty or one per param");
+  TORCH_CHECK(emas.empty() || emas.size() == n, "optim_step_: emas must be empty or one per param");
   if (n == 0) return;
   const auto dtype = params[0].scalar_type();
   to_dtype(params[0], "params");
@@ -26,7 +28,7 @@ inline void check_lists(at::TensorList params, at::TensorList grads, at::TensorL
     TORCH_CHECK(p.device() == device && p.scalar_type() == dtype, "optim_step_: params must share one device and dtype; param ", i,
                 " is ", p.scalar_type(), " on ", p.device());
     TORCH_CHECK(is_row_dense(p), "optim_step_: param ", i, " must be contiguous or channels_last, got strides ", p.strides());
-    for (const at::Tensor* t : {&exp_avgs[i], &exp_avg_sqs[i]}) {
+    for (const at::Tensor* t : {&exp_avgs[i], &exp_avg_sqs[i], emas.empty() ? &exp_avgs[i] : &emas[i]}) {
       TORCH_CHECK(t->device() == device && t->scalar_type() == sdt && t->strides() == p.strides() && t->sizes() == p.sizes(),
                   "optim_step_: state of param ", i, " must be ", sdt, " on ", device, " with the param's shape and strides");
     }
@@ -56,18 +58,22 @@ inline void bind_work(Params& q, const at::Tensor& work, c10::Device device) {
   q.n_items = work.size(0);
 }
 
+// Rows of the plan's pointer table: param, grad, exp_avg, exp_avg_sq, slow, ema, step.
+constexpr int64_t kPtrRows = 7;
+
 // Checks the plan's pointer table of the n tensors and points q's tables at its rows.
-inline void bind_ptrs(Params& q, const at::Tensor& ptrs, int64_t n, bool has_slows, c10::Device device) {
-  TORCH_CHECK(ptrs.device() == device && ptrs.scalar_type() == at::kLong && ptrs.dim() == 2 && ptrs.size(0) == 6 &&
-                  ptrs.size(1) == n && ptrs.is_contiguous(),
-              "optim_step_: ptrs must be a contiguous int64 (6, ", n, ") tensor on ", device);
+inline void bind_ptrs(Params& q, const at::Tensor& ptrs, int64_t n, bool has_slows, bool has_emas, c10::Device device) {
+  TORCH_CHECK(ptrs.device() == device && ptrs.scalar_type() == at::kLong && ptrs.dim() == 2 &&
+                  ptrs.size(0) == kPtrRows && ptrs.size(1) == n && ptrs.is_contiguous(),
+              "optim_step_: ptrs must be a contiguous int64 (", kPtrRows, ", ", n, ") tensor on ", device);
   const int64_t* table = ptrs.data_ptr<int64_t>();
   q.p = reinterpret_cast<void* const*>(table);
   q.g = reinterpret_cast<const void* const*>(table + n);
   q.m = reinterpret_cast<void* const*>(table + 2 * n);
   q.v = reinterpret_cast<void* const*>(table + 3 * n);
   q.s = has_slows ? reinterpret_cast<void* const*>(table + 4 * n) : nullptr;
-  q.step = reinterpret_cast<const float* const*>(table + 5 * n);
+  q.e = has_emas ? reinterpret_cast<void* const*>(table + 5 * n) : nullptr;
+  q.step = reinterpret_cast<const float* const*>(table + 6 * n);
 }
 
 inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::Device device) {
@@ -77,9 +83,19 @@ inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* n
   return t->data_ptr<float>();
 }
 
-inline Params make_params(at::TensorList params, at::TensorList slows, double lr, double beta1, double beta2, double eps,
-                          double weight_decay, bool decoupled, double alpha, int64_t lookahead_k, bool rectify,
-                          bool maximize) {
+// The op's scalar arguments after the tensors, in schema order (csrc/optim/schema.cpp).
+#define TRICKS_OPTIM_SCALAR_ARGS                                                                                   \
+  double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, double alpha,             \
+      int64_t lookahead_k, bool rectify, bool maximize, double clip_value, double agc_factor, double agc_eps,       \
+      double ema_decay, double ema_min_decay, int64_t ema_after, double ema_gamma, double ema_power, bool ema_warmup
+#define TRICKS_OPTIM_SCALARS                                                                                     \
+  lr, beta1, beta2, eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize, clip_value, agc_factor, \
+      agc_eps, ema_decay, ema_min_decay, ema_after, ema_gamma, ema_power, ema_warmup
+
+inline Params make_params(at::TensorList params, at::TensorList slows, TRICKS_OPTIM_SCALAR_ARGS) {
+  TORCH_CHECK(clip_value > 0.0, "optim_step_: clip_value must be > 0 (inf: off), got ", clip_value);
+  TORCH_CHECK(agc_factor >= 0.0 && agc_eps >= 0.0, "optim_step_: agc_factor and agc_eps must be >= 0");
+  TORCH_CHECK(ema_gamma > 0.0 && ema_after >= 0, "optim_step_: ema_gamma must be > 0 and ema_after >= 0");
   Params q{};
   q.lr = lr;
   q.beta1 = beta1;
@@ -91,6 +107,15 @@ inline Params make_params(at::TensorList params, at::TensorList slows, double lr
   q.decoupled = decoupled;
   q.rectify = rectify;
   q.maximize = maximize;
+  q.clip_value = clip_value;
+  q.agc_factor = agc_factor;
+  q.agc_eps = agc_eps;
+  q.ema_decay = ema_decay;
+  q.ema_min_decay = ema_min_decay;
+  q.ema_after = ema_after;
+  q.ema_gamma = ema_gamma;
+  q.ema_power = ema_power;
+  q.ema_warmup = ema_warmup;
   if (!params.empty()) {
     q.dtype = to_dtype(params[0], "params");
     q.slow_dtype = slows.empty() ? q.dtype : to_dtype(slows[0], "slows");

@@ -1,9 +1,11 @@
 """optim_step: per-backend implementations of one optimizer step over a list of tensors that
 share a device and dtype. Signature of every implementation:
-    impl(group, params, grads, states, grad_scale, found_inf, cache)
+    impl(group, params, grads, states, grad_scale, found_inf, cache, extras)
 ``group`` is the param group (hyperparameters), ``states`` the per-param state dicts (step is
-counted here), ``grad_scale``/``found_inf`` come from torch.amp.GradScaler (or are None),
-``cache`` a dict the optimizer keeps for this (group, device, dtype) bucket (launch plans).
+counted here), ``grad_scale``/``found_inf`` come from torch.amp.GradScaler (or are None; the
+optimizer folds max_grad_norm's coefficient into grad_scale), ``cache`` a dict the optimizer
+keeps for this (group, device, dtype) bucket (launch plans), ``extras`` the optimizer-wide
+:class:`Extras` (clipping by value or AGC, EMA).
 
 Backends: ``torch`` (the reference, one tensor at a time), ``cpu`` and ``cuda``
 (``tricks_ext::optim_step_``, csrc/optim/), ``triton`` (triton_kernels/optim.py, the same
@@ -15,24 +17,25 @@ never read on the host.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import math
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend, _ext
-from tricks_ext.ops._common import is_row_dense
+from tricks_ext.ops._common import is_row_dense, stats_dtype
 from tricks_ext.ops._simt import simt_call
-from tricks_ext.reference.optim import centralize, optimizer_step
+from tricks_ext.reference.optim import adaptive_clip, centralize, ema_decay, optimizer_step
 
 OP = "optim_step"
 
-# The work list, one planner for every fused backend: a GC row of up to ROW_MAX elements is one
-# item (its mean is reduced in a first sweep and the update sweep re-reads the row from cache: L1/L2
-# on a CPU core, L2 on a GPU SM, 64 KiB of fp32 at most), so GC costs no DRAM pass. Longer rows
-# would serialize on one core or SM; they take the two-level path instead: their grads are
-# centralized by a separate torch reduction before the launch (one extra read and write of those
-# grads only), then they are chunked like tensors without GC. No ResNet/ViT/GPT-2 weight has rows
+# The work list, one planner for every fused backend: a row of up to ROW_MAX elements is one item
+# (its GC mean and AGC norms are reduced in a first sweep and the update sweep re-reads the row
+# from cache: L1/L2 on a CPU core, L2 on a GPU SM, 64 KiB of fp32 at most), so GC and AGC cost no
+# DRAM pass. Longer rows would serialize on one core or SM; they take the two-level path instead:
+# their grads are clipped and centralized by torch reductions before the launch (one extra read
+# and write of those grads only), then they are chunked like tensors without GC (flag PREPARED). No ResNet/ViT/GPT-2 weight has rows
 # that long (the widest is 4608 = 512x3x3). A tensor without GC is cut into chunks of CHUNK
 # elements: on the GPUs 8 sweeps of a 1024-wide Triton program or 32 of a 256-thread CUDA block
 # (~3K items for a 25M-param model, 20+ per H100 SM); on CPU 32K elements, 128 KiB of fp32 params,
@@ -42,64 +45,108 @@ ROW_MAX = 16384
 # The Triton kernel computes in fp32: fp64 params run on the other backends (the CUDA kernel, as
 # the CPU one, steps them in fp64).
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Work-item flags (csrc/optim/math.h): a GC row, an AGC row, a chunk of a prepared grad.
+GC_ROW, AGC_ROW, PREPARED = 1, 2, 4
+
+
+class Ema(NamedTuple):
+    """The EMA of the weights, as timm's ModelEmaV3 (see tricks_ext.reference.optim.ema_decay)."""
+    decay: float
+    min_decay: float = 0.0
+    update_after_step: int = 0
+    warmup: bool = False
+    warmup_gamma: float = 1.0
+    warmup_power: float = 2 / 3
+
+    def decay_at(self, step: int) -> float:
+        return ema_decay(step, *self)
+
+
+class Extras(NamedTuple):
+    """Optimizer-wide options of a step: ``clip_value`` (inf: off) and AGC (``agc_factor`` 0:
+    off) act on the unscaled grads; ``prepared`` holds the indices, in the bucket, of grads the
+    caller already clipped (AGC of sharded 1-D DTensors, whose norm spans ranks)."""
+    clip_value: float = math.inf
+    agc_factor: float = 0.0
+    agc_eps: float = 1e-3
+    ema: Optional[Ema] = None
+    prepared: FrozenSet[int] = frozenset()
+
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-                grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
+                grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict, extras: Extras) -> None:
     """The reference, one tensor at a time. Reads found_inf on the host (a sync on CUDA)."""
     if found_inf is not None and bool(found_inf.item()):
         return
     b1, b2 = group["betas"]
-    for p, g, st in zip(params, grads, states):
+    for i, (p, g, st) in enumerate(zip(params, grads, states)):
         if grad_scale is not None:
             g = g / grad_scale.to(g.device)
         st["step"] += 1
-        optimizer_step(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("slow_buffer"), int(st["step"].item()),
+        step = int(st["step"].item())
+        prepared = i in extras.prepared
+        optimizer_step(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("slow_buffer"), step,
                        lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
                        decoupled_weight_decay=group["decoupled_weight_decay"], rectify=group["rectify"],
                        gc=group["gc"], gc_conv_only=group["gc_conv_only"], lookahead_k=group["lookahead_k"],
-                       lookahead_alpha=group["lookahead_alpha"], maximize=group["maximize"])
+                       lookahead_alpha=group["lookahead_alpha"], maximize=group["maximize"],
+                       clip_value=None if prepared or math.isinf(extras.clip_value) else extras.clip_value,
+                       agc_clip_factor=extras.agc_factor if extras.agc_factor and not prepared else None,
+                       agc_eps=extras.agc_eps, ema=st.get("ema") if extras.ema else None,
+                       ema_decay=extras.ema.decay_at(step) if extras.ema else 0.0)
 
 
 class Plan:
     """Work list and pointer table of one (device, dtype) bucket, as ``optim_step_`` takes them,
     reused while its tensors stay the same; the grad row is refreshed when grads move.
-    ``work`` rows: (tensor, start, length, gc); ``ptrs`` (the device kernels' table, None with
+    ``work`` rows: (tensor, start, length, flags); a tensor is listed by rows p[i] (a dim <= 1
+    tensor as one row) when its grad is centralized or AGC-clipped in the kernel (``agc``: one
+    flag per tensor), else by chunks. ``ptrs`` (the device kernels' table, None with
     ``with_ptrs=False``: the CPU kernel reads the lists) rows: param, grad, exp_avg, exp_avg_sq,
-    slow (0 without Lookahead), step addresses; ``long_rows``: the tensors whose GC rows take
-    the two-level path (see ROW_MAX)."""
+    slow, ema (0 without them), step addresses; ``long_rows``: the tensors whose rows take the
+    two-level path (see ROW_MAX)."""
 
     def __init__(self, params: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
-                 slows: List[Tensor], steps: List[Tensor], gc_min_dim: int, chunk: int, with_ptrs: bool = True):
+                 slows: List[Tensor], emas: List[Tensor], steps: List[Tensor], gc_min_dim: int, chunk: int,
+                 agc: Sequence[bool] = (), with_ptrs: bool = True):
         work: List[int] = []
         self.long_rows: List[int] = []
         for i, p in enumerate(params):
-            row = p.numel() // p.shape[0] if is_centralized(p, gc_min_dim) else 0  # shape[0] > 0 there
+            gc = is_centralized(p, gc_min_dim)
+            clip = bool(agc) and agc[i]
+            row = 0
+            if (gc or clip) and p.numel():
+                row = p.numel() // p.shape[0] if p.dim() > 1 else p.numel()
             if row > ROW_MAX:
                 self.long_rows.append(i)
             if 0 < row <= ROW_MAX:
-                for r in range(p.shape[0]):
-                    work += [i, r * row, row, 1]
+                flags = (GC_ROW if gc else 0) | (AGC_ROW if clip else 0)
+                for r in range(p.numel() // row):
+                    work += [i, r * row, row, flags]
             else:
                 for b in range(0, p.numel(), chunk):
-                    work += [i, b, min(chunk, p.numel() - b), 0]
+                    work += [i, b, min(chunk, p.numel() - b), PREPARED if row else 0]
         device = params[0].device
         self.work = torch.tensor(work, dtype=torch.int64).view(-1, 4).to(device)
         self.ptrs: Optional[Tensor] = None
         if with_ptrs:
-            rows = [[p.data_ptr() for p in params], [0] * len(params), [t.data_ptr() for t in exp_avgs],
-                    [t.data_ptr() for t in exp_avg_sqs], [t.data_ptr() for t in slows] if slows else [0] * len(params),
-                    [t.data_ptr() for t in steps]]
+            none = [0] * len(params)
+            rows = [[p.data_ptr() for p in params], none, [t.data_ptr() for t in exp_avgs],
+                    [t.data_ptr() for t in exp_avg_sqs], [t.data_ptr() for t in slows] if slows else none,
+                    [t.data_ptr() for t in emas] if emas else none, [t.data_ptr() for t in steps]]
             self.ptrs = torch.tensor(rows, dtype=torch.int64).to(device)
         self.grad_key: tuple = ()
 
     @staticmethod
     def key(params: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor], slows: List[Tensor],
-            steps: List[Tensor], gc_min_dim: int, chunk: int) -> tuple:
-        slow_ptrs = [t.data_ptr() for t in slows] if slows else [0] * len(params)
-        return (gc_min_dim, chunk) + tuple(
-            (p.data_ptr(), tuple(p.shape), m.data_ptr(), v.data_ptr(), s, c.data_ptr())
-            for p, m, v, s, c in zip(params, exp_avgs, exp_avg_sqs, slow_ptrs, steps))
+            emas: List[Tensor], steps: List[Tensor], gc_min_dim: int, chunk: int, agc: Sequence[bool] = ()) -> tuple:
+        none = [0] * len(params)
+        slow_ptrs = [t.data_ptr() for t in slows] if slows else none
+        ema_ptrs = [t.data_ptr() for t in emas] if emas else none
+        return (gc_min_dim, chunk, tuple(agc)) + tuple(
+            (p.data_ptr(), tuple(p.shape), m.data_ptr(), v.data_ptr(), s, e, c.data_ptr())
+            for p, m, v, s, e, c in zip(params, exp_avgs, exp_avg_sqs, slow_ptrs, ema_ptrs, steps))
 
     def set_grads(self, grads: List[Tensor]) -> None:
         key = tuple(g.data_ptr() for g in grads)
@@ -128,6 +175,24 @@ def check_params(backend: str, params: List[Tensor]) -> None:
                                f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
 
 
+def _prepare(g: Tensor, p: Tensor, gc: bool, agc: bool, extras: Extras, grad_scale: Optional[Tensor]) -> Tensor:
+    """The two-level path of one tensor (see ROW_MAX): its grad clipped (by value or AGC, on the
+    unscaled grad) and centralized by torch ops, scaled back so the kernel's division by the
+    grad scale still applies; out of place (the user's grad stays)."""
+    x = g.to(stats_dtype(g.dtype))
+    if grad_scale is not None:
+        x = x / grad_scale
+    if not math.isinf(extras.clip_value):
+        x = x.clamp(-extras.clip_value, extras.clip_value)
+    if agc:
+        x = adaptive_clip(x, p.to(x.dtype), extras.agc_factor, extras.agc_eps)
+    if gc:
+        x = centralize(x)
+    if grad_scale is not None:
+        x = x * grad_scale
+    return x.to(g.dtype)
+
+
 def _fused(launch: Callable, kind: str) -> Callable:
     """A fused backend: step counters on the params' device, grads restrided like their params,
     counts bumped before the kernel and undone on the device when found_inf is set. ``launch``
@@ -135,7 +200,7 @@ def _fused(launch: Callable, kind: str) -> Callable:
     emulated CUDA binding ("simt") or the C++ op ("cxx"), which serves the cpu and cuda backends
     (the chunk and the pointer table follow the device)."""
     def step(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
-             grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict) -> None:
+             grad_scale: Optional[Tensor], found_inf: Optional[Tensor], cache: Dict, extras: Extras) -> None:
         device = params[0].device
         chunk = CHUNK[device.type if kind == "cxx" else kind]
         for p, st in zip(params, states):
@@ -145,24 +210,30 @@ def _fused(launch: Callable, kind: str) -> Callable:
         k = group["lookahead_k"]
         exp_avgs, exp_avg_sqs = [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]
         slows = [st["slow_buffer"] for st in states] if k is not None else []
+        emas = [st["ema"] for st in states] if extras.ema is not None else []
         steps = [st["step"] for st in states]
-        plan_args = (params, exp_avgs, exp_avg_sqs, slows, steps, gc_min_dim(group), chunk)
+        agc = [i not in extras.prepared for i in range(len(params))] if extras.agc_factor else []
+        plan_args = (params, exp_avgs, exp_avg_sqs, slows, emas, steps, gc_min_dim(group), chunk, agc)
         key = Plan.key(*plan_args)
         if cache.get("key") != key:
             cache["key"], cache["plan"] = key, Plan(*plan_args, with_ptrs=kind != "cxx" or device.type == "cuda")
         plan = cache["plan"]
-        for i in plan.long_rows:  # two-level GC path (see ROW_MAX); linear, so before scaling is fine
-            grads[i] = centralize(grads[i].to(torch.float32)).to(grads[i].dtype)
+        if grad_scale is not None:
+            grad_scale = grad_scale.to(device=device, dtype=torch.float32)
+        for i in plan.long_rows:
+            grads[i] = _prepare(grads[i], params[i], is_centralized(params[i], gc_min_dim(group)), bool(agc) and agc[i],
+                                extras, grad_scale)
         plan.set_grads(grads)
         if found_inf is not None:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
-        if grad_scale is not None:
-            grad_scale = grad_scale.to(device=device, dtype=torch.float32)
         torch._foreach_add_(steps, 1)
         b1, b2 = group["betas"]
-        launch(params, grads, exp_avgs, exp_avg_sqs, slows, steps, plan.work, plan.ptrs, found_inf, grad_scale,
+        ema = extras.ema or Ema(0.0)
+        launch(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, plan.work, plan.ptrs, found_inf, grad_scale,
                group["lr"], b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
-               group["lookahead_alpha"], k or 0, group["rectify"], group["maximize"])
+               group["lookahead_alpha"], k or 0, group["rectify"], group["maximize"], extras.clip_value,
+               extras.agc_factor, extras.agc_eps, ema.decay, ema.min_decay, ema.update_after_step,
+               ema.warmup_gamma, ema.warmup_power, ema.warmup)
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
     return step
@@ -175,17 +246,20 @@ def _launch_triton(*args: Any) -> None:
 
 if _ext.HAS_C:
     @torch.library.register_fake("tricks_ext::optim_step_")
-    def _(params, grads, exp_avgs, exp_avg_sqs, slows, steps, work, ptrs, found_inf, grad_scale, lr, beta1, beta2,
-          eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize) -> None:
+    def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale, *scalars) -> None:
         torch._check(work.dim() == 2 and work.shape[1] == 4 and work.dtype == torch.int64,
                      lambda: "optim_step_: work must be int64 (n_items, 4)")
-        torch._check(ptrs is None or (ptrs.shape == (6, len(params)) and ptrs.dtype == torch.int64),
-                     lambda: f"optim_step_: ptrs must be None or int64 (6, {len(params)})")
+        torch._check(ptrs is None or (ptrs.shape == (7, len(params)) and ptrs.dtype == torch.int64),
+                     lambda: f"optim_step_: ptrs must be None or int64 (7, {len(params)})")
         return None
 
+    @torch.library.register_fake("tricks_ext::optim_grad_norm")
+    def _(tensors) -> Tensor:
+        return torch.empty((), dtype=torch.float32, device=tensors[0].device if tensors else "cpu")
 
-# optim_step_'s arguments written in place: params, exp_avgs, exp_avg_sqs, slows.
-_WRITTEN = (0, 2, 3, 4)
+
+# optim_step_'s arguments written in place: params, exp_avgs, exp_avg_sqs, slows, emas.
+_WRITTEN = (0, 2, 3, 4, 5)
 
 
 def _launch_simt(*args: Any) -> None:

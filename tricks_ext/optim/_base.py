@@ -13,10 +13,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from typing_extensions import TypedDict
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import FLOAT_DTYPES, is_number, stats_dtype
-from tricks_ext.ops.optim import check_params, gc_min_dim, is_centralized
+from tricks_ext.ops.optim import Ema, Extras, check_params, gc_min_dim, is_centralized
+from tricks_ext.reference.optim import adaptive_clip
 
 try:
     from torch.distributed.tensor import DTensor
@@ -26,28 +28,118 @@ except ImportError:  # torch built without distributed
 OP = "optim_step"
 
 
+def _is_dtensor(t: Tensor) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
 def _local(t: Tensor) -> Tensor:
     """The rank's shard of a DTensor (FSDP2 params, their grads and state), else ``t``: the step
     is elementwise, and GC's rows are whole on every rank (see _check_dtensor)."""
-    return t.to_local() if DTensor is not None and isinstance(t, DTensor) else t
+    return t.to_local() if _is_dtensor(t) else t
 
 
-def _check_dtensor(name: str, p: Tensor, group: Dict[str, Any]) -> None:
+def _check_dtensor(name: str, p: Tensor, group: Dict[str, Any], agc: bool) -> None:
     """A DTensor param steps on its local shard. Adam's math is elementwise, so any placement
-    works; GC takes the mean of each row p[i], which a shard holds whole only when no mesh
-    dimension splits dims 1.. (FSDP2's fully_shard shards dim 0: Shard(0))."""
-    if DTensor is None or not isinstance(p, DTensor):
+    works; GC takes the mean of each row p[i] and AGC its norm, which a shard holds whole only
+    when no mesh dimension splits dims 1.. (FSDP2's fully_shard shards dim 0: Shard(0)). AGC of a
+    dim <= 1 param, whose one row spans the shards, is all-reduced (_agc_across_ranks)."""
+    if not _is_dtensor(p):
         return
     g = p.grad
     if not isinstance(g, DTensor) or g.placements != p.placements or g.device_mesh != p.device_mesh:
         raise RuntimeError(f"{name}: a DTensor param of placements {p.placements} has a gradient that is "
                            f"{'a DTensor of ' + str(g.placements) if isinstance(g, DTensor) else 'not a DTensor'}")
-    if is_centralized(p, gc_min_dim(group)):
+    gc = is_centralized(p, gc_min_dim(group))
+    if gc or (agc and p.dim() > 1):
         split = [pl for pl in p.placements if not (pl.is_replicate() or (pl.is_shard() and pl.dim == 0))]
         if split:
-            raise ValueError(f"{name}: gradient centralization needs each row p[i] whole on a rank, but the param "
-                             f"of shape {tuple(p.shape)} is placed as {p.placements}, which splits its rows; shard "
-                             "dim 0 (FSDP2's default), or turn GC off for this group (gc=False)")
+            what, fix = ("gradient centralization", "turn GC off for this group (gc=False)") if gc else \
+                ("adaptive gradient clipping", "clip by norm or value instead")
+            raise ValueError(f"{name}: {what} needs each row p[i] whole on a rank, but the param of shape "
+                             f"{tuple(p.shape)} is placed as {p.placements}, which splits its rows; shard dim 0 "
+                             f"(FSDP2's default), or {fix}")
+
+
+class StepOptions(TypedDict, total=False):
+    """The keyword options every tricks_ext optimizer takes beyond its hyperparameters: what
+    usually runs next to ``step()``, folded into it. At most one clipping mode.
+
+    - ``max_grad_norm``: clip the grads by their total L2 norm (``clip_grad_norm_``); the norm
+      spans every param of the optimizer (all ranks under FSDP2), ``last_grad_norm`` holds it.
+    - ``clip_value``: clamp each grad element to [-clip_value, clip_value] (``clip_grad_value_``).
+    - ``agc_clip_factor``, ``agc_eps`` (1e-3): timm's adaptive gradient clipping, unit-wise:
+      each row p[i] (a dim <= 1 param as a whole) has its grad norm capped at
+      ``agc_clip_factor * max(|p[i]|, agc_eps)``.
+    - ``ema_decay``: keep an fp32 EMA of the params, updated in the same pass (timm's
+      ``ModelEmaV3`` after each step, with the step count of timm's train loop); with
+      ``ema_warmup`` (and ``ema_warmup_gamma`` 1.0, ``ema_warmup_power`` 2/3) the decay ramps as
+      ``1 - (1 + t / gamma)^-power``, at least ``ema_min_decay``; the first
+      ``ema_update_after_step`` + 1 steps copy the params. ``ema_weights()`` evaluates with it.
+
+    Clipping acts on the unscaled grads (after GradScaler's scale is divided out), before GC.
+    """
+    max_grad_norm: Optional[float]
+    clip_value: Optional[float]
+    agc_clip_factor: Optional[float]
+    agc_eps: float
+    ema_decay: Optional[float]
+    ema_warmup: bool
+    ema_warmup_gamma: float
+    ema_warmup_power: float
+    ema_min_decay: float
+    ema_update_after_step: int
+
+
+def _positive(name: str, value: Any, optional: bool = True, zero: bool = False) -> Optional[float]:
+    if value is None and optional:
+        return None
+    if isinstance(value, (Tensor, bool)) or not is_number(value) or not (0.0 <= value < math.inf) or \
+            (value == 0.0 and not zero):
+        raise ValueError(f"invalid {name}: {value!r} (must be a finite float {'>=' if zero else '>'} 0"
+                         f"{' or None' if optional else ''})")
+    return float(value)
+
+
+def _parse_options(options: Dict[str, Any]) -> Tuple[Optional[float], Extras]:
+    """(max_grad_norm, Extras) from StepOptions; ValueError/TypeError on anything bad."""
+    unknown = set(options) - set(StepOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    max_norm = _positive("max_grad_norm", options.get("max_grad_norm"))
+    clip_value = _positive("clip_value", options.get("clip_value"))
+    agc = _positive("agc_clip_factor", options.get("agc_clip_factor"))
+    agc_eps = _positive("agc_eps", options.get("agc_eps", 1e-3), optional=False)
+    modes = [n for n, v in (("max_grad_norm", max_norm), ("clip_value", clip_value), ("agc_clip_factor", agc))
+             if v is not None]
+    if len(modes) > 1:
+        raise ValueError(f"choose one clipping mode, got {' and '.join(modes)}")
+    decay = options.get("ema_decay")
+    ema = None
+    if decay is not None:
+        if isinstance(decay, (Tensor, bool)) or not is_number(decay) or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"invalid ema_decay: {decay!r} (must be in [0, 1] or None)")
+        warmup = options.get("ema_warmup", False)
+        if not isinstance(warmup, bool):
+            raise TypeError(f"invalid ema_warmup: {warmup!r} (must be a bool)")
+        min_decay = options.get("ema_min_decay", 0.0)
+        if isinstance(min_decay, (Tensor, bool)) or not is_number(min_decay) or not 0.0 <= min_decay <= 1.0:
+            raise ValueError(f"invalid ema_min_decay: {min_decay!r} (must be in [0, 1])")
+        after = options.get("ema_update_after_step", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"invalid ema_update_after_step: {after!r} (must be an int >= 0)")
+        ema = Ema(float(decay), float(min_decay), after, warmup,
+                  _positive("ema_warmup_gamma", options.get("ema_warmup_gamma", 1.0), optional=False),
+                  _positive("ema_warmup_power", options.get("ema_warmup_power", 2 / 3), optional=False, zero=True))
+    else:
+        given = [k for k in options if k.startswith("ema_") and k != "ema_decay"]
+        if given:
+            raise ValueError(f"{', '.join(sorted(given))} given without ema_decay")
+    return max_norm, Extras(clip_value if clip_value is not None else math.inf, agc or 0.0, agc_eps, ema)
+
+
+def _sharded_whole_row(p: Tensor) -> bool:
+    """A dim <= 1 DTensor split across ranks: its AGC norm spans ranks."""
+    return _is_dtensor(p) and p.dim() <= 1 and any(pl.is_shard() for pl in p.placements)
 
 
 # Group keys of torch.optim.Adam/AdamW/RAdam that change the math or the state's meaning: a
@@ -99,9 +191,10 @@ class TricksOptimizer(Optimizer):
     State per param: ``step`` (float32 CPU scalar tensor, like torch), ``exp_avg``,
     ``exp_avg_sq`` (fp32; fp64 for fp64 params), ``slow_buffer`` (with Lookahead).
 
-    ``max_grad_norm`` (None: off) clips the gradients by their total L2 norm inside the step, as
-    ``torch.nn.utils.clip_grad_norm_`` would just before it (after GradScaler's unscale), with no
-    host sync; ``last_grad_norm`` holds the norm clip_grad_norm_ would return.
+    ``**options`` (:class:`StepOptions`): clipping (``max_grad_norm``, ``clip_value`` or
+    ``agc_clip_factor``) and an EMA of the weights (``ema_decay``...) inside the step, with no
+    host sync; ``last_grad_norm`` holds the norm clip_grad_norm_ would return, ``ema_weights()``
+    swaps the EMA in. The EMA is state ``ema`` (fp32; fp64 for fp64 params).
 
     AMP: ``_step_supports_amp_scaling`` is set, so ``torch.amp.GradScaler.step`` hands the scale
     and inf flag over (``self.grad_scale``/``self.found_inf``) instead of unscaling the grads;
@@ -113,14 +206,13 @@ class TricksOptimizer(Optimizer):
     def __init__(self, params: Iterable, *, lr: float, betas: Tuple[float, float], eps: float,
                  weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
                  gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float, maximize: bool,
-                 slow_in_param_dtype: bool, backend: Optional[str], max_grad_norm: Optional[float] = None) -> None:
+                 slow_in_param_dtype: bool, backend: Optional[str], **options: Any) -> None:
         _backend.check_backend_name(type(self).__name__, backend)
-        if max_grad_norm is not None and (isinstance(max_grad_norm, Tensor) or not is_number(max_grad_norm)
-                                          or not 0.0 < max_grad_norm < math.inf):
-            raise ValueError(f"{type(self).__name__}: invalid max_grad_norm: {max_grad_norm!r} (must be a finite "
-                             "float > 0 or None)")
+        try:
+            self.max_grad_norm, self.extras = _parse_options(options)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{type(self).__name__}: {e}") from None
         self.backend = backend
-        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         # The total gradient norm of the last step (unscaled: after GradScaler's scale is divided
         # out), a tensor on the grads' device, as clip_grad_norm_ returns it; None without clipping.
         self.last_grad_norm: Optional[Tensor] = None
@@ -189,6 +281,8 @@ class TricksOptimizer(Optimizer):
                 for key in ("exp_avg", "exp_avg_sq"):
                     if key in st:
                         st[key] = st[key].to(device=p.device, dtype=acc)
+                if "ema" in st:
+                    st["ema"] = st["ema"].to(device=p.device, dtype=acc)
                 if "slow_buffer" in st:
                     st["slow_buffer"] = st["slow_buffer"].to(
                         device=p.device, dtype=p.dtype if group["slow_in_param_dtype"] else acc)
@@ -218,7 +312,7 @@ class TricksOptimizer(Optimizer):
             p = index.get(pid)
             if p is None or not isinstance(st, dict):
                 continue
-            for key in ("exp_avg", "exp_avg_sq", "slow_buffer"):
+            for key in ("exp_avg", "exp_avg_sq", "slow_buffer", "ema"):
                 t = st.get(key)
                 if isinstance(t, Tensor) and t.shape != p.shape:
                     raise ValueError(f"{name}: loaded state {key} of shape {tuple(t.shape)} does not match its "
@@ -235,6 +329,8 @@ class TricksOptimizer(Optimizer):
             # slow weights = params before their first update
             st["slow_buffer"] = p.detach().to(p.dtype if group["slow_in_param_dtype"] else stats_dtype(p.dtype),
                                               copy=True)
+        if self.extras.ema is not None and "ema" not in st:
+            st["ema"] = p.detach().to(stats_dtype(p.dtype), copy=True)  # as ModelEmaV3's deepcopy of the model
         return st
 
     @torch.no_grad()
@@ -265,33 +361,44 @@ class TricksOptimizer(Optimizer):
                 if p.grad.dtype != p.dtype or p.grad.device != p.device:
                     raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
                                        f"param of {p.dtype} on {p.device}")
-                _check_dtensor(type(self).__name__, p, group)
+                _check_dtensor(type(self).__name__, p, group, bool(self.extras.agc_factor))
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for (device, dtype), params in buckets.items():
                 backend = self._backend_for(device, dtype)
                 check_params(backend, [_local(p) for p in params])
                 plans.append((gi, group, device, dtype, params, backend))
         if self.max_grad_norm is not None and plans:
-            grad_scale = self._clip_scale([p.grad for *_, params, _ in plans for p in params], grad_scale)
+            grads = [p.grad for *_, params, _ in plans for p in params]
+            # the C++ norm where every bucket runs the CPU kernels; DTensor grads need get_total_norm's all-reduce
+            fast = all(backend == "cpu" for *_, backend in plans) and not any(_is_dtensor(g) for g in grads)
+            grad_scale = self._clip_scale(grads, grad_scale, fast)
         for gi, group, device, dtype, params, backend in plans:
             states = [self._init_state(p, group) for p in params]
             # The backends see plain tensors: each DTensor's local shard, its state's too (the
             # state stays DTensors, placed as their params, for distributed checkpoints).
             local_states = [{k: _local(v) for k, v in st.items()} for st in states]
+            grads = [p.grad for p in params]
+            extras = self.extras
+            if extras.agc_factor:
+                prepared = frozenset(i for i, p in enumerate(params) if _sharded_whole_row(p))
+                for i in prepared:
+                    grads[i] = self._agc_across_ranks(params[i], grad_scale)
+                extras = extras._replace(prepared=prepared)
             impl = _backend.implementation(OP, device, backend)
-            impl(group, [_local(p) for p in params], [_local(p.grad) for p in params], local_states, grad_scale,
-                 found_inf, caches.setdefault((gi, device, dtype), {}))
+            impl(group, [_local(p) for p in params], [_local(g) for g in grads], local_states, grad_scale,
+                 found_inf, caches.setdefault((gi, device, dtype), {}), extras)
             for st, local in zip(states, local_states):
                 st["step"] = local["step"]  # a fused backend may have moved the counter to the device
         return loss
 
-    def _clip_scale(self, grads: List[Tensor], grad_scale: Optional[Tensor]) -> Tensor:
+    def _clip_scale(self, grads: List[Tensor], grad_scale: Optional[Tensor], fast: bool) -> Tensor:
         """clip_grad_norm_ folded into the step: the total L2 norm of ``grads`` (all-reduced for
         DTensor grads, divided by GradScaler's scale) and the clip coefficient stay tensors on
         the grads' device (no host sync); the kernels divide every grad by the returned scale,
-        ``grad_scale / clip_coef``, where clip_grad_norm_ would multiply it by clip_coef."""
-        norm = torch.nn.utils.get_total_norm(grads, 2.0)
-        if DTensor is not None and isinstance(norm, DTensor):
+        ``grad_scale / clip_coef``, where clip_grad_norm_ would multiply it by clip_coef.
+        ``fast``: CPU grads, the extension's one-pass norm instead of torch's."""
+        norm = torch.ops.tricks_ext.optim_grad_norm(grads) if fast else torch.nn.utils.get_total_norm(grads, 2.0)
+        if _is_dtensor(norm):
             norm = norm.full_tensor()
         norm = norm.to(torch.float32)
         if grad_scale is not None:
@@ -301,31 +408,75 @@ class TricksOptimizer(Optimizer):
         coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s coefficient
         return coef.reciprocal() if grad_scale is None else grad_scale / coef
 
+    def _agc_across_ranks(self, p: Tensor, grad_scale: Optional[Tensor]) -> Tensor:
+        """AGC of a sharded dim <= 1 DTensor by DTensor ops (its norms all-reduced), out of place,
+        left scaled by grad_scale as the kernels expect."""
+        g = p.grad.to(stats_dtype(p.dtype))
+        if grad_scale is not None:
+            g = g / grad_scale
+        g = adaptive_clip(g, p.detach().to(g.dtype), self.extras.agc_factor, self.extras.agc_eps)
+        if grad_scale is not None:
+            g = g * grad_scale
+        return g.to(p.dtype)
+
     def _backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The backend for one (device, dtype) bucket; the dtype rules are the registry's (fp64
         params: `auto` passes over cuda/triton, an explicit request for them raises)."""
         return _backend.resolve(OP, device, self.backend, dtype=dtype, caller=type(self).__name__)
 
-    def _slow_pairs(self) -> Iterator[Tuple[Tensor, Tensor]]:
+    def _state_pairs(self, key: str) -> Iterator[Tuple[Tensor, Tensor]]:
         for group in self.param_groups:
             for p in group["params"]:
-                slow = self.state.get(p, {}).get("slow_buffer")
-                if slow is not None:
-                    yield p, slow
+                t = self.state.get(p, {}).get(key)
+                if t is not None:
+                    yield p, t
 
     @torch.no_grad()
     def swap_slow_weights(self) -> None:
-        """Exchange params and Lookahead slow weights (call again to swap back)."""
-        for p, slow in self._slow_pairs():
+        """Exchange params and Lookahead slow weights (call again to swap back). Slow weights
+        wider than their params (fp32 for bf16) lose precision through the param: evaluate with
+        ``slow_weights()``, which keeps them."""
+        for p, slow in self._state_pairs("slow_buffer"):
             tmp = p.detach().clone()
             p.copy_(slow)
             slow.copy_(tmp)
 
     @contextlib.contextmanager
-    def slow_weights(self) -> Iterator[None]:
-        """Context manager: params hold the Lookahead slow weights inside (e.g. to evaluate)."""
-        self.swap_slow_weights()
+    def _weights_from(self, key: str) -> Iterator[None]:
+        """Params hold state ``key`` inside, and exactly their own values again after. Where the
+        state has the params' dtype the two swap (no extra memory); otherwise the params are
+        saved aside (one copy in their dtype) so the state keeps its precision."""
+        with torch.no_grad():
+            pairs = list(self._state_pairs(key))
+            saved = []
+            for p, t in pairs:
+                if t.dtype == p.dtype:
+                    tmp = p.detach().clone()
+                    p.copy_(t)
+                    t.copy_(tmp)
+                    saved.append(None)
+                else:
+                    saved.append(p.detach().clone())
+                    p.copy_(t)
         try:
             yield
         finally:
-            self.swap_slow_weights()
+            with torch.no_grad():
+                for (p, t), old in zip(pairs, saved):
+                    if old is None:
+                        tmp = p.detach().clone()
+                        p.copy_(t)
+                        t.copy_(tmp)
+                    else:
+                        p.copy_(old)
+
+    def slow_weights(self) -> contextlib.AbstractContextManager:
+        """Context manager: params hold the Lookahead slow weights inside (e.g. to evaluate)."""
+        return self._weights_from("slow_buffer")
+
+    def ema_weights(self) -> contextlib.AbstractContextManager:
+        """Context manager: params hold their EMA inside (``with opt.ema_weights(): evaluate(model)``),
+        their own values after. Params that never stepped keep their values."""
+        if self.extras.ema is None:
+            raise RuntimeError(f"{type(self).__name__}: ema_weights() needs ema_decay=")
+        return self._weights_from("ema")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Tuple
 
-from tricks_ext.optim._base import TricksOptimizer
+from typing_extensions import Unpack
+
+from tricks_ext.optim._base import StepOptions, TricksOptimizer
 
 
 class FusedAdam(TricksOptimizer):
@@ -18,8 +20,9 @@ class FusedAdam(TricksOptimizer):
         lookahead_k: Lookahead sync period (None: off); lookahead_alpha: slow-weight step.
         slow_in_param_dtype: keep slow weights in the param dtype (saves memory for bf16/fp16).
         backend: tricks_ext backend (None: the one in force, see tricks_ext.use_backend).
-        max_grad_norm: clip the gradients to this total L2 norm inside the step (None: off), as
-            torch.nn.utils.clip_grad_norm_ before the step; ``last_grad_norm`` holds the norm.
+        **options: clipping (``max_grad_norm``, ``clip_value``, ``agc_clip_factor``) and an EMA of
+            the weights (``ema_decay``, ``ema_warmup``...) inside the step: see
+            :class:`tricks_ext.optim._base.StepOptions`.
     """
 
     _RECTIFY = False
@@ -28,12 +31,11 @@ class FusedAdam(TricksOptimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
                  gc: bool = False, gc_conv_only: bool = False, lookahead_k: Optional[int] = None,
                  lookahead_alpha: float = 0.5, maximize: bool = False, slow_in_param_dtype: bool = False,
-                 backend: Optional[str] = None, max_grad_norm: Optional[float] = None) -> None:
+                 backend: Optional[str] = None, **options: Unpack[StepOptions]) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, rectify=self._RECTIFY, gc=gc,
                          gc_conv_only=gc_conv_only, lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha,
-                         maximize=maximize, slow_in_param_dtype=slow_in_param_dtype, backend=backend,
-                         max_grad_norm=max_grad_norm)
+                         maximize=maximize, slow_in_param_dtype=slow_in_param_dtype, backend=backend, **options)
 
 
 class FusedAdamW(TricksOptimizer):
@@ -43,12 +45,11 @@ class FusedAdamW(TricksOptimizer):
                  eps: float = 1e-8, weight_decay: float = 1e-2, gc: bool = False, gc_conv_only: bool = False,
                  lookahead_k: Optional[int] = None, lookahead_alpha: float = 0.5, maximize: bool = False,
                  slow_in_param_dtype: bool = False, backend: Optional[str] = None,
-                 max_grad_norm: Optional[float] = None) -> None:
+                 **options: Unpack[StepOptions]) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=True, rectify=False, gc=gc, gc_conv_only=gc_conv_only,
                          lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha, maximize=maximize,
-                         slow_in_param_dtype=slow_in_param_dtype, backend=backend,
-                         max_grad_norm=max_grad_norm)
+                         slow_in_param_dtype=slow_in_param_dtype, backend=backend, **options)
 
 
 class FusedRAdam(FusedAdam):
@@ -62,15 +63,14 @@ class Ranger(TricksOptimizer):
 
     Same math as lessw2020's ranger.py and pytorch-optimizer's Ranger(degenerated_to_sgd=True),
     without their quirks: GC can be turned off, alpha is per group, state is fp32.
-    ``max_grad_norm`` and the other knobs as FusedAdam.
+    The other knobs (``**options`` included) as FusedAdam.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: Tuple[float, float] = (0.95, 0.999),
                  eps: float = 1e-5, weight_decay: float = 0.0, k: int = 6, alpha: float = 0.5, gc: bool = True,
                  gc_conv_only: bool = False, maximize: bool = False, slow_in_param_dtype: bool = False,
-                 backend: Optional[str] = None, max_grad_norm: Optional[float] = None) -> None:
+                 backend: Optional[str] = None, **options: Unpack[StepOptions]) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=True, rectify=True, gc=gc, gc_conv_only=gc_conv_only,
                          lookahead_k=k, lookahead_alpha=alpha, maximize=maximize,
-                         slow_in_param_dtype=slow_in_param_dtype, backend=backend,
-                         max_grad_norm=max_grad_norm)
+                         slow_in_param_dtype=slow_in_param_dtype, backend=backend, **options)

@@ -1,7 +1,12 @@
-"""Optimizer step, plain PyTorch: Gradient Centralization + Adam/AdamW/RAdam + Lookahead.
+"""Optimizer step, plain PyTorch: clipping + Gradient Centralization + Adam/AdamW/RAdam +
+Lookahead + EMA of the weights.
 
 The specification of tricks_ext.optim, one tensor at a time, written from the formulas:
 t = step (1 on the first update), bc1 = 1 - b1^t, bc2 = 1 - b2^t.
+  clipping, on the unscaled grads, before anything else: by value (torch's clip_grad_value_)
+      g <- clamp(g, -c, c); or AGC (arXiv 2102.06171, timm's adaptive_clip_grad): per row
+      (dims 1..; the whole tensor for dim <= 1) g <- g * min(1, f max(|p|, eps) / |g|).
+      Clipping by the total norm spans tensors: the optimizer folds it into the grad scale.
   GC (arXiv 2004.01461): for grads with dim > 1 (dim > 3 when conv_only),
       g <- g - mean(g over dims 1..d-1); 1-D tensors are never centralized.
   weight decay: decoupled p *= 1 - lr*wd (AdamW), else L2 g += wd*p (after GC).
@@ -13,7 +18,9 @@ t = step (1 on the first update), bc1 = 1 - b1^t, bc2 = 1 - b2^t.
          else:      p -= (lr/bc1) m
   Lookahead (arXiv 1907.08610): slow = p before the first update; every k-th step, after the
       update: slow += alpha (p - slow); p = slow.
-Math in fp32 (fp64 for fp64 params); m, v (and slow, by default) kept in fp32.
+  EMA (timm's ModelEmaV3, applied after the step): ema = lerp(ema, p, 1 - decay(t)), see
+      ema_decay; ema = p on the first update (decay 0).
+Math in fp32 (fp64 for fp64 params); m, v, ema (and slow, by default) kept in fp32.
 """
 from __future__ import annotations
 
@@ -31,6 +38,34 @@ def centralize(g: Tensor, conv_only: bool = False) -> Tensor:
     if g.dim() <= (3 if conv_only else 1):
         return g
     return g - g.mean(dim=tuple(range(1, g.dim())), keepdim=True)
+
+
+def unitwise_norm(x: Tensor) -> Tensor:
+    """The L2 norm of each row x[i] (dims 1..), keeping dims; of the whole tensor for dim <= 1."""
+    if x.dim() <= 1:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())), keepdim=True)
+
+
+def adaptive_clip(g: Tensor, p: Tensor, clip_factor: float, eps: float = 1e-3) -> Tensor:
+    """timm's adaptive_clip_grad on one tensor, out of place: rows of ``g`` whose norm exceeds
+    ``clip_factor * max(|p row|, eps)`` are scaled down to it."""
+    max_norm = unitwise_norm(p).clamp(min=eps) * clip_factor
+    grad_norm = unitwise_norm(g)
+    return torch.where(grad_norm < max_norm, g, g * (max_norm / grad_norm.clamp(min=1e-6)))
+
+
+def ema_decay(step: int, decay: float, min_decay: float = 0.0, update_after_step: int = 0, warmup: bool = False,
+              warmup_gamma: float = 1.0, warmup_power: float = 2 / 3) -> float:
+    """timm's ModelEmaV3.get_decay(step): 0 (the EMA takes the params) until step passes
+    update_after_step + 1, then ``decay``, or with warmup 1 - (1 + t / gamma)^-power clamped to
+    [min_decay, decay]."""
+    t = max(0, step - update_after_step - 1)
+    if t <= 0:
+        return 0.0
+    if not warmup:
+        return decay
+    return max(min(1 - (1 + t / warmup_gamma) ** -warmup_power, decay), min_decay)
 
 
 def step_scalars(step: int, lr: float, beta1: float, beta2: float, rectify: bool):
@@ -52,12 +87,17 @@ def optimizer_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
                    slow: Optional[Tensor], step: int, *, lr: float, beta1: float, beta2: float, eps: float,
                    weight_decay: float, decoupled_weight_decay: bool, rectify: bool, gc: bool,
                    gc_conv_only: bool, lookahead_k: Optional[int], lookahead_alpha: float,
-                   maximize: bool) -> None:
-    """One update of one tensor, in place on param/exp_avg/exp_avg_sq/slow; ``step`` counts
-    this update (1 on the first). ``grad`` is not modified."""
+                   maximize: bool, clip_value: Optional[float] = None, agc_clip_factor: Optional[float] = None,
+                   agc_eps: float = 1e-3, ema: Optional[Tensor] = None, ema_decay: float = 0.0) -> None:
+    """One update of one tensor, in place on param/exp_avg/exp_avg_sq/slow/ema; ``step`` counts
+    this update (1 on the first). ``grad`` (unscaled) is not modified."""
     acc = stats_dtype(param.dtype)
     with torch.no_grad():
         g = grad.to(acc)
+        if clip_value is not None:
+            g = g.clamp(-clip_value, clip_value)
+        if agc_clip_factor is not None:
+            g = adaptive_clip(g, param.to(acc), agc_clip_factor, agc_eps)
         if maximize:
             g = -g
         if gc:
@@ -80,3 +120,5 @@ def optimizer_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
             slow.copy_(new_slow)
             p = new_slow
         param.copy_(p)
+        if ema is not None:
+            ema.lerp_(param.to(ema.dtype), 1.0 - ema_decay)
