@@ -13,7 +13,10 @@ floor is Ranger's; Adam providers do less work and are the speed bar.
 The "+ clip" case (ResNet-50) clips every step to a total gradient norm of MAX_NORM: ours with
 ``max_grad_norm`` inside the step, every other provider with ``clip_grad_norm_(foreach=True)``
 just before its step. The global norm needs one more read of every gradient (4 B/param) before
-any update: 6 x 32 + 8 = 200 B/param.
+any update: 6 x 32 + 8 = 200 B/param. The "+ clip + EMA" case also keeps an fp32 EMA of the
+weights (decay EMA_DECAY): ours with ``ema_decay`` in the same pass, the others with timm's
+ModelEmaV3 (foreach lerp) after the step, or the same ``torch._foreach_lerp_`` without timm.
+The EMA reads and writes its copy (8 B/param): 6 x 40 + 8 = 248 B/param.
 """
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ from typing import List, Tuple
 import torch
 
 from benchmarks.common import Case, Provider, Unavailable, ours
-from benchmarks.peers import load_pytorch_optimizer
+from benchmarks.peers import load_pytorch_optimizer, load_timm
 from tricks_ext.optim import Ranger
 
 OP = "optim_step"
 K = 6
 MAX_NORM = 1e-3  # below the benchmark grads' total norm (~5 at 1e-3 per element): every step clips
-CLIP = "6 steps + clip"
+EMA_DECAY = 0.9998
+# mode: (clip, ema), and the bytes per param of one timed cycle (module docstring)
+MODES = {f"{K} steps": (False, False, 28 * K + 8), f"{K} steps + clip": (True, False, 32 * K + 8),
+         f"{K} steps + clip + EMA": (True, True, 40 * K + 8)}
 
 
 def resnet50_shapes() -> List[Tuple[int, ...]]:
@@ -63,27 +69,50 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
         shapes = fn()
         n = sum(torch.Size(s).numel() for s in shapes)
         label = f"{name} {n / 1e6:.1f}M params {len(shapes)} tensors"
-        out.append(Case(label, torch.float32, f"{K} steps", n * (28 * K + 8), {"shapes": shapes}))
-        if name == "resnet50":
-            out.append(Case(label, torch.float32, CLIP, n * (32 * K + 8), {"shapes": shapes}))
+        for mode, (_, _, floor) in MODES.items():
+            if mode == f"{K} steps" or name == "resnet50":
+                out.append(Case(label, torch.float32, mode, n * floor, {"shapes": shapes}))
     return out
 
 
-def _setup(make_opt, clips_itself: bool = False):
-    """``make_opt(params, max_grad_norm)``; in the clip case a provider that does not clip
-    inside its step (``clips_itself``) gets clip_grad_norm_ before every step."""
+def _ema_after_step(params: List[torch.Tensor]):
+    """The EMA a recipe keeps next to an unfused optimizer: timm's ModelEmaV3 over the params
+    (foreach lerp), updated with timm's train-loop step count; else its foreach lerp itself."""
+    timm, _ = load_timm()
+    if timm is not None:
+        from timm.utils.model_ema import ModelEmaV3
+        model = torch.nn.ParameterList(params)
+        ema = ModelEmaV3(model, decay=EMA_DECAY)
+        return lambda step: ema.update(model, step=step)
+    copies = [p.detach().clone() for p in params]
+    return lambda step: torch._foreach_lerp_(copies, [p.detach() for p in params], 1.0 - EMA_DECAY)
+
+
+def _setup(make_opt, fused: bool = False):
+    """``make_opt(params, options)``; ``fused``: the optimizer takes the case's clipping and EMA
+    as options (ours), else it gets clip_grad_norm_ before and the EMA after every step."""
     def setup(case: Case, device: torch.device):
         params = [torch.randn(s, device=device, dtype=case.dtype).mul_(0.02).requires_grad_(True)
                   for s in case.params["shapes"]]
         for p in params:
             p.grad = torch.randn_like(p).mul_(1e-3)
-        clip = case.mode == CLIP
-        opt = make_opt(params, MAX_NORM if clip and clips_itself else None)
+        clip, ema, _ = MODES[case.mode]
+        options = {}
+        if fused and clip:
+            options["max_grad_norm"] = MAX_NORM
+        if fused and ema:
+            options["ema_decay"] = EMA_DECAY
+        opt = make_opt(params, options)
+        ema_update = _ema_after_step(params) if ema and not fused else None
+        count = [0]
 
         def step():
-            if clip and not clips_itself:
+            if clip and not fused:
                 torch.nn.utils.clip_grad_norm_(params, MAX_NORM, foreach=True)
             opt.step()
+            if ema_update is not None:
+                count[0] += 1
+                ema_update(count[0])
         for _ in range(2 * K):
             step()
 
@@ -95,14 +124,14 @@ def _setup(make_opt, clips_itself: bool = False):
 
 
 def _ranger(backend: str):
-    return _setup(lambda ps, clip: Ranger(ps, k=K, max_grad_norm=clip, backend=backend), clips_itself=True)
+    return _setup(lambda ps, options: Ranger(ps, k=K, backend=backend, **options), fused=True)
 
 
 def _ours(backend: str) -> Provider:
     return ours(OP, backend, _ranger, " Ranger")
 
 
-def _pytorch_optimizer_ranger(params, _clip=None):
+def _pytorch_optimizer_ranger(params, _options=None):
     po, why = load_pytorch_optimizer()
     if po is None:
         raise Unavailable(why)

@@ -47,6 +47,8 @@ ENTRIES: Tuple[Entry, ...] = (
           "6 steps", (F32,), ours="tricks_ext:cpu Ranger"),
     Entry("same, clipped to a total norm every step", "optim", "resnet50 25.6M params 161 tensors",
           "6 steps + clip", (F32,), ours="tricks_ext:cpu Ranger"),
+    Entry("same, clipped and keeping an EMA of the weights", "optim", "resnet50 25.6M params 161 tensors",
+          "6 steps + clip + EMA", (F32,), ours="tricks_ext:cpu Ranger"),
     Entry("same", "optim", "gpt2-small 124.4M params 148 tensors", "6 steps", (F32,), ours="tricks_ext:cpu Ranger"),
     Entry("Mixup mixing, in place", "mixup", "mixing 256x3x224x224", "fwd", (F32,), ours="tricks_ext:cpu in-place",
           peers=("timm Mixup, in place", "timm in-place loop, eager")),
