@@ -35,7 +35,8 @@ OP = "optim_step"
 # from cache: L1/L2 on a CPU core, L2 on a GPU SM, 64 KiB of fp32 at most), so GC and AGC cost no
 # DRAM pass. Longer rows would serialize on one core or SM; they take the two-level path instead:
 # their grads are clipped and centralized by torch reductions before the launch (one extra read
-# and write of those grads only), then they are chunked like tensors without GC (flag PREPARED). No ResNet/ViT/GPT-2 weight has rows
+# and write of those grads only), then they are chunked like tensors without GC (flag PREPARED).
+# No ResNet/ViT/GPT-2 weight has rows
 # that long (the widest is 4608 = 512x3x3). A tensor without GC is cut into chunks of CHUNK
 # elements: on the GPUs 8 sweeps of a 1024-wide Triton program or 32 of a 256-thread CUDA block
 # (~3K items for a 25M-param model, 20+ per H100 SM); on CPU 32K elements, 128 KiB of fp32 params,
@@ -175,8 +176,9 @@ def check_params(backend: str, params: List[Tensor]) -> None:
                                f"{tuple(p.shape)} with strides {p.stride()}; use backend='torch' for it")
 
 
-def _prepare(g: Tensor, p: Tensor, gc: bool, agc: bool, extras: Extras, grad_scale: Optional[Tensor]) -> Tensor:
-    """The two-level path of one tensor (see ROW_MAX): its grad clipped (by value or AGC, on the
+def prepare_grad(g: Tensor, p: Tensor, gc: bool, agc: bool, extras: Extras, grad_scale: Optional[Tensor]) -> Tensor:
+    """The path of one tensor outside the kernels (rows past ROW_MAX; the AGC of sharded 1-D
+    DTensors, where ``g`` and ``p`` are DTensors and the norm all-reduces): its grad clipped (by value or AGC, on the
     unscaled grad) and centralized by torch ops, scaled back so the kernel's division by the
     grad scale still applies; out of place (the user's grad stays)."""
     x = g.to(stats_dtype(g.dtype))
@@ -221,8 +223,8 @@ def _fused(launch: Callable, kind: str) -> Callable:
         if grad_scale is not None:
             grad_scale = grad_scale.to(device=device, dtype=torch.float32)
         for i in plan.long_rows:
-            grads[i] = _prepare(grads[i], params[i], is_centralized(params[i], gc_min_dim(group)), bool(agc) and agc[i],
-                                extras, grad_scale)
+            grads[i] = prepare_grad(grads[i], params[i], is_centralized(params[i], gc_min_dim(group)),
+                                    bool(agc) and agc[i], extras, grad_scale)
         plan.set_grads(grads)
         if found_inf is not None:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
@@ -246,7 +248,8 @@ def _launch_triton(*args: Any) -> None:
 
 if _ext.HAS_C:
     @torch.library.register_fake("tricks_ext::optim_step_")
-    def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale, *scalars) -> None:
+    def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale,
+          *scalars) -> None:
         torch._check(work.dim() == 2 and work.shape[1] == 4 and work.dtype == torch.int64,
                      lambda: "optim_step_: work must be int64 (n_items, 4)")
         torch._check(ptrs is None or (ptrs.shape == (7, len(params)) and ptrs.dtype == torch.int64),

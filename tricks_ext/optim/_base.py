@@ -17,8 +17,7 @@ from typing_extensions import TypedDict
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import FLOAT_DTYPES, is_number, stats_dtype
-from tricks_ext.ops.optim import Ema, Extras, check_params, gc_min_dim, is_centralized
-from tricks_ext.reference.optim import adaptive_clip
+from tricks_ext.ops.optim import Ema, Extras, check_params, gc_min_dim, is_centralized, prepare_grad
 
 try:
     from torch.distributed.tensor import DTensor
@@ -42,7 +41,8 @@ def _check_dtensor(name: str, p: Tensor, group: Dict[str, Any], agc: bool) -> No
     """A DTensor param steps on its local shard. Adam's math is elementwise, so any placement
     works; GC takes the mean of each row p[i] and AGC its norm, which a shard holds whole only
     when no mesh dimension splits dims 1.. (FSDP2's fully_shard shards dim 0: Shard(0)). AGC of a
-    dim <= 1 param, whose one row spans the shards, is all-reduced (_agc_across_ranks)."""
+    dim <= 1 param, whose one row spans the shards, is all-reduced (ops.optim.prepare_grad on the
+    DTensors)."""
     if not _is_dtensor(p):
         return
     g = p.grad
@@ -382,7 +382,7 @@ class TricksOptimizer(Optimizer):
             if extras.agc_factor:
                 prepared = frozenset(i for i, p in enumerate(params) if _sharded_whole_row(p))
                 for i in prepared:
-                    grads[i] = self._agc_across_ranks(params[i], grad_scale)
+                    grads[i] = prepare_grad(params[i].grad, params[i].detach(), False, True, extras, grad_scale)
                 extras = extras._replace(prepared=prepared)
             impl = _backend.implementation(OP, device, backend)
             impl(group, [_local(p) for p in params], [_local(g) for g in grads], local_states, grad_scale,
@@ -407,17 +407,6 @@ class TricksOptimizer(Optimizer):
         self.last_grad_norm = norm
         coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s coefficient
         return coef.reciprocal() if grad_scale is None else grad_scale / coef
-
-    def _agc_across_ranks(self, p: Tensor, grad_scale: Optional[Tensor]) -> Tensor:
-        """AGC of a sharded dim <= 1 DTensor by DTensor ops (its norms all-reduced), out of place,
-        left scaled by grad_scale as the kernels expect."""
-        g = p.grad.to(stats_dtype(p.dtype))
-        if grad_scale is not None:
-            g = g / grad_scale
-        g = adaptive_clip(g, p.detach().to(g.dtype), self.extras.agc_factor, self.extras.agc_eps)
-        if grad_scale is not None:
-            g = g * grad_scale
-        return g.to(p.dtype)
 
     def _backend_for(self, device: torch.device, dtype: torch.dtype) -> str:
         """The backend for one (device, dtype) bucket; the dtype rules are the registry's (fp64
