@@ -14,7 +14,7 @@ from typing import List
 
 import torch
 
-from benchmarks.bench_soft_ce import (LAM, SMOOTHING, logits_and_labels, ours_loss, timm_loss,
+from benchmarks.bench_soft_ce import (LAM, SMOOTHING, logits_and_labels, mixup_loss, timm_loss,
                                       timm_or_unavailable)
 from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
@@ -75,7 +75,7 @@ def _ours(backend: str, inplace: bool = False):
     def mix(x):
         coef = torch.tensor([[LAM, 1.0 - LAM]]).expand(x.shape[0], 2)
         return F.mixup(x, coef, inplace=inplace, backend=backend)
-    return _runner(mix, ours_loss(backend))
+    return _runner(mix, mixup_loss(F.soft_target_cross_entropy, backend))
 
 
 def providers(device: torch.device) -> List[Provider]:

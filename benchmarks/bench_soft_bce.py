@@ -10,10 +10,9 @@ from typing import List
 
 import torch
 
-from benchmarks.bench_soft_ce import LAM, SMOOTHING, _runner, loss_cases, timm_or_unavailable
-from benchmarks.common import Case, Provider, ours
+from benchmarks.bench_soft_ce import LAM, SMOOTHING, _runner, loss_cases, ours_providers, timm_or_unavailable
+from benchmarks.common import Case, Provider
 from tricks_ext import functional as F
-from tricks_ext.data import MixedTargets
 
 OP = "soft_bce"
 
@@ -29,16 +28,8 @@ def timm_loss():
     return lambda z, y: bce(z, timm.data.mixup.mixup_target(y, z.shape[1], LAM, SMOOTHING))
 
 
-def ours_loss(backend: str):
-    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        lam = torch.full((labels.numel(),), LAM, device=labels.device)
-        targets = MixedTargets(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1])
-        return F.soft_target_binary_cross_entropy(logits, targets, backend=backend)
-    return loss
-
-
 def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("timm", lambda case, dev: _runner(timm_loss())(case, dev)),
         Provider("timm, torch.compile", lambda case, dev: _runner(torch.compile(timm_loss()))(case, dev)),
-    ] + [ours(OP, b, lambda b_: _runner(ours_loss(b_))) for b in ("cpu", "cuda", "triton")]
+    ] + ours_providers(OP, F.soft_target_binary_cross_entropy)

@@ -44,12 +44,20 @@ def timm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                                                                 logits.shape[1]))
 
 
-def ours_loss(backend: str):
+def mixup_loss(fn, backend: str, dense: bool = False):
+    """fn(logits, targets, backend=) on this benchmark's Mixup targets: compact (MixedTargets),
+    or dense as timm's ``mixup_target`` builds them (built inside the timed call, as timm's are)."""
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         lam = torch.full((labels.numel(),), LAM, device=labels.device)
-        targets = MixedTargets(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1])
-        return F.soft_target_cross_entropy(logits, targets, backend=backend)
+        make = mixed_targets if dense else MixedTargets
+        return fn(logits, make(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1]), backend=backend)
     return loss
+
+
+def ours_providers(op: str, fn) -> List[Provider]:
+    """Our backends on compact targets, and the CPU kernel on timm's dense ones."""
+    return [ours(op, b, lambda b_: _runner(mixup_loss(fn, b_))) for b in ("cpu", "cuda", "triton")] + [
+        ours(op, "cpu", lambda b_: _runner(mixup_loss(fn, b_, dense=True)), name_suffix=" dense targets")]
 
 
 def timm_or_unavailable():
@@ -85,4 +93,4 @@ def providers(device: torch.device) -> List[Provider]:
         Provider("timm", lambda case, dev: _runner(timm_module_loss())(case, dev)),
         Provider("timm formulas, eager", _runner(timm_loss)),
         Provider("timm formulas, torch.compile", lambda case, dev: _runner(torch.compile(timm_loss))(case, dev)),
-    ] + [ours(OP, b, lambda b_: _runner(ours_loss(b_))) for b in ("cpu", "cuda", "triton")]
+    ] + ours_providers(OP, F.soft_target_cross_entropy)

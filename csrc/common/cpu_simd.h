@@ -54,26 +54,22 @@ TRICKS_CPU_INLINE float exp_cpu(float x) {
 }
 
 // log(1 + x) for x in [0, 1] (the softplus(-|z|) = log1p(exp(-|z|)) of the BCE), vectorizable
-// like exp_cpu: u = 1 + x rounded, log u by Cephes' logf (one halving above sqrt 2 puts the
-// mantissa in [sqrt 0.5, sqrt 2)), then Goldberg's factor x / (u - 1), exact in the subtraction,
-// restores the bits of x that 1 + x rounded away (u == 1: log1p(x) = x to fp32 precision).
+// like exp_cpu: log1p(x) = 2 atanh(s) with s = x / (2 + x) in [0, 1/3], the series
+// 2 s (1 + s^2/3 + ... + s^14/15) in Horner form (the next term is 9^-8 / 17 = 1.4e-9 relative at
+// x = 1). One division and 7 FMAs: 0.26 ns per element against 0.56 for Cephes' logf with
+// Goldberg's correction (one AVX-512 thread); at most 2.0 ulp from double log1p over every float
+// in [2^-30, 1] (that one: 2.5); small x stays exact (2 s = x).
 TRICKS_CPU_INLINE float log1p_cpu(float x) {
-  const float u = 1.0f + x;
-  const bool high = u > 1.41421356f;
-  const float f = (high ? u * 0.5f : u) - 1.0f, e = high ? 1.0f : 0.0f, f2 = f * f;
-  float y = 7.0376836292e-2f;
-  y = __builtin_fmaf(y, f, -1.1514610310e-1f);
-  y = __builtin_fmaf(y, f, 1.1676998740e-1f);
-  y = __builtin_fmaf(y, f, -1.2420140846e-1f);
-  y = __builtin_fmaf(y, f, 1.4249322787e-1f);
-  y = __builtin_fmaf(y, f, -1.6668057665e-1f);
-  y = __builtin_fmaf(y, f, 2.0000714765e-1f);
-  y = __builtin_fmaf(y, f, -2.4999993993e-1f);
-  y = __builtin_fmaf(y, f, 3.3333331174e-1f);
-  y = __builtin_fmaf(e, -2.12194440e-4f, y * f * f2);
-  y = __builtin_fmaf(f2, -0.5f, y);
-  const float log_u = __builtin_fmaf(e, 0.693359375f, f + y);
-  return u == 1.0f ? x : log_u * (x / (u - 1.0f));
+  const float s = x / (2.0f + x), s2 = s * s;
+  float y = 1.0f / 15.0f;
+  y = __builtin_fmaf(y, s2, 1.0f / 13.0f);
+  y = __builtin_fmaf(y, s2, 1.0f / 11.0f);
+  y = __builtin_fmaf(y, s2, 1.0f / 9.0f);
+  y = __builtin_fmaf(y, s2, 1.0f / 7.0f);
+  y = __builtin_fmaf(y, s2, 1.0f / 5.0f);
+  y = __builtin_fmaf(y, s2, 1.0f / 3.0f);
+  const float t = s + s;
+  return __builtin_fmaf(t * s2, y, t);
 }
 
 }  // namespace tricks

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "common/cpu_simd.h"
 #include "soft_bce/prepare.h"
@@ -30,6 +31,10 @@ TRICKS_CPU_INLINE double log1p_acc(double x) { return std::log1p(x); }
 // row is filled apart.
 // The threshold as values, not read through Params in the loops: a store to the output may
 // alias Params for all GCC knows, so it would reload them on every element and not vectorize.
+// Whether a dense target is thresholded is a template parameter as well: as a run-time
+// `on ? step : t` GCC kept a scalar select in the loop and left every dense loop scalar
+// (256 x 1000 fp32, one thread: forward 4.05 ms and backward 1.87 ms against the compact
+// targets' 0.29 and 0.15).
 template <typename A>
 struct Threshold {
   bool on;
@@ -41,6 +46,14 @@ template <typename A>
 TRICKS_CPU_INLINE A thresholded(const Threshold<A>& th, A t) {
   const A step = t > th.at ? A(1) : A(0);
   return th.on ? step : t;
+}
+
+enum class Targets { Compact, Dense, DenseStep };  // DenseStep: dense, thresholded
+
+template <Targets kT, typename A>
+TRICKS_CPU_INLINE A dense_target(const Threshold<A>& th, A t) {
+  if constexpr (kT == Targets::DenseStep) return t > th.at ? A(1) : A(0);
+  return t;
 }
 
 template <typename A, typename T>
@@ -68,9 +81,10 @@ TRICKS_CPU_INLINE Labelled<A> labelled(const Threshold<A>& th, const RowTarget<A
   return {r.a, same ? -1 : r.b, thresholded(th, off + r.wa + (same ? r.wb : A(0))), thresholded(th, off + r.wb)};
 }
 
-template <typename T, bool kDense>
+template <typename T, Targets kT>
 TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   using A = acc_t<T>;
+  constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
@@ -85,7 +99,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       if (r.invalid) {
         for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(A(NAN));
       } else if constexpr (kDense) {
-        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, thresholded(th, static_cast<A>(t[c]))));
+        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
       } else {
         for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, t_off));
         const Labelled<A> l = labelled(th, r, off);
@@ -100,7 +114,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
     for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
       const int64_t n = std::min<int64_t>(kChunk, C - c0), nv = n - n % kLanes;
       if constexpr (kDense) {
-        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, pw, c0 + c, thresholded(th, static_cast<A>(t[c0 + c])));
+        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, pw, c0 + c, dense_target<kT>(th, static_cast<A>(t[c0 + c])));
       } else {
         for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, pw, c0 + c, t_off);
       }
@@ -119,9 +133,10 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   }
 }
 
-template <typename T, bool kDense>
+template <typename T, Targets kT>
 TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   using A = acc_t<T>;
+  constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
@@ -141,9 +156,9 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
     if constexpr (kDense) {
       if (ge != nullptr) {
         for (int64_t c = 0; c < C; ++c)
-          dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, pw, c, thresholded(th, static_cast<A>(t[c]))));
+          dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
       } else {
-        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, pw, c, thresholded(th, static_cast<A>(t[c]))));
+        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
       }
     } else {
       if (ge != nullptr) {
@@ -168,10 +183,18 @@ at::Tensor ones_if_absent(Params& q, const at::Tensor& logits, const c10::option
   return ones;
 }
 
+// body(kT, first row, end row) on blocks of >= 16K elements, kT the targets' kind as a type
 template <typename F>
 void for_rows(const Params& q, F&& body) {
-  at::parallel_for(0, q.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(q.classes, 1)),  // >= 16K elements
-                   [&](int64_t s, int64_t e) { body(s, e); });
+  const Targets kind = q.mode != Mode::Dense ? Targets::Compact : q.has_threshold ? Targets::DenseStep : Targets::Dense;
+  at::parallel_for(0, q.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(q.classes, 1)),
+                   [&](int64_t s, int64_t e) {
+                     switch (kind) {
+                       case Targets::Compact: return body(std::integral_constant<Targets, Targets::Compact>{}, s, e);
+                       case Targets::Dense: return body(std::integral_constant<Targets, Targets::Dense>{}, s, e);
+                       case Targets::DenseStep: return body(std::integral_constant<Targets, Targets::DenseStep>{}, s, e);
+                     }
+                   });
 }
 
 at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
@@ -181,9 +204,7 @@ at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Te
   auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
   const at::Tensor ones = ones_if_absent(f.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_fwd_cpu", [&] {
-    for_rows(f.params, [&](int64_t s, int64_t e) {
-      f.params.mode == Mode::Dense ? fwd_rows<scalar_t, true>(f.params, s, e) : fwd_rows<scalar_t, false>(f.params, s, e);
-    });
+    for_rows(f.params, [&](auto kT, int64_t s, int64_t e) { fwd_rows<scalar_t, decltype(kT)::value>(f.params, s, e); });
   });
   return finish_fwd(f, logits, reduction);
 }
@@ -195,9 +216,7 @@ at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, co
   auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
   const at::Tensor ones = ones_if_absent(r.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_bwd_cpu", [&] {
-    for_rows(r.params, [&](int64_t s, int64_t e) {
-      r.params.mode == Mode::Dense ? bwd_rows<scalar_t, true>(r.params, s, e) : bwd_rows<scalar_t, false>(r.params, s, e);
-    });
+    for_rows(r.params, [&](auto kT, int64_t s, int64_t e) { bwd_rows<scalar_t, decltype(kT)::value>(r.params, s, e); });
   });
   return r.dlogits;
 }
