@@ -20,6 +20,11 @@
 
 #include <cstdint>
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <type_traits>
+
 namespace tricks {
 
 // exp for vectorized CPU loops: Cephes' expf (range reduction by ln 2 in two parts, degree-6
@@ -70,6 +75,40 @@ TRICKS_CPU_INLINE float log1p_cpu(float x) {
   y = __builtin_fmaf(y, s2, 1.0f / 3.0f);
   const float t = s + s;
   return __builtin_fmaf(t * s2, y, t);
+}
+
+// Loads and stores of a vectorized loop's elements in the accumulation type A. 16-bit floats go
+// through their bits and c10's own conversions (so the same bits as c10::Half / c10::BFloat16):
+// with the struct types, GCC kept the rounded value in a stack slot of the struct (to store it
+// and convert it back) and left the whole loop scalar (`-fopt-info-vec`: "not consecutive
+// access MEM[(struct BFloat16 *)&stored].x").
+template <typename A, typename T>
+TRICKS_CPU_INLINE A load_as(const T* p, int64_t k) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return static_cast<A>(c10::detail::f32_from_bits(reinterpret_cast<const uint16_t*>(p)[k]));
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    return static_cast<A>(c10::detail::fp16_ieee_to_fp32_value(reinterpret_cast<const uint16_t*>(p)[k]));
+  } else {
+    return static_cast<A>(p[k]);
+  }
+}
+
+// p[k] = v rounded to T (round to nearest even); returns the stored value in A.
+template <typename T, typename A>
+TRICKS_CPU_INLINE A store_rounded(T* p, int64_t k, A v) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    const uint16_t bits = c10::detail::round_to_nearest_even(static_cast<float>(v));
+    reinterpret_cast<uint16_t*>(p)[k] = bits;
+    return static_cast<A>(c10::detail::f32_from_bits(bits));
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    const uint16_t bits = c10::detail::fp16_ieee_from_fp32_value(static_cast<float>(v));
+    reinterpret_cast<uint16_t*>(p)[k] = bits;
+    return static_cast<A>(c10::detail::fp16_ieee_to_fp32_value(bits));
+  } else {
+    const T stored = static_cast<T>(v);
+    p[k] = stored;
+    return static_cast<A>(stored);
+  }
 }
 
 }  // namespace tricks

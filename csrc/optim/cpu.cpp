@@ -53,13 +53,13 @@ TRICKS_CPU_INLINE A lane_sum(int64_t len, const F& term) {
 template <typename A, typename T>
 struct Value {
   const T* x;
-  TRICKS_CPU_INLINE A operator()(int64_t k) const { return static_cast<A>(x[k]); }
+  TRICKS_CPU_INLINE A operator()(int64_t k) const { return load_as<A>(x, k); }
 };
 template <typename A, typename T>
 struct Square {
   const T* x;
   TRICKS_CPU_INLINE A operator()(int64_t k) const {
-    const A v = static_cast<A>(x[k]);
+    const A v = load_as<A>(x, k);
     return v * v;
   }
 };
@@ -69,7 +69,7 @@ struct Clipped {
   const T* g;
   A gmul, clip;
   TRICKS_CPU_INLINE A operator()(int64_t k) const {
-    const A v = clip_to(static_cast<A>(g[k]) * gmul, clip);
+    const A v = clip_to(load_as<A>(g, k) * gmul, clip);
     return Squared ? v * v : v;
   }
 };
@@ -124,17 +124,16 @@ struct Sweep {
     const Scalars<A> ss = w.s;
     for (int64_t k = 0; k < n; ++k) {
       A mk = mp[k], vk = vp[k];
-      A pk = update<kDenom>(static_cast<A>(pp[k]), clip_to(static_cast<A>(gp[k]) * gm, c) - mu, mk, vk, bb, e, dd,
+      A pk = update<kDenom>(load_as<A>(pp, k), clip_to(load_as<A>(gp, k) * gm, c) - mu, mk, vk, bb, e, dd,
                             ss.step_size, ss.inv_denom_scale);
       mp[k] = mk;
       vp[k] = vk;
       if constexpr (kSync) {
-        pk = lookahead(pk, static_cast<A>(sp[k]), al);
-        sp[k] = static_cast<S>(pk);
+        pk = lookahead(pk, load_as<A>(sp, k), al);
+        store_rounded(sp, k, pk);
       }
-      const T stored = static_cast<T>(pk);
-      pp[k] = stored;
-      if constexpr (kEma) ep[k] = ema_lerp(ep[k], static_cast<A>(stored), ss.ema_w, ss.ema_1mw);
+      const A stored = store_rounded(pp, k, pk);
+      if constexpr (kEma) ep[k] = ema_lerp(ep[k], stored, ss.ema_w, ss.ema_1mw);
     }
   }
 
