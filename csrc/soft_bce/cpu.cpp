@@ -42,18 +42,18 @@ struct Threshold {
   explicit Threshold(const Params& q) : on(q.has_threshold), at(static_cast<A>(q.threshold)) {}
 };
 
-template <typename A>
-TRICKS_CPU_INLINE A thresholded(const Threshold<A>& th, A t) {
-  const A step = t > th.at ? A(1) : A(0);
-  return th.on ? step : t;
-}
-
 enum class Targets { Compact, Dense, DenseStep };  // DenseStep: dense, thresholded
 
 template <Targets kT, typename A>
 TRICKS_CPU_INLINE A dense_target(const Threshold<A>& th, A t) {
   if constexpr (kT == Targets::DenseStep) return t > th.at ? A(1) : A(0);
   return t;
+}
+
+// The run-time form, for the per-row values of compact targets (outside the loops).
+template <typename A>
+TRICKS_CPU_INLINE A thresholded(const Threshold<A>& th, A t) {
+  return th.on ? dense_target<Targets::DenseStep>(th, t) : t;
 }
 
 template <typename A, typename T>
