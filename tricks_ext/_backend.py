@@ -25,6 +25,7 @@ import os
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
+from torch.autograd import forward_ad
 
 from tricks_ext import _ext
 
@@ -44,6 +45,9 @@ _global_backend = "auto"
 _scoped: List[str] = []  # stack of use_backend() names, innermost last
 _registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "triton" | "simt": implementation}
 _dtypes: Dict[Tuple[str, str], Tuple[torch.dtype, ...]] = {}  # (op, backend) -> the only dtypes it runs
+# Ops without a gradient (the optimizer step, the data transform): autograd transforms do not
+# change their backend.
+_NOT_DIFFERENTIABLE = {"optim_step", "mixup_apply"}
 
 
 def _check_name(name: str) -> str:
@@ -160,12 +164,33 @@ def _device_reason(backend: str, device: torch.device) -> Optional[str]:
     raise ValueError(f"unknown backend {backend!r}")
 
 
+def transform_reason() -> Optional[str]:
+    """Why the kernels cannot run now, else None: inside forward-mode AD or a torch.func
+    transform. The kernels' autograd is registered through torch.library (or in C++), which
+    neither supports: torch.library's generated autograd.Function has no functorch rule, and
+    forward AD would silently drop the tangents. The torch backend is plain differentiable
+    PyTorch, so ``auto`` picks it there."""
+    if torch.compiler.is_compiling():  # dynamo traces transforms itself
+        return None
+    if forward_ad._current_level >= 0:
+        return "forward-mode AD (torch.autograd.forward_ad) is active: only the torch backend carries tangents"
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return "a torch.func transform (grad, vjp, jvp, vmap, ...) is active: only the torch backend runs under it"
+    return None
+
+
 def resolve(op: str, device: torch.device, backend: Optional[str] = None, dtype: Optional[torch.dtype] = None,
             caller: Optional[str] = None) -> str:
     """Name of the backend that runs ``op`` on ``device`` (for ``dtype`` tensors) for this call.
     ``caller``: the public function or class the user called, named in errors (default: op)."""
     name = _check_name(backend) if backend is not None else get_backend()
     device = torch.device(device)
+    if name != "torch" and op not in _NOT_DIFFERENTIABLE:
+        reason = transform_reason()
+        if reason is not None:
+            if name == "auto":
+                return "torch"
+            raise BackendUnavailableError(f"{caller or op}: backend {name!r} is unavailable: {reason}")
     if name == "auto":
         candidates = ["cpu"]
         if device.type == "cuda":

@@ -7,6 +7,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autograd_graph.h"
+
 namespace {
 
 using at::Tensor;
@@ -65,11 +67,23 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const Tensor& grad = grads[0];
     Tensor dlogits, ddense;
-    if (ctx->needs_input_grad(0))
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
     // needs_input_grad counts the tensors given: dense follows logits and whichever labels are present
     const size_t dense_edge = 1 + a.has_value() + b.has_value() + lam.has_value();
-    if (dense.has_value() && ctx->needs_input_grad(dense_edge)) {
+    const bool logits_grad = ctx->needs_input_grad(0), dense_grad = dense.has_value() && ctx->needs_input_grad(dense_edge);
+    if (tricks::wants_graph({grad, logits, dense.value_or(Tensor()), pos_weight.value_or(Tensor())})) {
+      static auto graph = tricks::graph_backward<std::vector<Tensor>(
+          const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
+          const optional<Tensor>&, const optional<Tensor>&, double, optional<double>, int64_t, bool, bool)>(
+          "tricks_ext::soft_bce_graph_backward");
+      auto out = graph.call(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction, logits_grad,
+                            dense_grad);
+      if (logits_grad) dlogits = out[0];
+      if (dense_grad) ddense = out.back();
+      return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+    if (logits_grad)
+      dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+    if (dense_grad) {
       // d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a threshold (a step)
       const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
       const Tensor z = logits.to(acc);

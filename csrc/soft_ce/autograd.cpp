@@ -8,6 +8,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autograd_graph.h"
+
 namespace {
 
 using at::Tensor;
@@ -64,11 +66,21 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const Tensor& grad = grads[0];
     Tensor dlogits, ddense;
-    if (ctx->needs_input_grad(0))
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
     // needs_input_grad counts the tensors given: dense follows logits and whichever labels are present
     const size_t dense_edge = 1 + a.has_value() + b.has_value() + lam.has_value();
-    if (dense.has_value() && ctx->needs_input_grad(dense_edge)) {  // d loss_i / d t_ic = lse_i - z_ic
+    const bool logits_grad = ctx->needs_input_grad(0), dense_grad = dense.has_value() && ctx->needs_input_grad(dense_edge);
+    if (tricks::wants_graph({grad, logits, dense.value_or(Tensor())})) {
+      static auto graph = tricks::graph_backward<std::vector<Tensor>(
+          const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
+          const optional<Tensor>&, double, int64_t, int64_t, bool, bool)>("tricks_ext::soft_ce_graph_backward");
+      auto out = graph.call(grad, logits, a, b, lam, dense, smoothing, ignore_index, reduction, logits_grad, dense_grad);
+      if (logits_grad) dlogits = out[0];
+      if (dense_grad) ddense = out.back();
+      return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
+    }
+    if (logits_grad)
+      dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
+    if (dense_grad) {  // d loss_i / d t_ic = lse_i - z_ic
       const Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
       // dL/dloss_i: per row ('none'), or shared and divided by N ('mean' of dense targets)
       Tensor g = grad.to(stats.scalar_type());

@@ -7,12 +7,19 @@
 ops keep their trailing ``_`` (``mixup_apply_triton_``). :class:`Twin` registers one fake
 kernel on all of them; :func:`register_autograd` one backward formula on each, every op calling
 its own kind's backward op.
+
+Second derivatives: the kernels' backward ops have no autograd of their own, so a backward run
+with ``create_graph=True`` (double backward, gradient penalties, Hessian-vector products) takes
+the op's ``graph`` backward instead: the same gradients differentiated out of the ``torch``
+backend's forward (:func:`differentiable_vjp`), a graph that autograd can differentiate again to
+any order. First-order backward passes never take it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from tricks_ext import _ext
 from tricks_ext.ops._simt import simt_impl
@@ -61,14 +68,59 @@ class Twin:
 
 
 def register_autograd(fwd: Twin, make_backward: Callable[[Callable], Callable], setup_context: Callable,
-                      bwd: Optional[Twin] = None, kinds: Iterable[str] = KINDS) -> None:
+                      bwd: Optional[Twin] = None, kinds: Iterable[str] = KINDS,
+                      graph: Optional[Callable] = None) -> None:
     """Register ``make_backward(bwd op)`` as the backward of each of ``fwd``'s ops (``kinds``
     present), each kind's forward with the same kind's backward; ``bwd`` defaults to ``fwd``
-    itself (ops that are linear in their input)."""
+    itself (ops that are linear in their input). ``graph(ctx, *grads)``, the backward built from
+    differentiable ops, replaces it where :func:`wants_graph` holds."""
     for kind in kinds:
         if kind in fwd.ops:
-            back = (bwd or fwd).ops[kind]
-            torch.library.register_autograd(qualname(fwd.name, kind), make_backward(back), setup_context=setup_context)
+            back = make_backward((bwd or fwd).ops[kind])
+            torch.library.register_autograd(qualname(fwd.name, kind), back if graph is None else _or_graph(back, graph),
+                                            setup_context=setup_context)
+
+
+def _or_graph(kernels: Callable, graph: Callable) -> Callable:
+    def backward(ctx, *grads):
+        if wants_graph(*grads, *ctx.saved_tensors):
+            return graph(ctx, *grads)
+        return kernels(ctx, *grads)
+    return backward
+
+
+def wants_graph(*tensors: Optional[Tensor]) -> bool:
+    """Inside a backward: True when it runs with ``create_graph=True`` (grad mode is on only
+    then) and one of ``tensors`` (the incoming gradients, the saved inputs) requires grad, i.e.
+    when the gradients it returns must themselves be differentiable."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def differentiable_vjp(fn: Callable[..., Tensor], inputs: Sequence[Optional[Tensor]], needs: Sequence[bool],
+                       grad_output: Tensor) -> List[Optional[Tensor]]:
+    """The gradients of ``fn(*inputs)`` (one output) against ``grad_output`` for the inputs
+    flagged in ``needs`` (None for the others), as a graph of differentiable ops: ``fn`` is an
+    op's ``torch`` backend, so autograd can differentiate the result again."""
+    with torch.enable_grad():
+        args = [t.detach().requires_grad_() if need and t is not None and not t.requires_grad else t
+                for t, need in zip(inputs, needs)]
+        wanted = [i for i, (t, need) in enumerate(zip(args, needs)) if need and t is not None]
+        grads: List[Optional[Tensor]] = [None] * len(args)
+        if wanted:
+            out = fn(*args)
+            found = torch.autograd.grad(out, [args[i] for i in wanted], grad_output, create_graph=True,
+                                        allow_unused=True)
+            for i, g in zip(wanted, found):
+                grads[i] = torch.zeros_like(args[i]) if g is None else g
+        return grads
+
+
+def define_graph_backward(name: str, schema: str, impl: Callable) -> None:
+    """``tricks_ext::<name>``: a backward built from differentiable ops, for the C++ autograd
+    functions (csrc/<op>/autograd.cpp) to call when :func:`wants_graph` holds there. Registered as
+    CompositeImplicitAutograd, so autograd records the ops inside ``impl``."""
+    torch.library.define(f"tricks_ext::{name}", schema)
+    torch.library.impl(f"tricks_ext::{name}", "CompositeImplicitAutograd", impl)
 
 
 def qualname(name: str, kind: str) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
-from tricks_ext.ops._library import Twin, register_autograd
+from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.reference.dropout import dropout_add as _reference
 
 OP = "dropout_apply"
@@ -109,7 +109,16 @@ def _make_backward(bwd: Callable) -> Callable:
     return backward
 
 
-register_autograd(APPLY, _make_backward, _setup_context, bwd=APPLY_BWD)
+def _graph_backward(ctx, grad):
+    seed_offset, gate, x = ctx.saved_tensors
+    # y is linear in x: its gradient does not read x, which is saved only for the gate's
+    x = torch.zeros_like(grad) if x is None else x
+    dx, dgate = differentiable_vjp(lambda x, gate: _torch(x, None, gate, seed_offset, ctx.p, ctx.scale, ctx.group),
+                                   (x, gate), (ctx.needs_input_grad[0], ctx.needs_input_grad[2]), grad)
+    return dx, (grad if ctx.needs_input_grad[1] else None), dgate, None, None, None, None
+
+
+register_autograd(APPLY, _make_backward, _setup_context, bwd=APPLY_BWD, graph=_graph_backward)
 
 
 def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
-from tricks_ext.ops._library import Twin, register_autograd
+from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.reference.evonorm import evonorm_s0 as _reference
 
 OP = "evonorm_s0"
@@ -61,21 +61,28 @@ BWD = Twin("evonorm_s0_bwd", _bwd_triton, _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    x, v, weight, _bias, groups, eps, _split = inputs
+    x, v, weight, bias, groups, eps, _split = inputs
     ctx.groups, ctx.eps = groups, eps
-    ctx.save_for_backward(x, v, weight, output[1], output[2])
+    ctx.save_for_backward(x, v, weight, output[1], output[2], bias)
 
 
 def _make_backward(bwd: Callable) -> Callable:
     def backward(ctx, dy, _dmean, _drstd):
-        x, v, weight, mean, rstd = ctx.saved_tensors
+        x, v, weight, mean, rstd, _bias = ctx.saved_tensors
         dx, part = bwd(dy, x, v, weight, mean, rstd, ctx.groups, ctx.eps)
         sums = part.sum(0)  # (C, 3): sum_n r A, sum_n r V, sum_n B
         return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None, None
     return backward
 
 
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD)
+def _graph_backward(ctx, dy, _dmean, _drstd):
+    x, v, weight, _mean, _rstd, bias = ctx.saved_tensors
+    grads = differentiable_vjp(lambda *t: _torch(*t, ctx.groups, ctx.eps), (x, v, weight, bias),
+                               ctx.needs_input_grad[:4], dy)
+    return (*grads, None, None, None)
+
+
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, graph=_graph_backward)
 
 
 def as_ncp(x: Tensor) -> Tensor:

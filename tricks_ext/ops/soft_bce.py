@@ -9,15 +9,15 @@ logits. Backend entries: (logits, a, b, lam, dense, pos_weight, smoothing, thres
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
-from tricks_ext.ops._library import Twin, register_autograd
-from tricks_ext.ops.soft_ce import REDUCTIONS
+from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
+from tricks_ext.ops.soft_ce import _REDUCTION_NAMES, REDUCTIONS
 from tricks_ext.reference.soft_bce import reduce_elements, soft_bce_elements
 
 OP = "soft_bce"
@@ -108,8 +108,32 @@ def _make_backward(bwd: Callable) -> Callable:
     return backward
 
 
-# The C++ pair's autograd is registered in C++ (csrc/soft_bce/autograd.cpp), same formulas.
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"))
+def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
+                 dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
+                 reduction: int, logits_grad: bool, dense_grad: bool) -> List[Tensor]:
+    """The gradients for logits and dense targets (those asked for, in that order) as a
+    differentiable graph of the torch backend: second derivatives."""
+    grads = differentiable_vjp(
+        lambda z, t: _torch_entry(z, a, b, lam, t, pos_weight, smoothing, threshold, _REDUCTION_NAMES[reduction]),
+        (logits, dense), (logits_grad, dense_grad), grad)
+    return [g for g in grads if g is not None]
+
+
+def _graph_backward(ctx, grad_loss):
+    logits, a, b, lam, dense, pos_weight = ctx.saved_tensors
+    need_z, need_t = ctx.needs_input_grad[0], dense is not None and ctx.needs_input_grad[4]
+    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.smoothing, ctx.threshold,
+                              ctx.reduction, need_z, need_t))
+    return (next(grads) if need_z else None), None, None, None, (next(grads) if need_t else None), None, None, None, None
+
+
+# The C++ pair's autograd is registered in C++ (csrc/soft_bce/autograd.cpp), same formulas; its
+# double backward calls tricks_ext::soft_bce_graph_backward.
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"), graph=_graph_backward)
+if FWD.cxx is not None:
+    define_graph_backward("soft_bce_graph_backward", "(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, "
+                          "Tensor? dense, Tensor? pos_weight, float smoothing, float? threshold, int reduction, "
+                          "bool logits_grad, bool dense_grad) -> Tensor[]", _graph_grads)
 
 
 def _kernel_entry(op: Callable) -> Callable:

@@ -15,14 +15,14 @@ reduction is 'none', 'sum' or 'mean' (REDUCTIONS maps it to the ops' int).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._common import stats_dtype
-from tricks_ext.ops._library import Twin, register_autograd
+from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
 from tricks_ext.reference.soft_ce import reduce_rows, soft_ce_rows
 
 OP = "soft_ce"
@@ -136,8 +136,32 @@ def _make_backward(bwd: Callable) -> Callable:
     return backward
 
 
-# The C++ pair's autograd is registered in C++ (csrc/soft_ce/autograd.cpp), same formulas.
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"))
+def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
+                 dense: Optional[Tensor], smoothing: float, ignore_index: int, reduction: int, logits_grad: bool,
+                 dense_grad: bool) -> List[Tensor]:
+    """The gradients for logits and dense targets (those asked for, in that order) as a
+    differentiable graph of the torch backend: second derivatives."""
+    grads = differentiable_vjp(
+        lambda z, t: _torch_entry(z, a, b, lam, t, smoothing, ignore_index, _REDUCTION_NAMES[reduction]),
+        (logits, dense), (logits_grad, dense_grad), grad)
+    return [g for g in grads if g is not None]
+
+
+def _graph_backward(ctx, grad_loss, _grad_stats):
+    logits, a, b, lam, dense, _stats = ctx.saved_tensors
+    need_z, need_t = ctx.needs_input_grad[0], dense is not None and ctx.needs_input_grad[4]
+    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, ctx.smoothing, ctx.ignore_index, ctx.reduction,
+                              need_z, need_t))
+    return (next(grads) if need_z else None), None, None, None, (next(grads) if need_t else None), None, None, None
+
+
+# The C++ pair's autograd is registered in C++ (csrc/soft_ce/autograd.cpp), same formulas; its
+# double backward calls tricks_ext::soft_ce_graph_backward.
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"), graph=_graph_backward)
+if FWD.cxx is not None:
+    define_graph_backward("soft_ce_graph_backward", "(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, "
+                          "Tensor? dense, float smoothing, int ignore_index, int reduction, bool logits_grad, "
+                          "bool dense_grad) -> Tensor[]", _graph_grads)
 
 
 def _kernel_entry(op: Callable) -> Callable:

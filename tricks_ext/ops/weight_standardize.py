@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._library import Twin, register_autograd
+from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.ops._common import is_row_dense, stats_dtype
 from tricks_ext.reference.weight_standardize import per_channel_multiplier
 from tricks_ext.reference.weight_standardize import weight_standardize as _reference
@@ -56,8 +56,9 @@ BWD = Twin("weight_standardize_bwd", _bwd_triton, _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    w, _eps, gain = inputs
+    w, eps, gain = inputs
     _, mean, rstd = output
+    ctx.eps = eps
     ctx.mark_non_differentiable(mean, rstd)
     ctx.save_for_backward(w, gain, mean, rstd)
 
@@ -71,7 +72,14 @@ def _make_backward(bwd: Callable) -> Callable:
     return backward
 
 
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD)
+def _graph_backward(ctx, grad_out, _grad_mean, _grad_rstd):
+    w, gain, _mean, _rstd = ctx.saved_tensors
+    grad_w, grad_gain = differentiable_vjp(lambda w, gain: _reference(w, ctx.eps, gain, None), (w, gain),
+                                           (ctx.needs_input_grad[0], ctx.needs_input_grad[2]), grad_out)
+    return grad_w, None, grad_gain
+
+
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, graph=_graph_backward)
 
 
 def _kernel_entry(fwd: Callable) -> Callable:
