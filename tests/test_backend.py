@@ -87,3 +87,57 @@ def test_auto_on_cuda_uses_the_table(monkeypatch):
     monkeypatch.setattr(_ext, "HAS_CUDA_KERNELS", False)
     monkeypatch.setattr(_backend, "_TRITON_MISSING", "triton is not installed")
     assert _backend.resolve(OP, dev) == "torch"
+
+
+def test_cli_refuses_unknown_options():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "tricks_ext", "info", "--verbose"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--verbose" in out.stderr
+
+
+def test_bad_simt_orders_fail_only_the_simt_backend():
+    """A bad TRICKS_EXT_SIMT_ORDERS leaves import and the other backends working; the simt
+    backend names the variable."""
+    import subprocess
+    import sys
+    code = ("import torch, tricks_ext.functional as F\n"
+            "print(F.dropout(torch.ones(8), 0.5, backend='torch').shape)\n"
+            "F.dropout(torch.ones(8), 0.5, backend='simt')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "TRICKS_EXT_SIMT_ORDERS": "fast"})
+    assert "torch.Size([8])" in out.stdout
+    if tricks_ext._ext.HAS_SIMT_KERNELS:
+        assert out.returncode != 0 and "TRICKS_EXT_SIMT_ORDERS='fast'" in out.stderr
+
+
+def test_use_backend_is_per_thread():
+    """Two threads in use_backend blocks of their own never see each other's choice;
+    set_backend stays process-wide."""
+    import threading
+    seen = {"a": [], "b": []}
+    barrier = threading.Barrier(2)
+
+    def worker(name, backend):
+        with tricks_ext.use_backend(backend):
+            for _ in range(20):
+                barrier.wait()
+                seen[name].append(tricks_ext.get_backend())
+        barrier.wait()
+        seen[name].append(tricks_ext.get_backend())
+
+    threads = [threading.Thread(target=worker, args=("a", "torch")), threading.Thread(target=worker, args=("b", "cpu"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] == ["torch"] * 20 + ["auto"] and seen["b"] == ["cpu"] * 20 + ["auto"]
+    tricks_ext.set_backend("torch")
+    try:
+        other = []
+        t = threading.Thread(target=lambda: other.append(tricks_ext.get_backend()))
+        t.start()
+        t.join()
+        assert other == ["torch"]
+    finally:
+        tricks_ext.set_backend("auto")

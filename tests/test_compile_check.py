@@ -46,3 +46,9 @@ def test_interpreter_is_refused():
     out = subprocess.run([sys.executable, "-m", "tricks_ext", "compile-check", "--no-triton"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 2 and "TRITON_INTERPRET" in out.stderr
+
+
+def test_a_run_that_compiles_nothing_fails():
+    """A filter that matches no kernel must not pass as a clean check."""
+    out = _run("--only", "no_such_kernel", "--no-cuda")
+    assert out.returncode == 1 and "nothing was checked" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]

@@ -349,7 +349,8 @@ def test_rezero_residual_module():
 
 class TestDropoutAddBadInput:
     def test_shape_mismatch(self):
-        expect_error(ValueError, lambda: F.dropout_add(torch.randn(3, 4), torch.randn(4), 0.1), "residual", "(4,)")
+        expect_error(ValueError, lambda: F.dropout_add(torch.randn(3, 4), torch.randn(3), 0.1), "residual", "(3,)",
+                     "broadcast")
 
     def test_gate_with_many_elements(self):
         expect_error(ValueError, lambda: F.dropout_add(torch.randn(3), torch.randn(3), 0.1, gate=torch.ones(2)),

@@ -422,6 +422,74 @@ class TestBadInput:
     def test_unknown_backend(self):
         expect_error(ValueError, lambda: Ranger(self.p(), backend="tpu"), "tpu")
 
+    @pytest.mark.parametrize("cls", [Ranger, FusedAdam, FusedAdamW, FusedRAdam])
+    def test_param_listed_twice(self, cls):
+        """torch warns, then steps such a param twice per step; refused here, naming positions.
+        Across groups (and through add_param_group) torch's own error."""
+        w, b = torch.randn(3, 3, requires_grad=True), torch.randn(3, requires_grad=True)
+        expect_error(ValueError, lambda: cls([w, b, w]), "position 2", "position 0", "once")
+        expect_error(ValueError, lambda: cls([{"params": [w]}, {"params": [b, w]}]), "more than one")
+        opt = cls([w])
+        expect_error(ValueError, lambda: opt.add_param_group({"params": [b, w]}), "more than one")
+        assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("cls", [Ranger, FusedAdamW])
+def test_named_parameters_numpy_scalars_and_torch_flags(cls):
+    """named_parameters() as torch takes it (names kept as param_names), numpy scalars as
+    hyperparameters, foreach=/fused= accepted: the steps equal the plain construction's."""
+    import numpy as np
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    opt = cls(model.named_parameters(), lr=np.float32(0.01), weight_decay=np.float64(0.1), foreach=True, fused=None)
+    ref = cls(twin.parameters(), lr=float(np.float32(0.01)), weight_decay=0.1)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    for _ in range(3):
+        x = torch.randn(5, 4)
+        for m, o in ((model, opt), (twin, ref)):
+            m(x).square().sum().backward()
+            o.step()
+            o.zero_grad()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+
+
+@pytest.mark.parametrize("copy_fn", ["deepcopy", "pickle"])
+def test_copied_optimizer_steps_as_the_original(copy_fn):
+    """A deep copy or a pickle round trip of an optimizer (with its model) keeps the options
+    outside torch's state (clipping, EMA, backend) and steps exactly as the original."""
+    import copy
+    import pickle
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = Ranger(model.parameters(), lr=0.01, max_grad_norm=0.5, ema_decay=0.9)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    pair = (model, opt)
+    model2, opt2 = copy.deepcopy(pair) if copy_fn == "deepcopy" else pickle.loads(pickle.dumps(pair))
+    assert opt2.max_grad_norm == 0.5 and opt2.extras == opt.extras
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (model2, opt2)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model2.parameters()))
+    assert all(torch.equal(opt.state[p]["ema"], opt2.state[q]["ema"])
+               for p, q in zip(model.parameters(), model2.parameters()))
+
+
+def test_step_inside_a_weight_swap_is_refused():
+    model = torch.nn.Linear(4, 3)
+    opt = Ranger(model.parameters(), ema_decay=0.9)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    before = [p.detach().clone() for p in model.parameters()]
+    with opt.ema_weights():
+        expect_error(RuntimeError, opt.step, "ema_weights", "lost")
+        expect_error(RuntimeError, lambda: opt.slow_weights().__enter__(), "ema_weights")
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
 def test_slow_weights_in_param_dtype(backend_device):

@@ -235,14 +235,34 @@ def test_no_host_sync(backend_device, options, monkeypatch):
             opt.step()
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "1", torch.tensor(1.0)], ids=repr)
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("-inf"), "1", torch.tensor(1.0)], ids=repr)
 def test_rejects_bad_max_grad_norm(bad):
     with pytest.raises(ValueError, match="max_grad_norm"):
         Ranger([torch.nn.Parameter(torch.randn(3))], max_grad_norm=bad)
 
 
+@pytest.mark.parametrize("backend_device", backend_params("optim_step"))
+@pytest.mark.parametrize("key", ["max_grad_norm", "clip_value"])
+def test_infinite_clip_measures_without_clipping(backend_device, key):
+    """max_grad_norm=inf (clip_grad_norm_'s way to read the norm) and clip_value=inf: the
+    steps equal unclipped ones bit for bit; last_grad_norm is clip_grad_norm_'s return value."""
+    backend, device = backend_device
+    ps = [torch.nn.Parameter(torch.randn(5, 3, device=device) * 3), torch.nn.Parameter(torch.randn(4, device=device))]
+    plain = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    opt, ref = Ranger(ps, lr=0.1, backend=backend, **{key: float("inf")}), Ranger(plain, lr=0.1, backend=backend)
+    for step in range(3):
+        for p, q, g in zip(ps, plain, grads(step, ps)):
+            p.grad, q.grad = g.clone(), g.clone()
+        norm = torch.nn.utils.clip_grad_norm_([q.grad for q in plain], float("inf"))
+        opt.step()
+        ref.step()
+        if key == "max_grad_norm":
+            torch.testing.assert_close(opt.last_grad_norm, norm.float(), rtol=1e-6, atol=0)
+    assert all(torch.equal(p, q) for p, q in zip(ps, plain))
+
+
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(clip_value=0.0), "clip_value"), (dict(clip_value=float("inf")), "clip_value"),
+    (dict(clip_value=0.0), "clip_value"), (dict(clip_value=float("nan")), "clip_value"),
     (dict(agc_clip_factor=-1.0), "agc_clip_factor"), (dict(agc_clip_factor=0.01, agc_eps=0.0), "agc_eps"),
     (dict(max_grad_norm=1.0, clip_value=1.0), "one clipping mode"),
     (dict(clip_value=1.0, agc_clip_factor=0.01), "one clipping mode"), (dict(clip_norm=1.0), "clip_norm"),

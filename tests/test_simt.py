@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tricks_ext import _ext
-from tricks_ext.ops._simt import ORDERS, SimtOrderError, simt_call
+from tricks_ext.ops._simt import SimtOrderError, orders, simt_call
 
 pytestmark = pytest.mark.skipif(not _ext.HAS_SIMT_KERNELS, reason="tricks_ext._C was built without the simt backend")
 
@@ -100,7 +100,7 @@ def test_barrier_and_warp_misuse_is_an_error(mode, words):
     assert msg.startswith("simt: ") and all(w in msg for w in words), msg
 
 
-@pytest.mark.skipif(len(ORDERS) < 2, reason="TRICKS_EXT_SIMT_ORDERS runs one thread order")
+@pytest.mark.skipif(len(orders()) < 2, reason="TRICKS_EXT_SIMT_ORDERS runs one thread order")
 def test_race_between_barriers_is_caught():
     with pytest.raises(SimtOrderError, match="differs between the forward and reverse thread orders"):
         simt_call("selftest_race", (1, 0))

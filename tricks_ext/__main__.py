@@ -57,6 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "info":
+        if rest:  # info takes no options; bench and compile-check parse their own
+            parser.error(f"info: unrecognized arguments: {' '.join(rest)}")
         return info()
     if args.cmd == "compile-check":
         from tricks_ext import compile_check

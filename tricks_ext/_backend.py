@@ -14,14 +14,16 @@ serves both ``cpu`` and ``cuda``: torch's dispatcher picks the kernel by the ten
 ``triton`` and ``simt``; and the dtypes each backend runs, where it does not run them all.
 
 Precedence: per-call ``backend=`` > innermost :func:`use_backend` > :func:`set_backend` > auto.
-The selection is process-wide, like the ``torch.backends`` flags (not per thread): it lives in
-plain module globals so that torch.compile can trace it and guard on it.
+:func:`use_backend` is per thread (a thread-local stack: a block in one thread never changes
+another thread's ops); :func:`set_backend` is process-wide, like the ``torch.backends`` flags.
+torch.compile traces both and guards on them.
 """
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
+import threading
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
@@ -41,8 +43,15 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run this op here; the message says what is missing."""
 
 
+class _Scoped(threading.local):
+    """Each thread's stack of use_backend() names, innermost last."""
+
+    def __init__(self) -> None:
+        self.stack: List[str] = []
+
+
 _global_backend = "auto"
-_scoped: List[str] = []  # stack of use_backend() names, innermost last
+_scoped = _Scoped()
 _registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "triton" | "simt": implementation}
 _dtypes: Dict[Tuple[str, str], Tuple[torch.dtype, ...]] = {}  # (op, backend) -> the only dtypes it runs
 # Ops without a gradient (the optimizer step, the data transform): autograd transforms do not
@@ -70,18 +79,21 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
-    """The backend in force here: the innermost :func:`use_backend`, else :func:`set_backend`."""
-    return _scoped[-1] if _scoped else _global_backend
+    """The backend in force in this thread: its innermost :func:`use_backend`, else
+    :func:`set_backend`."""
+    stack = _scoped.stack
+    return stack[-1] if stack else _global_backend
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Context manager: run the ops inside with backend ``name``."""
-    _scoped.append(_check_name(name))
+    """Context manager: run the ops this thread calls inside with backend ``name``."""
+    stack = _scoped.stack
+    stack.append(_check_name(name))
     try:
         yield
     finally:
-        _scoped.pop()
+        stack.pop()
 
 
 def register(op: str, *, torch: Callable, triton: Callable, cxx: Optional[Callable] = None,

@@ -186,12 +186,19 @@ class patch_timm_create_model:
     for the body of a ``with`` block. Keyword arguments go to :func:`patch`; the report of each
     model created is appended to ``reports``.
 
+    Several may be active at once: a model created then is patched by each of them, in the
+    order they started. They may be removed in any order; timm gets its own ``create_model``
+    back when the last one is removed.
+
     >>> with tricks_ext.patch_timm_create_model():
     ...     model = timm.create_model("nf_resnet26", pretrained=False)
     """
 
     # Where timm binds the function: users call timm.create_model, timm's own code the others.
     _HOMES = ("timm", "timm.models", "timm.models._factory")
+    # The patchers in force, in the order they started, and timm's own functions while any is.
+    _active: List["patch_timm_create_model"] = []
+    _saved: List[Tuple[Any, Callable]] = []
 
     def __init__(self, **patch_kwargs: Any) -> None:
         try:
@@ -203,30 +210,41 @@ class patch_timm_create_model:
             raise TypeError(f"patch_timm_create_model: unknown arguments {sorted(unknown)} (see tricks_ext.patch)")
         self.patch_kwargs = patch_kwargs
         self.reports: List[PatchReport] = []
-        self._saved: List[Tuple[Any, Callable]] = []
+        cls = type(self)
+        if not cls._active:
+            cls._install()
+        cls._active.append(self)
+
+    @classmethod
+    def _install(cls) -> None:
         original = sys.modules["timm.models._factory"].create_model
 
         def create_model(*args: Any, **kwargs: Any) -> torch.nn.Module:
             model = original(*args, **kwargs)
-            self.reports.append(patch(model, **self.patch_kwargs))
+            for patcher in list(cls._active):
+                patcher.reports.append(patch(model, **patcher.patch_kwargs))
             return model
 
         create_model.__doc__ = original.__doc__
         create_model.__wrapped__ = original
-        for home in self._HOMES:
+        for home in cls._HOMES:
             module = sys.modules[home]
-            self._saved.append((module, module.create_model))
+            cls._saved.append((module, module.create_model))
             module.create_model = create_model
 
     def remove(self) -> None:
-        """Give timm its own ``create_model`` back (models already created stay patched)."""
-        while self._saved:
-            module, function = self._saved.pop()
-            module.create_model = function
+        """Stop patching new models (models already created stay patched); timm gets its own
+        ``create_model`` back once no patcher is in force. Removing twice does nothing."""
+        cls = type(self)
+        if self in cls._active:
+            cls._active.remove(self)
+        if not cls._active:
+            while cls._saved:
+                module, function = cls._saved.pop()
+                module.create_model = function
 
     def __enter__(self) -> "patch_timm_create_model":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-

@@ -509,6 +509,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{len(rows)} kernel specializations; {len(bad)} problems")
     for r, p in bad:
         print(f"  {r.kernel} {r.arch}: {p} -- {r.spec} (e.g. {r.cases[0] if r.cases else 'CUDA'})")
+    if not rows:
+        print("compile-check: no kernel was compiled (check --only and --no-cuda/--no-triton): nothing was "
+              "checked", file=sys.stderr)
+        return 1
     return 1 if bad else 0
 
 

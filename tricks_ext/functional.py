@@ -4,19 +4,28 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.ops._common import check_eps, check_float_tensor, check_same_device, check_unit, is_number
+from tricks_ext.ops._common import check_eps, check_float_tensor, check_same_device, check_unit, is_int, is_number
 from tricks_ext.reference.optim import centralize
 from tricks_ext.targets import MixedTargets
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
            "mixup", "soft_target_cross_entropy", "soft_target_binary_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
+
+
+def _autocast_fp32(t: Tensor) -> Tensor:
+    """torch's autocast policy for norms and losses: group_norm, layer_norm, cross_entropy and
+    binary_cross_entropy_with_logits run in fp32 inside an autocast region. A float16/bfloat16
+    input of EvoNorm or of a loss is upcast there, so the result is fp32 as torch's would be."""
+    if t.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(t.device.type):
+        return t.float()
+    return t
 
 
 def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = None,
@@ -50,7 +59,7 @@ def weight_standardize(w: Tensor, eps: float = 1e-6, gain: Optional[Tensor] = No
         if gain.numel() != w.shape[0]:
             raise ValueError(f"{op}: gain must have out_channels={w.shape[0]} elements, got shape {tuple(gain.shape)}")
     check_eps(op, eps, allow_zero=True)
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+    if scale is not None and not (is_number(scale) and math.isfinite(scale)):
         raise ValueError(f"{op}: scale must be a finite number or None, got {scale!r}")
     return _backend.implementation(op, w.device, backend)(w, eps, gain, scale)
 
@@ -91,12 +100,25 @@ def _seed_offset_for(op: str, x: Tensor, generator: Optional[torch.Generator],
     return seed_offset.reshape(2).contiguous()
 
 
-def _check_residual(op: str, residual: Tensor, x: Tensor) -> None:
+def _as_residual(op: str, residual: Tensor, x: Tensor) -> Tuple[Tensor, Tensor, bool]:
+    """(x, residual, fused) for ``residual + branch(x)`` with torch's semantics for ``+``: both
+    promoted to their common dtype (the fp32 residual stream beside a bf16 branch under
+    autocast gives fp32), and ``residual`` broadcast. ``fused``: the one-pass op applies, i.e.
+    the result has x's shape (residual broadcast to it); otherwise x is the smaller operand and
+    the caller adds after the branch, so the mask still covers x's own elements as in torch."""
     check_float_tensor(op, "residual", residual)
-    if residual.shape != x.shape or residual.dtype != x.dtype:
-        raise ValueError(f"{op}: residual must match x in shape and dtype, got {tuple(residual.shape)} {residual.dtype}"
-                         f" vs {tuple(x.shape)} {x.dtype}")
     check_same_device(op, "residual", residual, x, "x")
+    try:
+        shape = torch.broadcast_shapes(x.shape, residual.shape)
+    except RuntimeError:
+        raise ValueError(f"{op}: residual of shape {tuple(residual.shape)} does not broadcast with x of shape "
+                         f"{tuple(x.shape)}") from None
+    dtype = torch.promote_types(x.dtype, residual.dtype)
+    x, residual = x.to(dtype), residual.to(dtype)
+    fused = shape == x.shape
+    if fused and residual.shape != shape:
+        residual = residual.expand(shape)
+    return x, residual, fused
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optional[torch.Generator] = None,
@@ -138,8 +160,8 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
     """
     op = "dropout_add"
     check_float_tensor(op, "x", x)
-    _check_residual(op, residual, x)
-    check_unit(op, "p", p)
+    x, residual, fused = _as_residual(op, residual, x)
+    p = check_unit(op, "p", p)
     if gate is not None:
         check_float_tensor(op, "gate", gate)
         check_same_device(op, "gate", gate, x, "x")
@@ -148,8 +170,10 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
     if not training or p == 0.0:
         return residual + (x if gate is None else gate.reshape(()).to(x.dtype) * x)
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
-    return _backend.implementation("dropout_apply", x.device, backend, caller=op)(
-        x, residual, gate, seed_offset, float(p), _keep_scale(p), 1)
+    run = _backend.implementation("dropout_apply", x.device, backend, caller=op)
+    if not fused:
+        return residual + run(x, None, gate, seed_offset, p, _keep_scale(p), 1)
+    return run(x, residual, gate, seed_offset, p, _keep_scale(p), 1)
 
 
 def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: bool = True,
@@ -165,18 +189,21 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
     """
     op = "drop_path"
     check_float_tensor(op, "x", x)
-    check_unit(op, "p", p)
+    p = check_unit(op, "p", p)
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have a batch dim (rank >= 1), got a 0-d tensor")
+    fused = True
     if residual is not None:
-        _check_residual(op, residual, x)
+        x, residual, fused = _as_residual(op, residual, x)
     if not training or p == 0.0:
         return x if residual is None else residual + x
     seed_offset = _seed_offset_for(op, x, generator, seed_offset)
     group = max(1, x.numel() // max(1, x.shape[0]))
     scale = _keep_scale(p) if scale_by_keep else 1.0
-    return _backend.implementation("dropout_apply", x.device, backend, caller=op)(
-        x, residual, None, seed_offset, float(p), scale, group)
+    run = _backend.implementation("dropout_apply", x.device, backend, caller=op)
+    if not fused:
+        return residual + run(x, None, None, seed_offset, p, scale, group)
+    return run(x, residual, None, seed_offset, p, scale, group)
 
 
 def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool = False,
@@ -284,6 +311,7 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     """
     op = "soft_target_cross_entropy"
     _check_logits_and_reduction(op, logits, reduction)
+    logits = _autocast_fp32(logits)
     check_unit(op, "label_smoothing", label_smoothing)
     if label_smoothing and isinstance(targets, MixedTargets):
         raise ValueError(f"{op}: MixedTargets carry their own smoothing; leave label_smoothing at 0")
@@ -321,6 +349,7 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing:
     """
     op = "soft_target_binary_cross_entropy"
     _check_logits_and_reduction(op, logits, reduction)
+    logits = _autocast_fp32(logits)
     check_unit(op, "smoothing", smoothing)
     if smoothing >= 1.0:
         raise ValueError(f"{op}: smoothing must be in [0, 1), got {smoothing!r}")
@@ -353,7 +382,7 @@ def flood(loss: Tensor, b: float) -> Tensor:
     gradient is unchanged; below it the sign flips, so training loss floats around ``b``."""
     if not isinstance(loss, Tensor):
         raise TypeError(f"flood: loss must be a tensor, got {type(loss).__name__}")
-    if not (isinstance(b, (int, float)) and math.isfinite(b) and b >= 0):
+    if not (is_number(b) and math.isfinite(b) and b >= 0):
         raise ValueError(f"flood: b must be a finite number >= 0, got {b!r}")
     return (loss - b).abs() + b
 
@@ -393,7 +422,7 @@ def cutout(x: Tensor, holes: int = 1, length: int = 16, value: float = 0.0, inpl
     same on every device, no host sync. x (N, ..., H, W)."""
     from tricks_ext.reference.mask_boxes import cutout_boxes
 
-    if not (isinstance(holes, int) and holes >= 1 and isinstance(length, int) and length >= 0):
+    if not (is_int(holes) and holes >= 1 and is_int(length) and length >= 0):
         raise ValueError(f"cutout: holes must be an int >= 1 and length an int >= 0, got {holes!r}, {length!r}")
     check_float_tensor("cutout", "x", x)
     if x.dim() < 3:
@@ -416,7 +445,7 @@ def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 10
     op = "spec_augment"
     for name, v in (("freq_mask_param", freq_mask_param), ("time_mask_param", time_mask_param),
                     ("freq_masks", freq_masks), ("time_masks", time_masks)):
-        if not (isinstance(v, int) and v >= 0):
+        if not (is_int(v) and v >= 0):
             raise ValueError(f"{op}: {name} must be an int >= 0, got {v!r}")
     check_float_tensor(op, "x", x)
     if x.dim() < 3:
@@ -443,19 +472,21 @@ def evonorm_s0(x: Tensor, v: Optional[Tensor], weight: Tensor, bias: Tensor, gro
     """
     op = "evonorm_s0"
     check_float_tensor(op, "x", x)
+    x = _autocast_fp32(x)
     if x.dim() < 3:
         raise ValueError(f"{op}: x must be (N, C, *spatial) with rank >= 3, got shape {tuple(x.shape)}")
     c = x.shape[1]
-    if apply_act and not (isinstance(groups, int) and groups >= 1 and c % groups == 0):
-        raise ValueError(f"{op}: C={c} is not divisible by groups={groups!r}")
-    check_eps(op, eps)
     names = (("weight", weight), ("bias", bias)) + ((("v", v),) if apply_act else ())
     for name, t in names:
         check_float_tensor(op, name, t)
         check_same_device(op, name, t, x, "x")
         if t.numel() != c:
-            raise ValueError(f"{op}: {name} must have C={c} elements, got shape {tuple(t.shape)}")
+            raise ValueError(f"{op}: x of shape {tuple(x.shape)} has C={c} channels (dim 1; x is (N, C, *spatial)) "
+                             f"but {name} has {t.numel()} elements")
+    if apply_act and not (is_int(groups) and groups >= 1 and c % groups == 0):
+        raise ValueError(f"{op}: C={c} is not divisible by groups={groups!r}")
+    check_eps(op, eps)
     if not apply_act:
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return x * weight.reshape(shape).to(x.dtype) + bias.reshape(shape).to(x.dtype)
-    return _backend.implementation(op, x.device, backend)(x, v, weight, bias, groups, float(eps))
+    return _backend.implementation(op, x.device, backend)(x, v, weight, bias, int(groups), float(eps))

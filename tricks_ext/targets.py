@@ -7,7 +7,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from tricks_ext.ops._common import is_number
+from tricks_ext.ops._common import is_int, is_number
 from tricks_ext.reference.mixup import mixed_targets
 
 
@@ -24,7 +24,7 @@ class MixedTargets:
     def __init__(self, a: Union[Tensor, Sequence[int]], b: Union[Tensor, Sequence[int]],
                  lam: Union[Tensor, float, Sequence[float]], smoothing: float, num_classes: int) -> None:
         name = "MixedTargets"
-        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1):
+        if not (is_int(num_classes) and num_classes >= 1):
             raise ValueError(f"{name}: num_classes must be an int >= 1, got {num_classes!r}")
         if not is_number(smoothing):
             raise TypeError(f"{name}: smoothing must be a number in [0, 1], got {type(smoothing).__name__}")

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
-from tricks_ext.ops._common import is_number
+from tricks_ext.ops._common import is_int, is_number
 from tricks_ext.reference.mixup import box_lam, cutmix_box
 from tricks_ext.targets import MixedTargets
 
@@ -52,7 +52,7 @@ class Mixup:
                         ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
             if not (is_number(v) and math.isfinite(v)):
                 raise TypeError(f"Mixup: {name} must be a finite number, got {v!r}")
-        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
+        if not is_int(num_classes):
             raise TypeError(f"Mixup: num_classes must be an int, got {num_classes!r}")
         check_backend_name("Mixup", backend)
         if mixup_alpha < 0 or cutmix_alpha < 0:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
-from tricks_ext.ops._common import check_unit
+from tricks_ext.ops._common import check_unit, is_int
 
 
 class SoftTargetCrossEntropy(torch.nn.Module):
@@ -23,7 +23,7 @@ class SoftTargetCrossEntropy(torch.nn.Module):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
         check_unit(name, "label_smoothing", label_smoothing)
-        if not (isinstance(ignore_index, int) and not isinstance(ignore_index, bool)):
+        if not is_int(ignore_index):
             raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
         check_backend_name(name, backend)
         self.reduction, self.label_smoothing, self.ignore_index = reduction, label_smoothing, ignore_index

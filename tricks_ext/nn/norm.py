@@ -10,13 +10,13 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
-from tricks_ext.ops._common import check_eps
+from tricks_ext.ops._common import check_eps, is_int
 
 _Size = Union[int, Tuple[int, ...]]
 
 
 def _is_positive_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    return is_int(v) and v >= 1
 
 
 def symmetric_padding(kernel_size: _Size, stride: _Size = 1, dilation: _Size = 1) -> Union[int, Tuple[int, ...]]:

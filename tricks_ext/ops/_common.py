@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -22,8 +23,14 @@ def check_float_tensor(op: str, name: str, t: object) -> Tensor:
 
 
 def is_number(v: object) -> bool:
-    """A real Python number (bool is not one here: ``p=True`` is a mistake, not 1.0)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number: Python's int and float, numpy's scalars (``np.float32(0.1)``), any
+    ``numbers.Real``; bool is not one here (``p=True`` is a mistake, not 1.0), nor a tensor."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def is_int(v: object) -> bool:
+    """An integer: Python's int, numpy's integer scalars, any ``numbers.Integral``; not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def check_unit(op: str, name: str, v: object) -> float:

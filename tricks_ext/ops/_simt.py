@@ -20,14 +20,23 @@ from torch import Tensor
 
 # (name, simt::Schedule value) of every order
 ALL_ORDERS = (("forward", 0), ("reverse", 1), ("shuffle", 2))
-# The orders each call runs: TRICKS_EXT_SIMT_ORDERS, a comma list (default all three; `make
-# test-asan` runs forward only: AddressSanitizer looks for out-of-bounds accesses, which do not
-# need three runs).
-ORDERS = tuple(o for o in ALL_ORDERS
-               if o[0] in os.environ.get("TRICKS_EXT_SIMT_ORDERS", "forward,reverse,shuffle").split(","))
-if not ORDERS:
-    raise ValueError(f"TRICKS_EXT_SIMT_ORDERS={os.environ['TRICKS_EXT_SIMT_ORDERS']!r} names none of "
-                     f"{', '.join(o[0] for o in ALL_ORDERS)}")
+
+
+def orders() -> tuple:
+    """The orders each call runs: TRICKS_EXT_SIMT_ORDERS, a comma list (default all three; `make
+    test-asan` runs forward only: AddressSanitizer looks for out-of-bounds accesses, which do not
+    need three runs). Read at each simt call, so a bad value fails the simt backend with its
+    reason and leaves ``import tricks_ext`` and the other backends alone."""
+    value = os.environ.get("TRICKS_EXT_SIMT_ORDERS", "forward,reverse,shuffle")
+    names = [n.strip() for n in value.split(",")]
+    unknown = [n for n in names if n not in dict(ALL_ORDERS)]
+    chosen = tuple(o for o in ALL_ORDERS if o[0] in names)
+    if unknown or not chosen:
+        raise ValueError(f"TRICKS_EXT_SIMT_ORDERS={value!r}: choose a comma list of "
+                         f"{', '.join(o[0] for o in ALL_ORDERS)}")
+    return chosen
+
+
 # Seed of the shuffled order (mixed with the launch and block index in the emulator).
 SEED = int(os.environ.get("TRICKS_EXT_SIMT_SEED", "0"))
 
@@ -67,13 +76,14 @@ def simt_call(name: str, args: Sequence[Any], mutated: Sequence[int] = ()) -> An
     before = [t.clone() for t in written]
     runs = []
     out = None
-    for k, (order, code) in enumerate(ORDERS):
+    chosen = orders()
+    for k, (order, code) in enumerate(chosen):
         if k:
             for t, b in zip(written, before):
                 t.copy_(b)
         torch.ops.tricks_simt.set_schedule(code, SEED)
         out = op(*args)
-        last = k == len(ORDERS) - 1
+        last = k == len(chosen) - 1
         runs.append((order, _tensors(out) + (written if last else [t.clone() for t in written])))
     order0, first = runs[0]
     for order, results in runs[1:]:

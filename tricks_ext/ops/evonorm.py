@@ -61,14 +61,14 @@ BWD = Twin("evonorm_s0_bwd", _bwd_triton, _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    x, v, weight, bias, groups, eps, _split = inputs
+    x, v, weight, _bias, groups, eps, _split = inputs
     ctx.groups, ctx.eps = groups, eps
-    ctx.save_for_backward(x, v, weight, output[1], output[2], bias)
+    ctx.save_for_backward(x, v, weight, output[1], output[2])
 
 
 def _make_backward(bwd: Callable) -> Callable:
     def backward(ctx, dy, _dmean, _drstd):
-        x, v, weight, mean, rstd, _bias = ctx.saved_tensors
+        x, v, weight, mean, rstd = ctx.saved_tensors
         dx, part = bwd(dy, x, v, weight, mean, rstd, ctx.groups, ctx.eps)
         sums = part.sum(0)  # (C, 3): sum_n r A, sum_n r V, sum_n B
         return dx, weight * sums[:, 1], sums[:, 0], sums[:, 2], None, None, None
@@ -76,8 +76,9 @@ def _make_backward(bwd: Callable) -> Callable:
 
 
 def _graph_backward(ctx, dy, _dmean, _drstd):
-    x, v, weight, _mean, _rstd, bias = ctx.saved_tensors
-    grads = differentiable_vjp(lambda *t: _torch(*t, ctx.groups, ctx.eps), (x, v, weight, bias),
+    x, v, weight, _mean, _rstd = ctx.saved_tensors
+    # y is affine in bias: no gradient reads it, so it is not saved and zeros stand in
+    grads = differentiable_vjp(lambda *t: _torch(*t, ctx.groups, ctx.eps), (x, v, weight, torch.zeros_like(v)),
                                ctx.needs_input_grad[:4], dy)
     return (*grads, None, None, None)
 

@@ -16,7 +16,7 @@ from torch.optim import Optimizer
 from typing_extensions import TypedDict
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import FLOAT_DTYPES, is_number, stats_dtype
+from tricks_ext.ops._common import FLOAT_DTYPES, is_int, is_number, stats_dtype
 from tricks_ext.ops.optim import Ema, Extras, check_params, gc_min_dim, is_centralized, prepare_grad
 
 try:
@@ -77,6 +77,10 @@ class StepOptions(TypedDict, total=False):
       ``ema_update_after_step`` + 1 steps copy the params. ``ema_weights()`` evaluates with it.
 
     Clipping acts on the unscaled grads (after GradScaler's scale is divided out), before GC.
+    ``max_grad_norm=inf`` measures the norm without clipping, as ``clip_grad_norm_`` does.
+
+    ``foreach`` and ``fused`` (bool or None) are accepted as torch.optim's are, for drop-in
+    use, and change nothing: the step is always the fused one.
     """
     max_grad_norm: Optional[float]
     clip_value: Optional[float]
@@ -90,23 +94,31 @@ class StepOptions(TypedDict, total=False):
     ema_update_after_step: int
 
 
-def _positive(name: str, value: Any, optional: bool = True, zero: bool = False) -> Optional[float]:
+def _positive(name: str, value: Any, optional: bool = True, zero: bool = False, inf: bool = False
+              ) -> Optional[float]:
+    """``value`` as a float > 0 (>= 0 with ``zero``; inf allowed with ``inf``), or None when
+    ``optional``; ValueError naming ``name`` otherwise."""
     if value is None and optional:
         return None
-    if isinstance(value, (Tensor, bool)) or not is_number(value) or not (0.0 <= value < math.inf) or \
+    if not is_number(value) or not (0.0 <= value < math.inf or (inf and value == math.inf)) or \
             (value == 0.0 and not zero):
-        raise ValueError(f"invalid {name}: {value!r} (must be a finite float {'>=' if zero else '>'} 0"
+        raise ValueError(f"invalid {name}: {value!r} (must be a {'' if inf else 'finite '}float {'>=' if zero else '>'} 0"
                          f"{' or None' if optional else ''})")
     return float(value)
 
 
 def _parse_options(options: Dict[str, Any]) -> Tuple[Optional[float], Extras]:
     """(max_grad_norm, Extras) from StepOptions; ValueError/TypeError on anything bad."""
+    for key in ("foreach", "fused"):
+        flag = options.pop(key, None)
+        if flag is not None and not isinstance(flag, bool):
+            raise TypeError(f"invalid {key}: {flag!r} (must be a bool or None)")
     unknown = set(options) - set(StepOptions.__annotations__)
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    max_norm = _positive("max_grad_norm", options.get("max_grad_norm"))
-    clip_value = _positive("clip_value", options.get("clip_value"))
+    # inf: clip_grad_norm_'s coefficient is then 1, so the step only measures the norm
+    max_norm = _positive("max_grad_norm", options.get("max_grad_norm"), inf=True)
+    clip_value = _positive("clip_value", options.get("clip_value"), inf=True)
     agc = _positive("agc_clip_factor", options.get("agc_clip_factor"))
     agc_eps = _positive("agc_eps", options.get("agc_eps", 1e-3), optional=False)
     modes = [n for n, v in (("max_grad_norm", max_norm), ("clip_value", clip_value), ("agc_clip_factor", agc))
@@ -125,7 +137,7 @@ def _parse_options(options: Dict[str, Any]) -> Tuple[Optional[float], Extras]:
         if isinstance(min_decay, (Tensor, bool)) or not is_number(min_decay) or not 0.0 <= min_decay <= 1.0:
             raise ValueError(f"invalid ema_min_decay: {min_decay!r} (must be in [0, 1])")
         after = options.get("ema_update_after_step", 0)
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        if not is_int(after) or after < 0:
             raise ValueError(f"invalid ema_update_after_step: {after!r} (must be an int >= 0)")
         ema = Ema(float(decay), float(min_decay), after, warmup,
                   _positive("ema_warmup_gamma", options.get("ema_warmup_gamma", 1.0), optional=False),
@@ -168,7 +180,7 @@ def _check_hyper(group: Dict[str, Any]) -> None:
     if not (is_number(wd) and 0.0 <= wd < math.inf):
         raise ValueError(f"invalid weight_decay: {wd!r} (must be a finite float >= 0)")
     k = group["lookahead_k"]
-    if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+    if k is not None and not (is_int(k) and k >= 1):
         raise ValueError(f"invalid lookahead_k (k): {k!r} (must be an int >= 1 or None)")
     alpha = group["lookahead_alpha"]
     if not (is_number(alpha) and 0.0 <= alpha <= 1.0):
@@ -180,6 +192,20 @@ def _check_hyper(group: Dict[str, Any]) -> None:
         if group.get(key):
             raise ValueError(f"{key}=True is not supported ({why}); tricks_ext optimizers run Adam/AdamW/RAdam "
                              "without it")
+
+
+# The context managers that swap state into the params, by the state they swap in.
+_SWAPS = {"slow_buffer": "slow_weights", "ema": "ema_weights"}
+
+
+def _unnamed(owner: str, item: Any) -> Any:
+    """The tensor of a ``model.named_parameters()`` (name, param) pair (torch keeps the names as
+    the group's ``param_names``), else ``item``."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        if not isinstance(item[1], Tensor):
+            raise TypeError(f"{owner}: a (name, param) pair holds {type(item[1]).__name__} for {item[0]!r}")
+        return item[1]
+    return item
 
 
 class TricksOptimizer(Optimizer):
@@ -227,6 +253,15 @@ class TricksOptimizer(Optimizer):
         defaults["betas"] = tuple(betas)
         super().__init__(params, defaults)
 
+    # What a copy or a pickle keeps beyond torch's defaults, state and param_groups (the launch
+    # caches are rebuilt at the next step; the weights' swap is never in progress in a copy).
+    _COPIED = ("backend", "max_grad_norm", "extras", "last_grad_norm")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        state.update({key: self.__dict__[key] for key in self._COPIED})
+        return state
+
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """As torch's, but every check runs before the optimizer changes: a group that fails
         leaves the optimizer exactly as it was."""
@@ -241,12 +276,20 @@ class TricksOptimizer(Optimizer):
                             f"{type(params).__name__}")
         else:
             params = list(params)
-        for p in params:
+        tensors = [_unnamed(name, p) for p in params]
+        first: Dict[int, int] = {}
+        for i, p in enumerate(tensors):
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name}: can only optimize tensors, got {type(p).__name__}")
             if p.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"{name}: params must be float16, bfloat16, float32 or float64, got {p.dtype}")
-        devices = {p.device for p in params}
+            # torch warns and then steps such a param twice per step, its state shared; the fused
+            # step would read and write it twice in one launch: refused instead
+            j = first.setdefault(id(p), i)
+            if j != i:
+                raise ValueError(f"{name}: the param at position {i} of this group is the one at position {j} "
+                                 f"(shape {tuple(p.shape)}) again; list each param once")
+        devices = {p.device for p in tensors}
         if len(devices) > 1:
             raise ValueError(f"{name}: a param group holds params on several devices "
                              f"({', '.join(sorted(map(str, devices)))}); use one group per device")
@@ -339,6 +382,10 @@ class TricksOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        swapped = self.__dict__.get("_swapped")
+        if swapped is not None:
+            raise RuntimeError(f"{type(self).__name__}: step() inside {swapped}(): the params hold other weights "
+                               "there and get their own back on exit, so this step would be lost; step outside it")
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
         caches = self.__dict__.setdefault("_launch_caches", {})
@@ -435,6 +482,8 @@ class TricksOptimizer(Optimizer):
         """Params hold state ``key`` inside, and exactly their own values again after. Where the
         state has the params' dtype the two swap (no extra memory); otherwise the params are
         saved aside (one copy in their dtype) so the state keeps its precision."""
+        if self.__dict__.get("_swapped") is not None:
+            raise RuntimeError(f"{type(self).__name__}: {self._swapped}() is already in force; nest no swaps")
         with torch.no_grad():
             pairs = list(self._state_pairs(key))
             saved = []
@@ -447,9 +496,11 @@ class TricksOptimizer(Optimizer):
                 else:
                     saved.append(p.detach().clone())
                     p.copy_(t)
+        self._swapped = _SWAPS[key]
         try:
             yield
         finally:
+            self._swapped = None
             with torch.no_grad():
                 for (p, t), old in zip(pairs, saved):
                     if old is None:
