@@ -94,8 +94,8 @@ MUTANTS: Sequence[Mutant] = (
            ("tests/test_soft_ce.py",) + _k("cpu-cpu and (matches_reference or masked)"), kind="cxx"),
     # ---- EvoNorm-S0 ----------------------------------------------------------------------
     Mutant("triton-evonorm-eps-dropped", "triton_kernels/evonorm.py",
-           (("    mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)\n    r = 1.0 / tl.sqrt(m2 / M + eps)\n",
-             "    mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)\n    r = 1.0 / tl.sqrt(m2 / M)\n"),),
+           (("    shift, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)\n    r = 1.0 / tl.sqrt(m2 / M + eps)\n",
+             "    shift, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)\n    r = 1.0 / tl.sqrt(m2 / M)\n"),),
            ("tests/test_evonorm.py",) + _k("triton and matches_reference")),
     Mutant("cuda-evonorm-eps-dropped", "csrc/evonorm/cuda.cu",
            (("return A(1) / sqrt(m2 / static_cast<A>(M) + static_cast<A>(q.eps));",

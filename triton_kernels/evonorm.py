@@ -47,9 +47,11 @@ def _group(pid, groups, C, P):
 
 @triton.jit
 def _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """Mean and centred sum of squares of group elements [e0, e1) (e0 < e1): two passes."""
+    """Shift (mean - pivot) and centred sum of squares of group elements [e0, e1) (e0 < e1): two
+    passes. The pivot is the group's first element for every chunk, so the chunks' shifts merge
+    as they are; x - mean is (x - pivot) - shift (csrc/evonorm/math.h says why)."""
     base = X + n * s_n
-    pivot = tl.load(base + (c0 + e0 // P) * s_c + (e0 % P) * s_p).to(ACC)
+    pivot = tl.load(base + c0 * s_c).to(ACC)
     acc = tl.zeros([BLOCK], ACC)
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
@@ -57,16 +59,16 @@ def _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC: tl.constexpr, BLOCK: tl.co
         ch, pos = _split_index(e, P)
         xv = tl.load(base + (c0 + ch) * s_c + pos * s_p, mask=m, other=0.0).to(ACC)
         acc += tl.where(m, xv - pivot, 0.0)
-    mean = pivot + tl.sum(acc, axis=0) / (e1 - e0)
+    shift = tl.sum(acc, axis=0) / (e1 - e0)
     acc = tl.zeros([BLOCK], ACC)
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
         m = e < e1
         ch, pos = _split_index(e, P)
         xv = tl.load(base + (c0 + ch) * s_c + pos * s_p, mask=m, other=0.0).to(ACC)
-        d = tl.where(m, xv - mean, 0.0)
+        d = tl.where(m, (xv - pivot) - shift, 0.0)
         acc += d * d
-    return mean, tl.sum(acc, axis=0)
+    return shift, tl.sum(acc, axis=0)
 
 
 @triton.jit
@@ -91,16 +93,16 @@ def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, e
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     n, cg, M, c0 = _group(pid, groups, C, P)
-    mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)
+    shift, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, 0, M, ACC, BLOCK)
     r = 1.0 / tl.sqrt(m2 / M + eps)
-    tl.store(MEAN + pid, mean)
+    tl.store(MEAN + pid, shift)
     tl.store(RSTD + pid, r)
     _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, 0, M, r, ACC, BLOCK)
 
 
 @triton.jit
 def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """Split forward, pass 1: chunk program_id(1) of the group: count, mean, centred sum of
+    """Split forward, pass 1: chunk program_id(1) of the group: count, shift, centred sum of
     squares (csrc/evonorm/cuda.cu: split_stats_kernel); an empty chunk stores zeros."""
     pid = tl.program_id(0)
     k = tl.program_id(1)
@@ -110,9 +112,9 @@ def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.con
     e1 = tl.minimum(M, e0 + chunk)
     out = PART + 3 * (pid * split + k)
     if e0 < e1:
-        mean, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC, BLOCK)
+        shift, m2 = _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC, BLOCK)
         tl.store(out, (e1 - e0).to(ACC))
-        tl.store(out + 1, mean)
+        tl.store(out + 1, shift)
         tl.store(out + 2, m2)
     else:
         tl.store(out, 0.0)
@@ -124,27 +126,27 @@ def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.con
 def _split_out_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, PART, groups, C, P, s_n, s_c, s_p, eps, split,
                       ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Split forward, pass 2: merge the group's chunks in a fixed order (Chan et al.), write this
-    chunk's outputs; chunk 0 stores mean and rstd."""
+    chunk's outputs; chunk 0 stores the shift and rstd."""
     pid = tl.program_id(0)
     k = tl.program_id(1)
     n, cg, M, c0 = _group(pid, groups, C, P)
     part = PART + 3 * pid * split
     cnt = tl.load(part).to(ACC)
-    mean = tl.load(part + 1).to(ACC)
+    shift = tl.load(part + 1).to(ACC)
     m2 = tl.load(part + 2).to(ACC)
     for j in range(1, split):
         n2 = tl.load(part + 3 * j).to(ACC)
-        mean2 = tl.load(part + 3 * j + 1).to(ACC)
+        shift2 = tl.load(part + 3 * j + 1).to(ACC)
         m2b = tl.load(part + 3 * j + 2).to(ACC)
         total = cnt + n2
         w = tl.where(total > 0, n2 / tl.maximum(total, 1.0), 0.0)
-        delta = mean2 - mean
-        mean = mean + delta * w
+        delta = shift2 - shift
+        shift = shift + delta * w
         m2 = m2 + m2b + delta * delta * cnt * w
         cnt = total
     r = 1.0 / tl.sqrt(m2 / M + eps)
     if k == 0:
-        tl.store(MEAN + pid, mean)
+        tl.store(MEAN + pid, shift)
         tl.store(RSTD + pid, r)
     chunk = (M + split - 1) // split
     e0 = tl.minimum(k * chunk, M)
@@ -156,9 +158,10 @@ def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     n, cg, M, c0 = _group(pid, groups, C, P)
-    mean = tl.load(MEAN + pid)
+    shift = tl.load(MEAN + pid)
+    pivot = tl.load(X + n * s_n + c0 * s_c).to(ACC)
     r = tl.load(RSTD + pid)
-    sum_ga = mean * 0.0
+    sum_ga = shift * 0.0
     for cl in range(0, cg):
         c = c0 + cl
         vc = tl.load(V + c).to(ACC)
@@ -193,7 +196,7 @@ def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
         gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
         s = _sigmoid(vc * xv)
-        dx = r * gc * d * s * (1.0 + vc * xv * (1.0 - s)) - r * r * c_ng * (xv - mean)
+        dx = r * gc * d * s * (1.0 + vc * xv * (1.0 - s)) - r * r * c_ng * ((xv - pivot) - shift)
         tl.store(DX + off, cast_to(dx, DX.dtype.element_ty), mask=m)
 
 

@@ -50,12 +50,15 @@ TRICKS_CPU_CLONES void fwd_group(const Params& q, int64_t n, int64_t g) {
   A sum = 0;
   for (int64_t c = c0; c < c0 + cg; ++c)
     sum += row_sum<T, kUnit, A>(at_c<T, kUnit>(q, q.x, n, c), P, sp, [pivot](A v) { return v - pivot; });
-  const A mean = pivot + sum / static_cast<A>(M);
+  const A shift = sum / static_cast<A>(M);
   A sq = 0;
   for (int64_t c = c0; c < c0 + cg; ++c)
-    sq += row_sum<T, kUnit, A>(at_c<T, kUnit>(q, q.x, n, c), P, sp, [mean](A v) { return (v - mean) * (v - mean); });
+    sq += row_sum<T, kUnit, A>(at_c<T, kUnit>(q, q.x, n, c), P, sp, [pivot, shift](A v) {
+      const A d = centred(v, pivot, shift);
+      return d * d;
+    });
   const A r = A(1) / std::sqrt(sq / static_cast<A>(M) + static_cast<A>(q.eps));
-  static_cast<A*>(q.mean)[n * q.groups + g] = mean;
+  static_cast<A*>(q.mean)[n * q.groups + g] = shift;
   static_cast<A*>(q.rstd)[n * q.groups + g] = r;
   const A* v = static_cast<const A*>(q.v);
   const A* gamma = static_cast<const A*>(q.gamma);
@@ -77,7 +80,8 @@ TRICKS_CPU_CLONES void bwd_group(const Params& q, int64_t n, int64_t g) {
   using A = acc_t<T>;
   const int64_t cg = q.channels / q.groups, P = q.spatial, sp = kUnit ? 1 : q.stride_p, M = cg * P;
   const int64_t c0 = g * cg;
-  const A mean = static_cast<const A*>(q.mean)[n * q.groups + g];
+  const A pivot = static_cast<A>(*at_c<T, kUnit>(q, q.x, n, c0));
+  const A shift = static_cast<const A*>(q.mean)[n * q.groups + g];
   const A r = static_cast<const A*>(q.rstd)[n * q.groups + g];
   const A* v = static_cast<const A*>(q.v);
   const A* gamma = static_cast<const A*>(q.gamma);
@@ -127,7 +131,7 @@ TRICKS_CPU_CLONES void bwd_group(const Params& q, int64_t n, int64_t g) {
     for (int64_t p = 0; p < P; ++p) {
       const A xv = static_cast<A>(x[p * sp]);
       const A s = sigmoid_of(vc * xv, exp_acc(-vc * xv));
-      dx[p * sp] = static_cast<T>(backward(xv, static_cast<A>(dy[p * sp]), s, r, gc, vc, c_ng, mean));
+      dx[p * sp] = static_cast<T>(backward(xv, static_cast<A>(dy[p * sp]), s, r, gc, vc, c_ng, centred(xv, pivot, shift)));
     }
   }
 }

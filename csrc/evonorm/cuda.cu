@@ -37,30 +37,38 @@ __device__ __forceinline__ Group group_of(const Params& q) {
   return Group{blockIdx.x / groups, (blockIdx.x % groups) * cg, cg, static_cast<uint32_t>(q.spatial)};
 }
 
-// Mean and centred sum of squares of elements [e0, e1) of the group (e0 < e1), two passes (the
-// second from L1/L2); every thread gets both.
+// The group's first element: the pivot its statistics are taken about (evonorm/math.h).
 template <typename T, typename A>
-__device__ __forceinline__ void moments(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A* smem, A& mean,
+__device__ __forceinline__ A pivot_of(const Params& q, const Group& gr) {
+  return to_acc<A>(static_cast<const T*>(q.x)[offset_of(q, gr.n, gr.c0, 0)]);
+}
+
+// Shift (mean - pivot) and centred sum of squares of elements [e0, e1) of the group (e0 < e1),
+// two passes (the second from L1/L2); every thread gets both. Every chunk of a split group
+// takes the group's pivot, so their shifts merge as they are.
+template <typename T, typename A>
+__device__ __forceinline__ void moments(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A* smem, A& shift,
                                         A& m2) {
   const T* x = static_cast<const T*>(q.x);
   const uint32_t P = gr.P;
-  const A pivot = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e0 / P, e0 % P)]);
+  const A pivot = pivot_of<T, A>(q, gr);
   A s = 0;
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) s += to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - pivot;
-  mean = pivot + group_sum<kBlock>(s, smem) / static_cast<A>(e1 - e0);
+  shift = group_sum<kBlock>(s, smem) / static_cast<A>(e1 - e0);
   A sq = 0;
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
-    const A d = to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]) - mean;
+    const A d = centred(to_acc<A>(x[offset_of(q, gr.n, gr.c0 + e / P, e % P)]), pivot, shift);
     sq += d * d;
   }
   m2 = group_sum<kBlock>(sq, smem);
 }
 
-// Outputs of elements [e0, e1) of the group; block (x, 0)'s thread 0 stores mean and rstd.
+// Outputs of elements [e0, e1) of the group; block (x, 0)'s thread 0 stores the shift and rstd.
 template <typename T, typename A>
-__device__ __forceinline__ void write_outputs(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A mean, A r) {
+__device__ __forceinline__ void write_outputs(const Params& q, const Group& gr, uint32_t e0, uint32_t e1, A shift,
+                                              A r) {
   if (blockIdx.y == 0 && threadIdx.x == 0) {
-    static_cast<A*>(q.mean)[blockIdx.x] = mean;
+    static_cast<A*>(q.mean)[blockIdx.x] = shift;
     static_cast<A*>(q.rstd)[blockIdx.x] = r;
   }
   const T* x = static_cast<const T*>(q.x);
@@ -86,12 +94,12 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   __shared__ A smem[kBlock / 32];
   const Group gr = group_of(q);
   const uint32_t M = gr.cg * gr.P;
-  A mean, m2;
-  moments<T>(q, gr, 0, M, smem, mean, m2);
-  write_outputs<T>(q, gr, 0, M, mean, rstd_of(q, m2, M));
+  A shift, m2;
+  moments<T>(q, gr, 0, M, smem, shift, m2);
+  write_outputs<T>(q, gr, 0, M, shift, rstd_of(q, m2, M));
 }
 
-// Split forward, pass 1: chunk blockIdx.y of the group: its count, mean and centred sum of
+// Split forward, pass 1: chunk blockIdx.y of the group: its count, shift and centred sum of
 // squares.
 template <typename T>
 __global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
@@ -105,11 +113,11 @@ __global__ void __launch_bounds__(kBlock) split_stats_kernel(const Params q) {
     if (threadIdx.x == 0) out[0] = out[1] = out[2] = A(0);
     return;  // uniform across the block: no thread reaches a barrier
   }
-  A mean, m2;
-  moments<T>(q, gr, e0, e1, smem, mean, m2);
+  A shift, m2;
+  moments<T>(q, gr, e0, e1, smem, shift, m2);
   if (threadIdx.x == 0) {
     out[0] = static_cast<A>(e1 - e0);
-    out[1] = mean;
+    out[1] = shift;
     out[2] = m2;
   }
 }
@@ -123,9 +131,9 @@ __global__ void __launch_bounds__(kBlock) split_out_kernel(const Params q) {
   const uint32_t split = static_cast<uint32_t>(q.split), M = gr.cg * gr.P, chunk = (M + split - 1) / split;
   const uint32_t e0 = blockIdx.y * chunk, e1 = min(M, e0 + chunk);
   const A* part = static_cast<const A*>(q.partials) + 3 * static_cast<int64_t>(blockIdx.x) * q.split;
-  A n = 0, mean = 0, m2 = 0;
-  for (int64_t k = 0; k < q.split; ++k) merge_moments(n, mean, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
-  write_outputs<T>(q, gr, e0, e1, mean, rstd_of(q, m2, M));
+  A n = 0, shift = 0, m2 = 0;
+  for (int64_t k = 0; k < q.split; ++k) merge_moments(n, shift, m2, part[3 * k], part[3 * k + 1], part[3 * k + 2]);
+  write_outputs<T>(q, gr, e0, e1, shift, rstd_of(q, m2, M));
 }
 
 template <typename T>
@@ -137,7 +145,8 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const uint32_t cg = gr.cg, P = gr.P, M = cg * P;
   const T* x = static_cast<const T*>(q.x);
   const T* dy = static_cast<const T*>(q.dy);
-  const A mean = static_cast<const A*>(q.mean)[blockIdx.x], r = static_cast<const A*>(q.rstd)[blockIdx.x];
+  const A pivot = pivot_of<T, A>(q, gr);
+  const A shift = static_cast<const A*>(q.mean)[blockIdx.x], r = static_cast<const A*>(q.rstd)[blockIdx.x];
   const A* v = static_cast<const A*>(q.v);
   const A* gamma = static_cast<const A*>(q.gamma);
   A sum_ga = 0;  // kept by every thread: group_sum returns the sum to all
@@ -169,7 +178,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
     const A xv = to_acc<A>(x[o]), vc = v[c];
     const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
-    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, gamma[c], vc, c_ng, mean));
+    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, gamma[c], vc, c_ng, centred(xv, pivot, shift)));
   }
 }
 

@@ -2,7 +2,7 @@
 
 Operators: tricks_ext::evonorm_s0_fwd / _bwd (C++: CPU and CUDA) and their Triton twins, on x
 viewed as (N, C, P). Saved for backward: x and the
-per-(n, g) mean and rstd (plus the (C,) v and weight). The backward's per-(n, c) partials are
+per-(n, g) shift (the mean minus the group's first element: csrc/evonorm/math.h) and rstd (plus the (C,) v and weight). The backward's per-(n, c) partials are
 summed over N here, in a fixed order (deterministic dv, dweight, dbias).
 Backend entries: (x, v, weight, bias, groups, eps, split=0) -> y, for x (N, C, ...); split is
 the GPU forward's chunks per group (0: chosen from the SM count; 1: one program per group).
