@@ -6,7 +6,8 @@ soft-target cross-entropy and Ranger, 200 steps of 64 images.
     Philox bits for dropout and the same mixing parameters, so the two loss curves differ only
     by rounding; (b) the same network from timm's layers, timm's Mixup and loss and
     pytorch-optimizer's Ranger, from the same initial weights (other random draws, so only the
-    outcome is compared); (c) accuracy and CPU time of our run."""
+    outcome is compared); (c) the accuracy of our run (its CPU time is the benchmarks' business:
+    a wall-clock bound depends on the machine and on what else it runs, ASan included)."""
 import numpy as np
 import pytest
 
@@ -23,7 +24,6 @@ PEER_ACCURACY_POINTS = 1.5
 PEER_LOSS_RTOL = 0.03
 # (c)
 MIN_ACCURACY = 95.0
-MAX_CPU_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,5 @@ def test_learns_as_timm_and_pytorch_optimizer(setup, cpu_run):
     assert abs(ours_tail - their_tail) <= PEER_LOSS_RTOL * their_tail, (ours_tail, their_tail)
 
 
-def test_accuracy_within_cpu_budget(cpu_run):
+def test_accuracy(cpu_run):
     assert cpu_run.accuracy >= MIN_ACCURACY
-    assert cpu_run.cpu_seconds <= MAX_CPU_SECONDS

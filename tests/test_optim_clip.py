@@ -253,7 +253,7 @@ def test_infinite_clip_measures_without_clipping(backend_device, key):
     for step in range(3):
         for p, q, g in zip(ps, plain, grads(step, ps)):
             p.grad, q.grad = g.clone(), g.clone()
-        norm = torch.nn.utils.clip_grad_norm_([q.grad for q in plain], float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(plain, float("inf"))
         opt.step()
         ref.step()
         if key == "max_grad_norm":

@@ -128,9 +128,17 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Optiona
     Same distribution as ``torch.nn.functional.dropout`` (each element kept with probability
     1 - p, kept ones scaled by 1 / (1 - p)), and the same mask on every backend and device for
     the same ``seed_offset`` (Philox4x32-10 as Triton's ``tl.randint4x``). ``p == 0`` and
-    ``training=False`` return ``x`` itself; ``p == 1`` gives zeros. Any shape and strides (the
-    mask follows the contiguous element order). ``seed_offset``: an int64 tensor (seed, offset)
-    on x's device, drawn with :func:`draw_seed_offset` when None.
+    ``training=False`` return ``x`` itself; ``p == 1`` gives zeros. ``seed_offset``: an int64
+    tensor (seed, offset) on x's device, drawn with :func:`draw_seed_offset` when None.
+
+    Two differences from torch's dropout, on purpose:
+
+    * Any shape and strides are taken, and the mask follows x's logical (contiguous) element
+      order, so every layout of the same values gets the same mask; the result is contiguous
+      (torch keeps channels_last). The one-pass kernels write in that order.
+    * A dropped element is an exact 0 whatever x holds there: a NaN or inf that is dropped does
+      not reach the output (torch multiplies by the mask, giving NaN). The kernels select
+      instead of multiplying, which keeps the gradient of a dropped element an exact 0 too.
     """
     op = "dropout"
     check_float_tensor(op, "x", x)
@@ -154,9 +162,12 @@ def dropout_add(x: Tensor, residual: Tensor, p: float = 0.5, gate: Optional[Tens
 
     ``gate`` is an optional one-element tensor, e.g. the ReZero scalar alpha (arXiv 2003.04887,
     initialized to 0; see :class:`tricks_ext.nn.ReZeroResidual`); its gradient is the full
-    reduction sum(grad * dropout(x)). ``residual`` must have x's shape, dtype and device (no
-    broadcasting). Mask, seeds and identities as :func:`dropout`: with ``training=False`` or
-    ``p == 0`` the result is ``residual + gate * x``.
+    reduction sum(grad * dropout(x)). ``residual`` follows torch's ``+``: it may have another
+    float dtype (both are promoted: an fp32 residual stream beside a bf16 branch under autocast
+    gives fp32) and broadcasts; the mask always covers x's own elements. One pass when the
+    result has x's shape; when x is the one broadcast, the dropout runs first and the add after.
+    Mask, seeds and identities as :func:`dropout`: with ``training=False`` or ``p == 0`` the
+    result is ``residual + gate * x``.
     """
     op = "dropout_add"
     check_float_tensor(op, "x", x)
@@ -183,8 +194,9 @@ def drop_path(x: Tensor, p: float = 0.0, training: bool = True, scale_by_keep: b
     probability ``p``, kept ones scaled by 1 / (1 - p) when ``scale_by_keep``.
 
     One Philox draw per sample (element n of the stream ``seed_offset``), regenerated in
-    backward: nothing but the 16-byte (seed, offset) is saved. ``residual`` (x's shape and dtype)
-    fuses timm's ``shortcut + drop_path(branch)`` into the same pass. ``p == 0`` and
+    backward: nothing but the 16-byte (seed, offset) is saved. ``residual`` fuses timm's
+    ``shortcut + drop_path(branch)`` into the same pass (promoted and broadcast as torch's
+    ``+``, see :func:`dropout_add`). ``p == 0`` and
     ``training=False`` return ``x`` (or ``residual + x``); ``p == 1`` drops every sample.
     """
     op = "drop_path"
@@ -238,7 +250,7 @@ def mixup(x: Tensor, coef: Tensor, box: Optional[Tensor] = None, inplace: bool =
         box = torch.zeros(n, 4, dtype=torch.int32, device=x.device)
     elif not (isinstance(box, Tensor) and box.shape == (n, 4) and _is_integer(box.dtype)):
         raise ValueError(f"{op}: box must be an integer tensor of shape ({n}, 4), got "
-                         f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
+                         f"{f'{tuple(box.shape)} {box.dtype}' if isinstance(box, Tensor) else type(box).__name__}")
     check_same_device(op, "box", box, x, "x")
     if x.dim() < 3 and bool(((box[:, 0] < box[:, 1]) & (box[:, 2] < box[:, 3])).any()):
         raise ValueError(f"{op}: CutMix boxes need x of rank >= 3 (N, ..., H, W), got shape {tuple(x.shape)}")
@@ -269,6 +281,8 @@ def _split_targets(op: str, logits: Tensor, targets: object):
     if isinstance(targets, MixedTargets):
         if targets.num_classes != classes:
             raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have {classes} classes")
+        if len(targets) != n:
+            raise ValueError(f"{op}: targets hold {len(targets)} rows but logits have {n} (logits are (N, C))")
         a, b, lam, mix_smoothing = targets.a, targets.b, targets.lam, targets.smoothing
     elif isinstance(targets, Tensor) and not targets.dtype.is_floating_point and not targets.dtype.is_complex:
         if targets.shape != (n,):
@@ -404,7 +418,7 @@ def _mask_boxes(op: str, x: Tensor, box: Tensor, value: float, inplace: bool, ba
     if not (isinstance(box, Tensor) and box.dim() == 3 and box.shape[0] == x.shape[0] and box.shape[2] == 4
             and _is_integer(box.dtype)):
         raise ValueError(f"{op}: box must be an integer tensor ({x.shape[0]}, K, 4), got "
-                         f"{tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__}")
+                         f"{f'{tuple(box.shape)} {box.dtype}' if isinstance(box, Tensor) else type(box).__name__}")
     check_same_device(op, "box", box, x, "x")
     if not is_number(value):
         raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")

@@ -76,6 +76,6 @@ def _labels(owner: str, arg: str, t: object) -> Tensor:
             t = torch.as_tensor(t)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(f"{owner}: {arg} must be integer class labels (a tensor or a sequence of ints): {e}") from e
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+    if t.dtype.is_floating_point or t.dtype.is_complex:
         raise TypeError(f"{owner}: {arg} must be integer class labels, got {t.dtype}")
-    return t
+    return t  # bool labels are classes 0 and 1, as the losses take them

@@ -8,10 +8,11 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext.nn._script import NotScriptable
 from tricks_ext.ops._common import check_unit
 
 
-class Dropout(torch.nn.Module):
+class Dropout(NotScriptable, torch.nn.Module):
     """Drop-in for ``torch.nn.Dropout(p, inplace)``: same distribution, no stored mask, the same
     mask on every backend for the same seed. Seeds come from torch's generator
     (``torch.manual_seed`` makes runs reproducible). ``inplace=True`` writes the result into
@@ -35,7 +36,7 @@ class Dropout(torch.nn.Module):
         return f"p={self.p}, inplace={self.inplace}"
 
 
-class DropPath(torch.nn.Module):
+class DropPath(NotScriptable, torch.nn.Module):
     """Drop-in for timm ``DropPath(drop_prob, scale_by_keep)`` (stochastic depth): per-sample
     dropout along dim 0 with the mask regenerated in backward. Same attribute names as timm and
     no parameters or buffers, so timm state dicts load unchanged."""
@@ -54,7 +55,7 @@ class DropPath(torch.nn.Module):
         return f"drop_prob={round(self.drop_prob, 3):0.3f}"
 
 
-class ReZeroResidual(torch.nn.Module):
+class ReZeroResidual(NotScriptable, torch.nn.Module):
     """``x + alpha * dropout(sublayer(x))`` with a learnable scalar ``alpha`` initialized to 0
     (ReZero, arXiv 2003.04887): the block starts as the identity. The add, gate and dropout run
     as one fused op (:func:`tricks_ext.functional.dropout_add`)."""

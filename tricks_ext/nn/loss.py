@@ -8,10 +8,11 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext.nn._script import NotScriptable
 from tricks_ext.ops._common import check_unit, is_int
 
 
-class SoftTargetCrossEntropy(torch.nn.Module):
+class SoftTargetCrossEntropy(NotScriptable, torch.nn.Module):
     """Drop-in for timm ``SoftTargetCrossEntropy`` (and for ``nn.CrossEntropyLoss`` with
     integer labels): targets may be :class:`tricks_ext.data.MixedTargets`, integer labels or a
     dense (N, C) tensor; see :func:`tricks_ext.functional.soft_target_cross_entropy`."""
@@ -37,7 +38,7 @@ class SoftTargetCrossEntropy(torch.nn.Module):
         return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
 
 
-class SoftTargetBCE(torch.nn.Module):
+class SoftTargetBCE(NotScriptable, torch.nn.Module):
     """Drop-in for timm ``BinaryCrossEntropy(smoothing, target_threshold, pos_weight=...,
     reduction=...)``: targets may be :class:`tricks_ext.data.MixedTargets`, integer labels or a
     dense (N, C) tensor; see :func:`tricks_ext.functional.soft_target_binary_cross_entropy`.

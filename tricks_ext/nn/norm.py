@@ -10,6 +10,7 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext.nn._script import NotScriptable
 from tricks_ext.ops._common import check_eps, is_int
 
 _Size = Union[int, Tuple[int, ...]]
@@ -30,7 +31,7 @@ def symmetric_padding(kernel_size: _Size, stride: _Size = 1, dilation: _Size = 1
     return tuple(((s - 1) + d * (k - 1)) // 2 for k, s, d in zip(ks, ss, ds))
 
 
-class EvoNormS0(torch.nn.Module):
+class EvoNormS0(NotScriptable, torch.nn.Module):
     """Drop-in for timm ``EvoNorm2dS0`` (parameters ``v``, ``weight``, ``bias``; ``v`` is None
     with ``apply_act=False``), for any rank >= 3 input. ``group_size`` wins over ``groups``."""
 
@@ -65,7 +66,7 @@ class EvoNormS0(torch.nn.Module):
         return f"{self.num_features}, groups={self.groups}, eps={self.eps}, apply_act={self.apply_act}"
 
 
-class WSConv2d(torch.nn.Conv2d):
+class WSConv2d(NotScriptable, torch.nn.Conv2d):
     """Conv2d with Weight Standardization (arXiv 1903.10520), timm ``StdConv2d`` semantics and
     state dict: the weight is standardized per output channel (biased variance, ``eps``) by the
     fused op, then ``F.conv2d`` (cuDNN) runs. Any nn.Conv2d padding, including 'same';
@@ -124,19 +125,45 @@ class ScaledWSConv2d(WSConv2d):
         return self.gain, self.scale
 
 
+# timm's own weight-standardized convolutions, folded as ours (their gain, scale and eps
+# attributes have our names).
+_TIMM_WS = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
+
+
+def _standardization(module: torch.nn.Module) -> Optional[Tuple[Optional[Tensor], Optional[float], float,
+                                                                Optional[str]]]:
+    """(gain, scale, eps, backend) of a weight-standardized convolution (ours, patched or not,
+    or timm's own), else None."""
+    if isinstance(module, WSConv2d):
+        gain, scale = module._gain_scale()
+        return gain, scale, module.eps, module.backend
+    cls = type(module)
+    if cls.__module__.startswith("timm.") and cls.__name__ in _TIMM_WS and isinstance(module, torch.nn.Conv2d):
+        return getattr(module, "gain", None), getattr(module, "scale", None), float(module.eps), None
+    return None
+
+
 @torch.no_grad()
 def fold_weight_standardization(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` where every WSConv2d / ScaledWSConv2d is a plain ``nn.Conv2d`` holding
-    the standardized weight (for export and inference); ``model`` itself is unchanged."""
+    """A copy of ``model`` where every weight-standardized convolution (WSConv2d,
+    ScaledWSConv2d, timm's StdConv2d / ScaledStdConv2d and their 'Same' variants) is a plain
+    ``nn.Conv2d`` holding the standardized weight (for export and inference); ``model`` itself
+    is unchanged. A 'SAME' variant whose padding depends on the input size (timm's dynamic
+    padding) has no plain Conv2d equivalent: ValueError naming the module."""
+    for name, module in model.named_modules():
+        if _standardization(module) is not None and getattr(module, "same_pad", False):
+            raise ValueError(f"fold_weight_standardization: {name or 'the model'} ({type(module).__name__}) pads "
+                             "'SAME' by the input size at each call, which a plain Conv2d cannot hold")
     model = copy.deepcopy(model)
 
     def convert(module: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(module, WSConv2d):
+        found = _standardization(module)
+        if found is not None:
+            gain, scale, eps, backend = found
             conv = torch.nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                                    module.padding, module.dilation, module.groups, module.bias is not None,
                                    module.padding_mode, device=module.weight.device, dtype=module.weight.dtype)
-            gain, scale = module._gain_scale()
-            conv.weight.copy_(F.weight_standardize(module.weight, module.eps, gain, scale, backend=module.backend))
+            conv.weight.copy_(F.weight_standardize(module.weight, eps, gain, scale, backend=backend))
             if module.bias is not None:
                 conv.bias.copy_(module.bias)
             conv.train(module.training)

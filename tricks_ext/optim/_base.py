@@ -194,6 +194,17 @@ def _check_hyper(group: Dict[str, Any]) -> None:
                              "without it")
 
 
+def _not_traced(step: Callable) -> Callable:
+    """torch.compile runs the step eagerly (a graph break; with fullgraph=True an error that
+    gives this reason instead of dynamo's "Observed exception")."""
+    reason = ("the tricks_ext optimizers' step is one fused launch per (device, dtype) with host-side planning; "
+              "torch.compile cannot trace it: call opt.step() outside the compiled function")
+    try:
+        return torch.compiler.disable(step, reason=reason)
+    except TypeError:  # torch < 2.7: no reason= (the graph break is the same)
+        return torch.compiler.disable(step)
+
+
 # The context managers that swap state into the params, by the state they swap in.
 _SWAPS = {"slow_buffer": "slow_weights", "ema": "ema_weights"}
 
@@ -376,6 +387,7 @@ class TricksOptimizer(Optimizer):
             st["ema"] = p.detach().to(stats_dtype(p.dtype), copy=True)  # as ModelEmaV3's deepcopy of the model
         return st
 
+    @_not_traced
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         loss = None
