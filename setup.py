@@ -21,7 +21,6 @@ import glob
 import os
 import shutil
 import sys
-import warnings
 
 from setuptools import setup
 
@@ -148,9 +147,14 @@ def _ext_modules_and_cmdclass():
         return [], {}
     try:
         cpp_extension, sources, kwargs = _extension_kwargs()
-    except ImportError as exc:  # torch missing: pure-Python install, `torch` backend only
-        warnings.warn(f"tricks_ext: torch is not importable ({exc}); building without the C++ extension")
-        return [], {}
+    except ImportError as exc:
+        # pip's default build runs in an isolated environment without torch: a silent pure-Python
+        # install would run every op on the slow torch backend. Refuse, naming both ways out.
+        raise SystemExit(
+            f"tricks_ext: torch is not importable where the extension is built ({exc}), so the C++/CUDA kernels "
+            "cannot be compiled. pip builds in an isolated environment without torch unless told otherwise: "
+            "install torch first, then `pip install --no-build-isolation .`; or set TRICKS_EXT_SKIP_EXT=1 for a "
+            "pure-Python install that runs only the torch backend.") from None
     ext = cpp_extension.CppExtension("tricks_ext._C", sources, **kwargs)
     build = cpp_extension.BuildExtension.with_options(use_ninja=True)
     return [ext], {"build_ext": build}

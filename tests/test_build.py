@@ -12,6 +12,7 @@ import torch
 import tricks_ext
 
 CPP_OPS = ["weight_standardize_fwd", "weight_standardize_bwd"]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def test_version():
@@ -76,6 +77,23 @@ def test_imports_without_extension_and_names_the_cause():
     )
     res = _run(code)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_build_without_torch_refuses_unless_told(skip):
+    """pip's isolated build has no torch: setup.py stops with the fix named (a silent
+    pure-Python install would run every op on the torch backend), unless TRICKS_EXT_SKIP_EXT=1
+    asks for exactly that."""
+    code = ("import runpy, sys\n"
+            "sys.modules['torch'] = None\n"
+            "sys.argv = ['setup.py', '--name']\n"
+            f"runpy.run_path({str(ROOT / 'setup.py')!r})\n")
+    env = dict(os.environ, TRICKS_EXT_SKIP_EXT="1" if skip else "0")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    if skip:
+        assert res.returncode == 0 and "tricks_ext" in res.stdout, res.stderr[-2000:]
+    else:
+        assert res.returncode != 0 and "--no-build-isolation" in res.stderr and "TRICKS_EXT_SKIP_EXT=1" in res.stderr
 
 
 def test_info_command():
