@@ -106,25 +106,43 @@ def _has_bf16_subnormals(t: Optional[torch.Tensor]) -> bool:
     return bool(((a > 0) & (a < torch.finfo(torch.bfloat16).tiny)).any())
 
 
+# What each case did, for the summary tests/fuzz/conftest.py prints and checks: the op, whether
+# the reference computed a result ("ok") or every backend raised the same error ("error"), and
+# the backends passed over with the reason. Filled by run_all / record, moved to the test's
+# report by the conftest after each test.
+RECORDS: List[Dict[str, object]] = []
+_SKIPPED: Dict[str, str] = {}
+
+
 def backends(op: str, inputs: Sequence[Optional[torch.Tensor]], numel: Optional[int] = None) -> List[str]:
     """The backends at hand for these inputs. Under Triton's interpreter, Triton gets the small
     cases only (``numel``: the first input's by default), and none with bf16 subnormal inputs: the
     interpreter's bf16 loads flush them to 0 (a compiled kernel keeps them), which no reference
-    can follow. The simt emulator gets the small cases too."""
+    can follow. The simt emulator gets the small cases too. The others are noted with the reason
+    (the fuzz summary counts them)."""
     if numel is None:
         numel = inputs[0].numel()
     names = []
+    _SKIPPED.clear()
     for b in ("torch", "cpu", "triton", "simt"):
-        if _backend.unavailable_reason(b, torch.device("cpu"), op) is not None:
-            continue
-        if b == "triton" and _backend.triton_interpreting() and (
-                numel > TRITON_MAX_NUMEL
-                or any(_has_bf16_subnormals(t) for t in inputs)):
-            continue
-        if b == "simt" and numel > TRITON_MAX_NUMEL:  # the emulator, like the interpreter, is slow
-            continue
-        names.append(b)
+        reason = _backend.unavailable_reason(b, torch.device("cpu"), op)
+        if reason is None and b == "triton" and _backend.triton_interpreting():
+            if numel > TRITON_MAX_NUMEL:
+                reason = f"interpreter: over {TRITON_MAX_NUMEL} elements"
+            elif any(_has_bf16_subnormals(t) for t in inputs):
+                reason = "interpreter: bf16 subnormal inputs"
+        if reason is None and b == "simt" and numel > TRITON_MAX_NUMEL:  # the emulator is slow too
+            reason = f"emulator: over {TRITON_MAX_NUMEL} elements"
+        if reason is None:
+            names.append(b)
+        else:
+            _SKIPPED[b] = reason
     return names
+
+
+def record(op: str, results: Dict[str, tuple], skipped: Optional[Dict[str, str]] = None) -> None:
+    RECORDS.append({"op": op, "outcome": results["torch"][0],
+                    "skipped": dict(_SKIPPED if skipped is None else skipped)})
 
 
 def outcome(fn: Callable[[], object]):
@@ -146,6 +164,7 @@ def run_all(op: str, registry_op: str, inputs: Sequence[Optional[torch.Tensor]],
     for b, (status, value) in results.items():
         if status == "error":
             assert op in str(value) or op.split("_")[0] in str(value), f"{op}: {b}'s error does not name the op: {value}"
+    record(op, results)
     return results
 
 
@@ -476,10 +495,12 @@ def test_optimizers(seed):
     results = {}
     for b in backends("optim_step", init + [g for step in grads for g in step], sum(t.numel() for t in init)):
         if b in ("cuda", "triton") and dtype == torch.float64:
+            _SKIPPED[b] = "runs no float64"
             continue
         results[b] = outcome(lambda b=b: fn(b))
     kinds = {b: r[0] for b, r in results.items()}
     assert len(set(kinds.values())) == 1, f"{name}: backends disagree: {kinds}"
+    record("optimizers", results)
     if results["torch"][0] == "error":
         return
     ref = results["torch"][1]
