@@ -178,3 +178,9 @@ def test_every_cuda_kernel_instance_is_executed():
     launched = {flat[i] for i in range(0, len(flat), 2)}
     missing = sorted(name for addr, name in names.items() if addr not in launched)
     assert names and not missing, "emulated kernels never launched:\n" + "\n".join(missing)
+    # the count the README and docs/DESIGN.md state is this one
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "docs/DESIGN.md"):
+        stated = {int(n) for n in re.findall(r"all (\d+) CUDA kernel instances|every one of the (\d+) CUDA kernel "
+                                             r"instances", (root / doc).read_text()) for n in n if n}
+        assert stated == {len(names)}, (doc, stated, len(names))
