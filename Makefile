@@ -94,14 +94,14 @@ mutate-python: build
 	$(PYTHON) scripts/mutate.py --kind python
 
 bench: build
-	$(PYTHON) -m tricks_ext bench $(BENCH_ARGS)
+	$(PYTHON) -m benchmarks.run $(BENCH_ARGS)
 
 info: build
 	$(PYTHON) -m tricks_ext info
 
 # Every Triton specialization and CUDA kernel compiled for sm_80 and sm_90 (no GPU needed).
 compile-check: build
-	env -u TRITON_INTERPRET $(PYTHON) -m tricks_ext compile-check
+	env -u TRITON_INTERPRET $(PYTHON) scripts/compile_check.py
 
 clean:
 	rm -rf build *.egg-info tricks_ext/_C*.so

@@ -1,1 +1,1 @@
-"""Benchmark suite: bench_<op>.py per op, run.py drives them (python -m tricks_ext bench)."""
+"""Benchmark suite: bench_<op>.py per op, run.py drives them (python -m benchmarks.run, or make bench)."""

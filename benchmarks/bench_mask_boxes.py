@@ -15,7 +15,8 @@ import torch
 
 from benchmarks.common import Case, Provider, ours
 from tricks_ext import functional as F
-from tricks_ext.reference.mask_boxes import cutout_boxes, mask_boxes as reference, spec_augment_boxes
+from tricks_ext._sampling import cutout_boxes, spec_augment_boxes
+from tricks_ext.reference.mask_boxes import mask_boxes as reference
 
 OP = "mask_boxes"
 SEED, OFFSET = 12345, 0

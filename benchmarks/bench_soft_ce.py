@@ -15,7 +15,7 @@ from benchmarks.common import Case, Provider, Unavailable, ours
 from benchmarks.peers import load_timm
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets
-from tricks_ext.reference.mixup import mixed_targets
+from tricks_ext.targets import mixed_targets
 from tricks_ext.reference.soft_ce import timm_soft_target_cross_entropy
 
 OP = "soft_ce"

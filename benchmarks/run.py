@@ -1,4 +1,4 @@
-"""Benchmark suite: ``python -m tricks_ext bench [--ops ...] [--quick] [--device ...]``.
+"""Benchmark suite: ``python -m benchmarks.run [--ops ...] [--quick] [--device ...]``.
 
 Runs every benchmarks/bench_<op>.py on one device: for each case and provider, the median time,
 GB/s of the op's bytes floor, the floor as a percent of measured copy bandwidth, peak memory (CUDA)
@@ -143,7 +143,7 @@ def plot(op: str, rows: List[Dict], path: Path, title: str) -> Optional[Path]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     all_ops = discover()
-    parser = argparse.ArgumentParser(prog="python -m tricks_ext bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", nargs="+", choices=all_ops, default=all_ops, help="ops to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="a few cases, shorter timing")

@@ -42,7 +42,7 @@ fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== benchmarks (log: $OUT/bench.log)"
-  $PY -m tricks_ext bench ${BENCH_ARGS:-} --results-dir "$OUT/results" > "$OUT/bench.log" 2>&1 || status=1
+  $PY -m benchmarks.run ${BENCH_ARGS:-} --results-dir "$OUT/results" > "$OUT/bench.log" 2>&1 || status=1
   tail -n 40 "$OUT/bench.log"
 fi
 echo "gpu_check: exit $status; logs in $OUT"

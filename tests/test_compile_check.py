@@ -1,23 +1,25 @@
-"""`python -m tricks_ext compile-check` (GPU compile without a GPU): its smoke run (--quick: the
-float32 launches as recorded) for sm_80 and sm_90 must compile everything without a spill, and
-every CUDA kernel is compiled by nvcc with ptxas -v for both archs. The full run (every dtype and argument variant)
-is `python -m tricks_ext compile-check`; its table is in the README's "GPU readiness"."""
+"""scripts/compile_check.py (GPU compile without a GPU): its smoke run (--quick: the float32
+launches as recorded) for sm_80 and sm_90 must compile everything without a spill, and every
+CUDA kernel is compiled by nvcc with ptxas -v for both archs. The full run (every dtype and
+argument variant) is `make compile-check`; its table is in the README's "GPU readiness"."""
 import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import tricks_ext
 
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compile_check.py"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, "-m", "tricks_ext", "compile-check", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                           env=env, timeout=1800)
 
 
@@ -43,7 +45,7 @@ def test_every_cuda_kernel_compiles_without_spills():
 
 def test_interpreter_is_refused():
     env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-m", "tricks_ext", "compile-check", "--no-triton"], capture_output=True,
+    out = subprocess.run([sys.executable, str(SCRIPT), "--no-triton"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 2 and "TRITON_INTERPRET" in out.stderr
 

@@ -11,7 +11,8 @@ import tricks_ext
 from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, kernel_constant,
                      run_compiled, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
-from tricks_ext.reference import dropout as philox
+from tricks_ext import _philox as philox
+from tricks_ext.reference.dropout import keep_mask
 from tricks_ext.reference.dropout import dropout as reference
 from tricks_ext.reference.dropout import dropout_add as reference_add
 
@@ -56,7 +57,7 @@ def test_uniform_statistics():
     u = philox.uniform(7, 0, 200_000)
     assert 0.0 <= u.min() and u.max() <= 1.0
     assert abs(u.mean().item() - 0.5) < 0.005  # sd of the mean: 0.29 / sqrt(2e5) = 6.5e-4
-    keep = philox.keep_mask(7, 0, 200_000, 0.1).float().mean().item()
+    keep = keep_mask(7, 0, 200_000, 0.1).float().mean().item()
     assert abs(keep - 0.9) < 0.004  # 6 sd of a Binomial(2e5, 0.9) rate
 
 
@@ -249,8 +250,8 @@ def test_dropout_add_matches_reference(backend_device, dtype, with_gate):
     grad = torch.randn(shape, device=device).to(dtype)  # autograd hands y's dtype to the backward
     so_ = so(device)
     ours = _run_add(lambda a, b, g: F.dropout_add(a, b, 0.2, gate=g, seed_offset=so_, backend=backend), x, res, gate, grad)
-    same = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x, res, gate, grad)
-    ref64 = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x.double(), res.double(),
+    same = _run_add(lambda a, b, g: reference_add(a, b, g, SEED, OFFSET, 0.2), x, res, gate, grad)
+    ref64 = _run_add(lambda a, b, g: reference_add(a, b, g, SEED, OFFSET, 0.2), x.double(), res.double(),
                      None if gate is None else gate.double(), grad)
     for name, a, s_, r in zip(("y", "grad_x", "grad_residual", "grad_gate"), ours, same, ref64):
         if a is None:
@@ -291,8 +292,8 @@ def test_gate_gradient_sums_every_partial(backend_device, two_threads):
     gate = torch.tensor(0.7, device=device)
     so_ = so(device)
     ours = _run_add(lambda a, b, g: F.dropout_add(a, b, 0.2, gate=g, seed_offset=so_, backend=backend), x, res, gate, grad)
-    same = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x, res, gate, grad)
-    ref64 = _run_add(lambda a, b, g: reference_add(a, b, 0.2, SEED, OFFSET, g), x.double(), res.double(),
+    same = _run_add(lambda a, b, g: reference_add(a, b, g, SEED, OFFSET, 0.2), x, res, gate, grad)
+    ref64 = _run_add(lambda a, b, g: reference_add(a, b, g, SEED, OFFSET, 0.2), x.double(), res.double(),
                      gate.double(), grad)
     for name, a, s_, r in zip(("y", "grad_x", "grad_residual", "grad_gate"), ours, same, ref64):
         assert_matches_reference(a, s_, r, name=name)

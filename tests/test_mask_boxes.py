@@ -5,7 +5,8 @@ import torch
 
 from helpers import backend_op, backend_params, expect_error, run_compiled, run_gradcheck, run_opcheck
 from tricks_ext import functional as F
-from tricks_ext.reference.mask_boxes import cutout_boxes, mask_boxes as reference, spec_augment_boxes
+from tricks_ext._sampling import cutout_boxes, spec_augment_boxes
+from tricks_ext.reference.mask_boxes import mask_boxes as reference
 
 OP = "mask_boxes"
 BACKENDS = backend_params(OP)

@@ -10,7 +10,8 @@ import peers
 from helpers import backend_op, backend_params, expect_error, run_opcheck
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets, Mixup
-from tricks_ext.reference.mixup import box_lam, cutmix_box, mix as reference
+from tricks_ext._sampling import box_lam, cutmix_box
+from tricks_ext.reference.mixup import mix as reference
 
 OP = "mixup_apply"
 BACKENDS = backend_params(OP)

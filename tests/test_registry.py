@@ -118,8 +118,9 @@ def test_fake_kernels_validate(call, words):
 
 
 LAUNCHERS = {"dropout": ["dropout_apply", "dropout_apply_bwd"], "evonorm": ["evonorm_s0_fwd", "evonorm_s0_bwd"],
-             "mask_boxes": ["mask_boxes"], "mixup": ["mixup_apply"], "optim": ["optim_step_"],
-             "soft_ce": ["soft_ce_fwd", "soft_ce_bwd"],
+             "mask_boxes": ["mask_boxes", "mask_boxes_"], "mixup": ["mixup_apply", "mixup_apply_"],
+             "optim": ["optim_step_"], "soft_ce": ["soft_ce_fwd", "soft_ce_bwd"],
+             "soft_bce": ["soft_bce_fwd", "soft_bce_bwd"],
              "weight_standardize": ["weight_standardize_fwd", "weight_standardize_bwd"]}
 
 

@@ -1,11 +1,11 @@
-"""Command line: ``python -m tricks_ext info``, ``bench [...]`` and ``compile-check [...]``."""
+"""Command line: ``python -m tricks_ext info``. The build and benchmark tools live beside the
+package in a source checkout (make bench, make compile-check)."""
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import platform
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 
@@ -43,34 +43,14 @@ def info() -> int:
     return 0
 
 
-def _benchmarks_dir() -> Optional[Path]:
-    root = Path(__file__).resolve().parent.parent
-    return root / "benchmarks" if (root / "benchmarks" / "run.py").exists() else None
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tricks_ext")
+    parser = argparse.ArgumentParser(prog="python -m tricks_ext",
+                                     epilog="benchmarks: make bench; GPU compile without a GPU: make compile-check "
+                                            "(from a source checkout)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, device, and which backends each op can use here")
-    sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py; --help for options)", add_help=False)
-    sub.add_parser("compile-check", help="compile every GPU kernel for sm_80/sm_90 without a GPU (--help for options)",
-                   add_help=False)
-    args, rest = parser.parse_known_args(argv)
-    if args.cmd == "info":
-        if rest:  # info takes no options; bench and compile-check parse their own
-            parser.error(f"info: unrecognized arguments: {' '.join(rest)}")
-        return info()
-    if args.cmd == "compile-check":
-        from tricks_ext import compile_check
-        return compile_check.main(rest)
-    bench_dir = _benchmarks_dir()
-    if bench_dir is None:
-        print("benchmarks/ not found next to the package: run from a source checkout "
-              "(pip install --no-build-isolation -e .)", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(bench_dir.parent))
-    from benchmarks import run
-    return run.main(rest)
+    parser.parse_args(argv)
+    return info()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.ops._common import check_eps, check_float_tensor, check_same_device, check_unit, is_int, is_number
-from tricks_ext.reference.optim import centralize
+from tricks_ext._checks import (check_eps, check_float_tensor, check_same_device, check_unit, is_int, is_number,
+                                renamed)
+from tricks_ext._gradients import centralize
 from tricks_ext.targets import MixedTargets
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
@@ -337,10 +338,10 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
         logits, a, b, lam, dense, smoothing, int(ignore_index), reduction)
 
 
-def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing: float = 0.1,
+def soft_target_binary_cross_entropy(logits: Tensor, targets: object, label_smoothing: float = 0.1,
                                      target_threshold: Optional[float] = None,
                                      pos_weight: Union[Tensor, float, None] = None, reduction: str = "mean",
-                                     backend: Optional[str] = None) -> Tensor:
+                                     backend: Optional[str] = None, *, smoothing: Optional[float] = None) -> Tensor:
     """Binary cross-entropy with logits against soft targets (timm ``BinaryCrossEntropy``, the
     loss of its mixup/cutmix recipes) in one forward and one backward kernel, the targets kept
     compact: per element ``(1 - t) z + lw log(1 + exp(-z))`` with ``lw = 1 + (pos_weight - 1) t``.
@@ -349,10 +350,11 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing:
 
     * :class:`tricks_ext.data.MixedTargets` (from :class:`tricks_ext.data.Mixup`): never
       expanded; equals timm ``BinaryCrossEntropy()(logits, mixup_target(...))``. The mix
-      carries its smoothing, and ``smoothing`` is not applied again (as timm, which smooths only
-      integer labels).
-    * integer labels (N,): timm's one-hot with ``smoothing`` (off ``s / C``, on ``1 - s + s / C``).
-    * a dense floating (N, C) tensor, used as it is (``smoothing`` not applied, as timm).
+      carries its smoothing, and ``label_smoothing`` is not applied again (as timm, which smooths
+      only integer labels).
+    * integer labels (N,): timm's one-hot with ``label_smoothing`` (off ``s / C``, on
+      ``1 - s + s / C``).
+    * a dense floating (N, C) tensor, used as it is (``label_smoothing`` not applied, as timm).
 
     ``target_threshold``: targets become 1 where ``t > target_threshold``, else 0 (timm).
     ``pos_weight``: a number or C weights of the positive term (torch's ``pos_weight``; a
@@ -360,13 +362,16 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing:
     ``reduction``: 'mean' over all N * C elements (torch's), 'sum', or 'none' ((N, C) losses).
     Math in fp32 (fp64 for fp64 logits); the result has the logits' dtype. A label outside
     [0, C) makes its row NaN rather than raising (no device-to-host sync).
+    ``smoothing``: the former name of ``label_smoothing`` (timm's), accepted with a FutureWarning
+    for one release.
     """
     op = "soft_target_binary_cross_entropy"
+    label_smoothing = renamed(op, "smoothing", smoothing, "label_smoothing", label_smoothing, 0.1)
     _check_logits_and_reduction(op, logits, reduction)
     logits = _autocast_fp32(logits)
-    check_unit(op, "smoothing", smoothing)
-    if smoothing >= 1.0:
-        raise ValueError(f"{op}: smoothing must be in [0, 1), got {smoothing!r}")
+    check_unit(op, "label_smoothing", label_smoothing)
+    if label_smoothing >= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if target_threshold is not None and not (is_number(target_threshold) and math.isfinite(target_threshold)):
         raise ValueError(f"{op}: target_threshold must be a finite number or None, got {target_threshold!r}")
     logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
@@ -385,9 +390,9 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, smoothing:
             pos_weight = pos_weight.reshape(-1).expand(classes)
         else:
             raise TypeError(f"{op}: pos_weight must be a number, a tensor or None, got {type(pos_weight).__name__}")
-    smoothing = float(smoothing) if mix_smoothing is None else mix_smoothing
+    label_smoothing = float(label_smoothing) if mix_smoothing is None else mix_smoothing
     return _backend.implementation("soft_bce", logits.device, backend, caller=op)(
-        logits, a, b, lam, dense, pos_weight, smoothing, None if target_threshold is None else float(target_threshold),
+        logits, a, b, lam, dense, pos_weight, label_smoothing, None if target_threshold is None else float(target_threshold),
         reduction)
 
 
@@ -434,7 +439,7 @@ def cutout(x: Tensor, holes: int = 1, length: int = 16, value: float = 0.0, inpl
     uniform pixels (clipped to the image) are set to ``value``. The centres come from the
     Philox stream ``seed_offset`` (drawn from torch's generator when None): reproducible, the
     same on every device, no host sync. x (N, ..., H, W)."""
-    from tricks_ext.reference.mask_boxes import cutout_boxes
+    from tricks_ext._sampling import cutout_boxes
 
     if not (is_int(holes) and holes >= 1 and is_int(length) and length >= 0):
         raise ValueError(f"cutout: holes must be an int >= 1 and length an int >= 0, got {holes!r}, {length!r}")
@@ -454,7 +459,7 @@ def spec_augment(x: Tensor, freq_mask_param: int = 27, time_mask_param: int = 10
     x (N, ..., F, T) in one pass: per sample, ``freq_masks`` bands of up to ``freq_mask_param``
     frequency bins and ``time_masks`` spans of up to ``time_mask_param`` frames, drawn as
     torchaudio's ``mask_along_axis_iid`` does, from the Philox stream ``seed_offset``."""
-    from tricks_ext.reference.mask_boxes import spec_augment_boxes
+    from tricks_ext._sampling import spec_augment_boxes
 
     op = "spec_augment"
     for name, v in (("freq_mask_param", freq_mask_param), ("time_mask_param", time_mask_param),

@@ -7,8 +7,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from tricks_ext.ops._common import is_int, is_number
-from tricks_ext.reference.mixup import mixed_targets
+from tricks_ext._checks import is_int, is_number
 
 
 class MixedTargets:
@@ -79,3 +78,18 @@ def _labels(owner: str, arg: str, t: object) -> Tensor:
     if t.dtype.is_floating_point or t.dtype.is_complex:
         raise TypeError(f"{owner}: {arg} must be integer class labels, got {t.dtype}")
     return t  # bool labels are classes 0 and 1, as the losses take them
+
+
+def mixed_targets(a: Tensor, b: Tensor, lam: Tensor, smoothing: float, num_classes: int,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """Dense targets of timm ``mixup_target``: t = lam * onehot_s(a) + (1 - lam) * onehot_s(b),
+    onehot_s = one-hot with on = 1 - s + s / C, off = s / C. (N, C) in ``dtype`` (timm: fp32)."""
+    off = smoothing / num_classes
+    on = 1.0 - smoothing + off
+
+    def one_hot(t: Tensor) -> Tensor:
+        return torch.full((t.numel(), num_classes), off, dtype=dtype, device=t.device).scatter_(
+            1, t.long().view(-1, 1), on)
+
+    lam = lam.to(dtype).view(-1, 1)
+    return one_hot(a) * lam + one_hot(b) * (1.0 - lam)

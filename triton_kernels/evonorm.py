@@ -72,7 +72,7 @@ def _moments(X, n, c0, P, s_n, s_c, s_p, e0, e1, ACC: tl.constexpr, BLOCK: tl.co
 
 
 @triton.jit
-def _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _write(X, Y, V, WEIGHT, BIAS, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Outputs of group elements [e0, e1) given the group's rstd r."""
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
@@ -82,14 +82,14 @@ def _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.con
         off = n * s_n + c * s_c + pos * s_p
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
-        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
-        bc = tl.load(BETA + c, mask=m, other=0.0).to(ACC)
+        gc = tl.load(WEIGHT + c, mask=m, other=0.0).to(ACC)
+        bc = tl.load(BIAS + c, mask=m, other=0.0).to(ACC)
         y = gc * xv * _sigmoid(vc * xv) * r + bc
         tl.store(Y + off, cast_to(y, Y.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
+def _fwd_kernel(X, Y, V, WEIGHT, BIAS, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, eps, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     n, cg, M, c0 = _group(pid, groups, C, P)
@@ -97,7 +97,7 @@ def _fwd_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, groups, C, P, s_n, s_c, s_p, e
     r = 1.0 / tl.sqrt(m2 / M + eps)
     tl.store(MEAN + pid, shift)
     tl.store(RSTD + pid, r)
-    _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, 0, M, r, ACC, BLOCK)
+    _write(X, Y, V, WEIGHT, BIAS, n, c0, P, s_n, s_c, s_p, 0, M, r, ACC, BLOCK)
 
 
 @triton.jit
@@ -123,7 +123,7 @@ def _split_stats_kernel(X, PART, groups, C, P, s_n, s_c, s_p, split, ACC: tl.con
 
 
 @triton.jit
-def _split_out_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, PART, groups, C, P, s_n, s_c, s_p, eps, split,
+def _split_out_kernel(X, Y, V, WEIGHT, BIAS, MEAN, RSTD, PART, groups, C, P, s_n, s_c, s_p, eps, split,
                       ACC: tl.constexpr, BLOCK: tl.constexpr):
     """Split forward, pass 2: merge the group's chunks in a fixed order (Chan et al.), write this
     chunk's outputs; chunk 0 stores the shift and rstd."""
@@ -150,11 +150,11 @@ def _split_out_kernel(X, Y, V, GAMMA, BETA, MEAN, RSTD, PART, groups, C, P, s_n,
         tl.store(RSTD + pid, r)
     chunk = (M + split - 1) // split
     e0 = tl.minimum(k * chunk, M)
-    _write(X, Y, V, GAMMA, BETA, n, c0, P, s_n, s_c, s_p, e0, tl.minimum(M, e0 + chunk), r, ACC, BLOCK)
+    _write(X, Y, V, WEIGHT, BIAS, n, c0, P, s_n, s_c, s_p, e0, tl.minimum(M, e0 + chunk), r, ACC, BLOCK)
 
 
 @triton.jit
-def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s_p, ACC: tl.constexpr,
+def _bwd_kernel(DY, X, V, WEIGHT, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s_p, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     n, cg, M, c0 = _group(pid, groups, C, P)
@@ -183,7 +183,7 @@ def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s
         tl.store(pc, r * sa)
         tl.store(pc + 1, r * tl.sum(vv, axis=0))
         tl.store(pc + 2, tl.sum(b, axis=0))
-        sum_ga += tl.load(GAMMA + c).to(ACC) * sa
+        sum_ga += tl.load(WEIGHT + c).to(ACC) * sa
     c_ng = r / M * sum_ga
     for e0 in range(0, M, BLOCK):
         e = e0 + tl.arange(0, BLOCK)
@@ -194,7 +194,7 @@ def _bwd_kernel(DY, X, V, GAMMA, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, s
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         d = tl.load(DY + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
-        gc = tl.load(GAMMA + c, mask=m, other=0.0).to(ACC)
+        gc = tl.load(WEIGHT + c, mask=m, other=0.0).to(ACC)
         s = _sigmoid(vc * xv)
         dx = r * gc * d * s * (1.0 + vc * xv * (1.0 - s)) - r * r * c_ng * ((xv - pivot) - shift)
         tl.store(DX + off, cast_to(dx, DX.dtype.element_ty), mask=m)
@@ -216,9 +216,10 @@ def choose_split(groups_total: int, group_numel: int, device: torch.device) -> i
 
 
 @on_input_device
-def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
-                eps: float, split: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (N, C, P) with the strides validated by the caller; split: chunks per group (0: auto)."""
+def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                   eps: float, split: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``tricks_ext::evonorm_s0_fwd`` in Triton: x (N, C, P) with the strides validated by the
+    caller; split: chunks per group (0: auto)."""
     n, c, p = x.shape
     y = torch.empty_like(x)
     acc = stats_dtype(x.dtype)
@@ -235,22 +236,24 @@ def evonorm_s0_fwd(x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, beta: 
         block = _block(-(-group_numel // split))
         _split_stats_kernel[(n * groups, split)](x, part, groups, c, p, *x.stride(), split, ACC=acc_dtype(x.dtype),
                                                  BLOCK=block, **FUSED)
-        _split_out_kernel[(n * groups, split)](x, y, v, gamma, beta, mean, rstd, part, groups, c, p, *x.stride(),
+        _split_out_kernel[(n * groups, split)](x, y, v, weight, bias, mean, rstd, part, groups, c, p, *x.stride(),
                                                float(eps), split, ACC=acc_dtype(x.dtype), BLOCK=block, **FUSED)
     else:
-        _fwd_kernel[(n * groups,)](x, y, v, gamma, beta, mean, rstd, groups, c, p, *x.stride(), float(eps),
+        _fwd_kernel[(n * groups,)](x, y, v, weight, bias, mean, rstd, groups, c, p, *x.stride(), float(eps),
                                    ACC=acc_dtype(x.dtype), BLOCK=_block(group_numel), **FUSED)
     return y, mean, rstd
 
 
 @on_input_device
-def evonorm_s0_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor,
-                rstd: torch.Tensor, groups: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def evonorm_s0_bwd(dy: torch.Tensor, x: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                   rstd: torch.Tensor, groups: int, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``tricks_ext::evonorm_s0_bwd`` in Triton: (dx, per-channel partial sums of dweight, dbias
+    and dv). ``eps`` is the forward's: the saved rstd already holds it."""
     n, c, p = x.shape
     dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
     dx = torch.empty_like(x)
     part = torch.zeros(n, c, 3, dtype=stats_dtype(x.dtype), device=x.device)
     if x.numel():
-        _bwd_kernel[(n * groups,)](dy, x, v, gamma, mean, rstd, dx, part, groups, c, p, *x.stride(),
+        _bwd_kernel[(n * groups,)](dy, x, v, weight, mean, rstd, dx, part, groups, c, p, *x.stride(),
                                    ACC=acc_dtype(x.dtype), BLOCK=_block(p), **FUSED)
     return dx, part

@@ -33,14 +33,27 @@ def _mask_kernel(X, OUT, BOX, boxes, sample, height, width, inner, value, SAME: 
         tl.store(OUT + ptr, tl.where(inside, fill, v), mask=mask)
 
 
-@on_input_device
-def mask_boxes(x: torch.Tensor, out: torch.Tensor, box: torch.Tensor, value: float, height: int, width: int,
-               inner: int) -> None:
+def _launch(x: torch.Tensor, out: torch.Tensor, box: torch.Tensor, value: float, height: int, width: int,
+            inner: int) -> None:
     """Mask ``x`` (samples dense blocks, validated by the caller) into ``out`` (may be ``x``)."""
     batch = x.shape[0]
     sample = x.numel() // batch if batch else 0
     if batch == 0 or sample == 0:
         return
     _mask_kernel[(triton.cdiv(sample, BLOCK), batch)](x, out, box, box.shape[1], sample, height, width, inner,
-                                                      float(value), SAME=out.data_ptr() == x.data_ptr(),
+                                                      float(value), SAME=out is x,
                                                       ACC=acc_dtype(x.dtype), BLOCK=BLOCK, **EXACT)
+
+
+@on_input_device
+def mask_boxes(x: torch.Tensor, box: torch.Tensor, value: float, height: int, width: int, inner: int) -> torch.Tensor:
+    """``tricks_ext::mask_boxes`` in Triton: ``value`` inside each sample's boxes, out of place."""
+    out = torch.empty_like(x)
+    _launch(x, out, box, value, height, width, inner)
+    return out
+
+
+@on_input_device
+def mask_boxes_(x: torch.Tensor, box: torch.Tensor, value: float, height: int, width: int, inner: int) -> None:
+    """``tricks_ext::mask_boxes_`` in Triton: ``value`` inside each sample's boxes, in place."""
+    _launch(x, x, box, value, height, width, inner)

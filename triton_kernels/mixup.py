@@ -43,9 +43,8 @@ def _mix_kernel(X, OUT, COEF, BOX, batch, sample, height, width, inner, ACC: tl.
     tl.store(OUT + j * sample + e, cast_to(rj, OUT.dtype.element_ty), mask=mask)
 
 
-@on_input_device
-def mixup_apply(x: torch.Tensor, out: torch.Tensor, coef: torch.Tensor, box: torch.Tensor, height: int, width: int,
-                inner: int) -> None:
+def _launch(x: torch.Tensor, out: torch.Tensor, coef: torch.Tensor, box: torch.Tensor, height: int, width: int,
+            inner: int) -> None:
     """Mix ``x`` (samples dense blocks, validated by the caller) into ``out`` (may be ``x``).
     No FMA contraction (enable_fp_fusion=False): a * x + b * y rounds both products, as timm's
     x * lam + x_flip * (1 - lam) does."""
@@ -55,3 +54,18 @@ def mixup_apply(x: torch.Tensor, out: torch.Tensor, coef: torch.Tensor, box: tor
         return
     _mix_kernel[(triton.cdiv(sample, BLOCK), (batch + 1) // 2)](
         x, out, coef, box, batch, sample, height, width, inner, ACC=acc_dtype(x.dtype), BLOCK=BLOCK, **EXACT)
+
+
+@on_input_device
+def mixup_apply(x: torch.Tensor, coef: torch.Tensor, box: torch.Tensor, height: int, width: int,
+                inner: int) -> torch.Tensor:
+    """``tricks_ext::mixup_apply`` in Triton: x mixed with its flip, out of place."""
+    out = torch.empty_like(x)
+    _launch(x, out, coef, box, height, width, inner)
+    return out
+
+
+@on_input_device
+def mixup_apply_(x: torch.Tensor, coef: torch.Tensor, box: torch.Tensor, height: int, width: int, inner: int) -> None:
+    """``tricks_ext::mixup_apply_`` in Triton: x mixed with its flip, in place."""
+    _launch(x, x, coef, box, height, width, inner)

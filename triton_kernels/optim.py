@@ -33,9 +33,9 @@ def _clip(x, c, HAS_CLIP: tl.constexpr):
 
 @triton.jit
 def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STEP_PTRS, FOUND_INF, GRAD_SCALE,
-                       lr, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2, eps, p_mul, l2, alpha,
-                       lookahead_k, rho_inf, clip_value, agc_factor, agc_eps,
-                       ema_decay, ema_min_decay, ema_after, ema_gamma, ema_power,
+                       lr, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2, eps, p_mul, l2,
+                       lookahead_alpha, lookahead_k, rho_inf, clip_value, agc_clip_factor, agc_eps,
+                       ema_decay, ema_min_decay, ema_update_after_step, ema_warmup_gamma, ema_warmup_power,
                        P_DTYPE: tl.constexpr, M_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
                        HAS_SLOW: tl.constexpr, RECTIFY: tl.constexpr, MAXIMIZE: tl.constexpr,
                        HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_CLIP: tl.constexpr,
@@ -80,10 +80,10 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
         sync = (step.to(tl.int64) % lookahead_k) == 0
     ema_w = 0.0
     if HAS_EMA:  # timm ModelEmaV3.get_decay (csrc/optim/math.h, ema_decay_of)
-        t = step - (ema_after * one) - 1.0
+        t = step - (ema_update_after_step * one) - 1.0
         decay = ema_decay * one
         if EMA_WARMUP:
-            warm = 1.0 - tl.exp(-(ema_power * one) * tl.log(1.0 + t / (ema_gamma * one)))
+            warm = 1.0 - tl.exp(-(ema_warmup_power * one) * tl.log(1.0 + t / (ema_warmup_gamma * one)))
             decay = tl.maximum(tl.minimum(warm, decay), ema_min_decay * one)
         ema_w = tl.where(t <= 0.0, 1.0, 1.0 - decay).to(tl.float32)
 
@@ -107,7 +107,7 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
             gsq += x * x
             psq += y * y
         gn = tl.sqrt(tl.sum(gsq, axis=0))
-        max_norm = tl.maximum(tl.sqrt(tl.sum(psq, axis=0)), agc_eps) * agc_factor
+        max_norm = tl.maximum(tl.sqrt(tl.sum(psq, axis=0)), agc_eps) * agc_clip_factor
         f = tl.where((agc != 0) & (gn >= max_norm), max_norm / tl.maximum(gn, 1e-6), 1.0)
 
     acc = tl.zeros([BLOCK], tl.float32)
@@ -139,7 +139,7 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
             s_ptr = tl.load(S_PTRS + tid).to(tl.pointer_type(S_DTYPE))
             smask = mask & ((tl.zeros([BLOCK], tl.int32) + sync.to(tl.int32)) != 0)
             slow = tl.load(s_ptr + idx, mask=smask, other=0.0).to(tl.float32)
-            new_slow = slow + alpha * (p - slow)
+            new_slow = slow + lookahead_alpha * (p - slow)
             tl.store(s_ptr + idx, cast_to(new_slow, S_DTYPE), mask=smask)
             p = tl.where(sync, new_slow, p)
         tl.store(m_ptr + idx, m.to(M_DTYPE), mask=mask)
@@ -162,15 +162,16 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
                 exp_avg_sqs: List[torch.Tensor], slows: List[torch.Tensor], emas: List[torch.Tensor],
                 steps: List[torch.Tensor], work: torch.Tensor, ptrs: torch.Tensor, found_inf: Optional[torch.Tensor],
                 grad_scale: Optional[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
-                weight_decay: float, decoupled: bool, alpha: float, lookahead_k: int, rectify: bool,
-                maximize: bool, clip_value: float, agc_factor: float, agc_eps: float, ema_decay: float,
-                ema_min_decay: float, ema_after: int, ema_gamma: float, ema_power: float, ema_warmup: bool) -> None:
+                weight_decay: float, decoupled_weight_decay: bool, lookahead_alpha: float, lookahead_k: int,
+                rectify: bool, maximize: bool, clip_value: float, agc_clip_factor: float, agc_eps: float,
+                ema_decay: float, ema_min_decay: float, ema_update_after_step: int, ema_warmup_gamma: float,
+                ema_warmup_power: float, ema_warmup: bool) -> None:
     """``tricks_ext::optim_step_`` in Triton, same arguments: one program per row of ``work``,
     the tensors reached through ``ptrs`` (tricks_ext.ops.optim.Plan); the tensor lists give the
     dtypes. The step counters already count this step."""
     if not params or work.shape[0] == 0:
         return
-    p_mul, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+    p_mul, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled_weight_decay else (1.0, weight_decay)
     has_slow = bool(slows)
     has_clip = not math.isinf(clip_value)
     _optim_step_kernel[(work.shape[0],)](
@@ -179,11 +180,13 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
         # 1 - beta in float64 here, as torch does (csrc/optim/math.h, Moments)
         float(lr), float(beta1), float(beta2), 1.0 - beta1, 1.0 - beta2,
         math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
-        float(eps), float(p_mul), float(l2), float(alpha), int(lookahead_k if has_slow else 1), 2.0 / (1.0 - beta2) - 1.0,
-        float(clip_value) if has_clip else 0.0, float(agc_factor), float(agc_eps),
-        float(ema_decay), float(ema_min_decay), int(ema_after), float(ema_gamma), float(ema_power),
+        float(eps), float(p_mul), float(l2), float(lookahead_alpha), int(lookahead_k if has_slow else 1),
+        2.0 / (1.0 - beta2) - 1.0,
+        float(clip_value) if has_clip else 0.0, float(agc_clip_factor), float(agc_eps),
+        float(ema_decay), float(ema_min_decay), int(ema_update_after_step), float(ema_warmup_gamma),
+        float(ema_warmup_power),
         P_DTYPE=_TL[params[0].dtype], M_DTYPE=_TL[exp_avgs[0].dtype],
         S_DTYPE=_TL[slows[0].dtype if has_slow else params[0].dtype], HAS_SLOW=has_slow,
         RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
-        HAS_GRAD_SCALE=grad_scale is not None, HAS_CLIP=has_clip, HAS_AGC=agc_factor > 0, HAS_EMA=bool(emas),
+        HAS_GRAD_SCALE=grad_scale is not None, HAS_CLIP=has_clip, HAS_AGC=agc_clip_factor > 0, HAS_EMA=bool(emas),
         EMA_WARMUP=bool(ema_warmup), BLOCK=BLOCK, **FUSED)

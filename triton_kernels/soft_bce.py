@@ -12,7 +12,7 @@ import triton.language as tl
 
 from tricks_ext._dtypes import stats_dtype
 from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
-from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MIXED, _split
+from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MEAN, MIXED, NONE, _rejoin, _split
 
 
 def _block(classes: int) -> int:
@@ -30,7 +30,7 @@ def _log1p(x):
 
 
 @triton.jit
-def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
+def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off, target_threshold,
              MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, ACC: tl.constexpr):
     """(z, t, lw, invalid) of the chunk ``cols`` of row i, in ACC."""
     z = tl.load(Z + base + cols, mask=mask, other=0.0).to(ACC)
@@ -45,14 +45,14 @@ def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, thresh
         else:
             b = a
             lam = tl.full([], 1.0, ACC)
-        wa = (1.0 - smoothing) * lam
-        wb = (1.0 - smoothing) * (1.0 - lam)
+        wa = (1.0 - label_smoothing) * lam
+        wb = (1.0 - label_smoothing) * (1.0 - lam)
         if MODE == 2:
             wb = wb * 0.0
         t = off + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
         invalid = (a < 0) | (a >= C) | (b < 0) | (b >= C)
     if HAS_THRESHOLD:
-        t = tl.where(t > threshold, 1.0, 0.0).to(ACC)
+        t = tl.where(t > target_threshold, 1.0, 0.0).to(ACC)
     if HAS_PW:
         lw = 1.0 + (tl.load(PW + cols, mask=mask, other=1.0).to(ACC) - 1.0) * t
     else:
@@ -61,20 +61,19 @@ def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, thresh
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, threshold,
+def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
-    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
-    smoothing = smoothing_hi * one + smoothing_lo * one
-    off = off_hi * one + off_lo * one
+    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
+    off = _rejoin(off_hi, off_lo, ACC)
     acc = tl.zeros([BLOCK], ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
         mask = cols < C
-        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
-                                     MODE, HAS_PW, HAS_THRESHOLD, ACC)
+        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
+                                     target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         loss = (1.0 - t) * z + lw * (_log1p(tl.exp(-tl.abs(z))) + tl.maximum(-z, 0.0))
         loss = tl.where(invalid, float("nan"), loss)
         if PER_ELEMENT:
@@ -86,21 +85,20 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, threshold,
+def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
-    one = tl.full([], 1.0, ACC)
-    smoothing = smoothing_hi * one + smoothing_lo * one
-    off = off_hi * one + off_lo * one
+    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
+    off = _rejoin(off_hi, off_lo, ACC)
     if not PER_ELEMENT:
         g = tl.load(G).to(ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
         mask = cols < C
-        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, smoothing, off, threshold,
-                                     MODE, HAS_PW, HAS_THRESHOLD, ACC)
+        z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
+                                     target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         e = tl.exp(-tl.abs(z))
         sig_neg = tl.where(z >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
         d = (1.0 - t) - lw * sig_neg
@@ -118,13 +116,14 @@ def _inputs(logits, a, b, lam, dense, pos_weight):
     return mode, tuple(logits if t is None else t for t in (a, b, lam, dense, pos_weight))
 
 
-def _scalars(logits, smoothing, threshold):
+def _scalars(logits, label_smoothing, target_threshold):
     classes = logits.shape[1]
-    return (classes, *_split(smoothing), *_split(smoothing / classes), 0.0 if threshold is None else float(threshold))
+    return (classes, *_split(label_smoothing), *_split(label_smoothing / classes),
+            0.0 if target_threshold is None else float(target_threshold))
 
 
-def _constexprs(logits, mode, pos_weight, threshold, per_element):
-    return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_THRESHOLD=threshold is not None,
+def _constexprs(logits, mode, pos_weight, target_threshold, per_element):
+    return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_THRESHOLD=target_threshold is not None,
                 PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype), BLOCK=_block(logits.shape[1]), num_warps=4,
                 **FUSED)
 
@@ -132,29 +131,41 @@ def _constexprs(logits, mode, pos_weight, threshold, per_element):
 @on_input_device
 def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                  lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
-                 smoothing: float, threshold: Optional[float], per_element: bool) -> torch.Tensor:
-    """(N, C) losses in the logits' dtype (per_element), else (N,) row sums in the statistics dtype."""
+                 label_smoothing: float, target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+    """``tricks_ext::soft_bce_fwd`` in Triton: the loss in the logits' dtype, (N, C) for
+    reduction 'none', else reduced ('mean' divides the sum of the N * C elements by N * C)."""
     rows = logits.shape[0]
+    per_element = reduction == NONE
     loss = (torch.empty_like(logits) if per_element
             else torch.empty(rows, dtype=stats_dtype(logits.dtype), device=logits.device))
     mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
     if rows:
-        _fwd_kernel[(rows,)](logits, *inputs, loss, *_scalars(logits, smoothing, threshold),
-                             **_constexprs(logits, mode, pos_weight, threshold, per_element))
-    return loss
+        _fwd_kernel[(rows,)](logits, *inputs, loss, *_scalars(logits, label_smoothing, target_threshold),
+                             **_constexprs(logits, mode, pos_weight, target_threshold, per_element))
+    if per_element:
+        return loss
+    total = torch.sum(loss)
+    if reduction == MEAN:
+        total = total / logits.numel()
+    return total.to(logits.dtype)
 
 
 @on_input_device
 def soft_bce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                  lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
-                 smoothing: float, threshold: Optional[float]) -> torch.Tensor:
-    """dlogits; grad is (N, C) in the logits' dtype (reduction 'none'), or one 0-dim value in the
-    statistics dtype shared by every element."""
+                 label_smoothing: float, target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+    """``tricks_ext::soft_bce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
     rows = logits.shape[0]
+    per_element = reduction == NONE
+    if per_element:
+        g = grad.contiguous()
+    else:
+        g = grad.to(stats_dtype(logits.dtype))
+        if reduction == MEAN:
+            g = g / logits.numel()
     dz = torch.empty_like(logits)
-    per_element = grad.dim() != 0
     mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
     if rows:
-        _bwd_kernel[(rows,)](grad, logits, *inputs, dz, *_scalars(logits, smoothing, threshold),
-                             **_constexprs(logits, mode, pos_weight, threshold, per_element))
+        _bwd_kernel[(rows,)](g, logits, *inputs, dz, *_scalars(logits, label_smoothing, target_threshold),
+                             **_constexprs(logits, mode, pos_weight, target_threshold, per_element))
     return dz

@@ -21,12 +21,20 @@ STATS_COLUMNS = 3
 
 def _split(value: float) -> Tuple[float, float]:
     """value as fp32 hi + lo: Triton passes float scalars as fp32, and fp64 logits need the
-    smoothing to ~48 bits (hi + lo is rebuilt in the accumulation dtype in the kernels). The
-    per-class share smoothing / C comes from the host the same way: a division in the kernel is
+    label_smoothing to ~48 bits (hi + lo is rebuilt in the accumulation dtype in the kernels). The
+    per-class share label_smoothing / C comes from the host the same way: a division in the kernel is
     a subroutine call, whose saved registers spilled 4 B of the forward at i64 sizes on sm_80
     (compile-check)."""
     hi = float(torch.tensor(value, dtype=torch.float32))
     return hi, value - hi
+
+
+@triton.jit
+def _rejoin(hi, lo, ACC: tl.constexpr):
+    """A value passed as fp32 hi + lo (_split), rebuilt in ACC (scalar arguments are Python floats
+    when interpreted, fp32 when compiled)."""
+    one = tl.full([], 1.0, ACC)
+    return hi * one + lo * one
 
 
 def _block(classes: int, dtype: torch.dtype) -> int:
@@ -38,23 +46,23 @@ def _block(classes: int, dtype: torch.dtype) -> int:
 def _warps(block: int) -> int:
     """Warps per row program: 8 from BLOCK = 2048 up; at 4, 4096 columns put 32 elements of
     several arrays per thread and the forward's online log-sum-exp spills (fp64) or sits at the
-    255-register cap (fp32 dense targets) (python -m tricks_ext compile-check)."""
+    255-register cap (fp32 dense targets) (make compile-check)."""
     return 8 if block >= 2048 else 4
 
 
 @triton.jit
-def _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr):
+def _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE: tl.constexpr, ACC: tl.constexpr):
     """(a, b, wa, wb, ignored, invalid) of a compact row, weights in ACC."""
     a = tl.load(A + i)
     if MODE == 1:
         b = tl.load(B + i)
         lam = tl.load(LAM + i).to(ACC)
-        wa = (1.0 - smoothing) * lam
-        wb = (1.0 - smoothing) * (1.0 - lam)
+        wa = (1.0 - label_smoothing) * lam
+        wb = (1.0 - label_smoothing) * (1.0 - lam)
         ignored = a != a  # False, as a tensor
     else:
         b = a
-        wa = 1.0 - smoothing
+        wa = 1.0 - label_smoothing
         wb = 0.0 * wa
         ignored = a == ignore_index
     invalid = (~ignored) & ((a < 0) | (a >= C) | (b < 0) | (b >= C))
@@ -74,9 +82,8 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off
                 BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
-    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
-    smoothing = smoothing_hi * one + smoothing_lo * one
-    off = off_hi * one + off_lo * one
+    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
+    off = _rejoin(off_hi, off_lo, ACC)
     m = tl.full([BLOCK], float("-inf"), ACC)
     s = tl.zeros([BLOCK], ACC)
     sz = tl.zeros([BLOCK], ACC)
@@ -108,7 +115,7 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off
         loss = lse * total - tl.sum(stz, axis=0)
     else:
         total = lse * 0.0 + 1.0
-        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE, ACC)
         ok = (~ignored) & (~invalid)
         za = tl.load(Z + base + a, mask=ok, other=0.0).to(ACC)
         zb = tl.load(Z + base + b, mask=ok, other=0.0).to(ACC)
@@ -128,15 +135,14 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smooth
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
-    one = tl.full([], 1.0, ACC)  # scalar args are Python floats when interpreted, fp32 when compiled
-    smoothing = smoothing_hi * one + smoothing_lo * one
-    off = off_hi * one + off_lo * one
+    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
+    off = _rejoin(off_hi, off_lo, ACC)
     g = tl.load(G + i * G_STRIDE)
     shift = tl.load(STATS + N_STATS * i)
     log_sum = tl.load(STATS + N_STATS * i + 1)
     total = tl.load(STATS + N_STATS * i + 2)
     if MODE != 0:
-        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, smoothing, ignore_index, MODE, ACC)
+        a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
         mask = cols < C
@@ -159,10 +165,35 @@ def _args(logits, a, b, lam, dense):
                   dense if dense is not None else dummy)
 
 
+# The ops' reduction codes (csrc/soft_ce/prepare.h: kNone, kSum, kMean).
+NONE, SUM, MEAN = 0, 1, 2
+
+
+def _mean_divisor(a: Optional[torch.Tensor], b: Optional[torch.Tensor], ignore_index: int, rows: int,
+                  acc: torch.dtype, device: torch.device) -> torch.Tensor:
+    """'mean''s divisor: the rows not ignored when the targets are hard labels (torch
+    cross_entropy), else N; on the device (no sync)."""
+    if a is None or b is not None:
+        return torch.tensor(float(rows), dtype=acc, device=device)
+    return torch.count_nonzero(a != ignore_index).to(acc)
+
+
+def row_grads(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], ignore_index: int,
+              reduction: int, rows: int) -> torch.Tensor:
+    """dL/dloss_i in the statistics dtype: (N,) for 'none', else a 0-dim tensor (divided by
+    'mean''s divisor) that every row shares."""
+    g = grad.to(stats_dtype(grad.dtype))
+    if reduction != MEAN:
+        return g.contiguous()
+    return g / _mean_divisor(a, b, ignore_index, rows, g.dtype, g.device)
+
+
 @on_input_device
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
-                dense: Optional[torch.Tensor], smoothing: float, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(per-row losses, stats (N, STATS_COLUMNS): shift, log_sum, T), both in the statistics dtype."""
+                dense: Optional[torch.Tensor], label_smoothing: float, ignore_index: int,
+                reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``tricks_ext::soft_ce_fwd`` in Triton: (the loss reduced by ``reduction`` in the logits'
+    dtype, stats (N, STATS_COLUMNS): shift, log_sum, T in the statistics dtype)."""
     rows, classes = logits.shape
     acc = stats_dtype(logits.dtype)
     loss = torch.empty(rows, dtype=acc, device=logits.device)
@@ -170,26 +201,31 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     block = _block(classes, logits.dtype)
     if rows:
-        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(smoothing),
-                             *_split(smoothing / classes), int(ignore_index),
+        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(label_smoothing),
+                             *_split(label_smoothing / classes), int(ignore_index),
                              N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
                              num_warps=_warps(block), **FUSED)
-    return loss, stats
+    if reduction == NONE:
+        return loss.to(logits.dtype), stats
+    total = torch.sum(loss)
+    if reduction == MEAN:
+        total = total / _mean_divisor(a, b, ignore_index, rows, acc, logits.device)
+    return total.to(logits.dtype), stats
 
 
 @on_input_device
 def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
-                lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, smoothing: float,
-                ignore_index: int) -> torch.Tensor:
-    """dlogits; grad is dL/dloss_i in the statistics dtype, (N,) or one 0-dim value for all rows."""
+                lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, label_smoothing: float,
+                ignore_index: int, reduction: int) -> torch.Tensor:
+    """``tricks_ext::soft_ce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
     rows, classes = logits.shape
+    g = row_grads(grad, a, b, ignore_index, reduction, rows)
     dz = torch.empty_like(logits)
     mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
     block = _block(classes, logits.dtype)
     if rows:
-        _bwd_kernel[(rows,)](grad, 1 if grad.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
-                             *_split(smoothing), *_split(smoothing / classes), int(ignore_index),
-                             N_STATS=STATS_COLUMNS, MODE=mode,
-                             ACC=acc_dtype(logits.dtype),
-                             BLOCK=block, num_warps=_warps(block), **FUSED)
+        _bwd_kernel[(rows,)](g, 1 if g.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
+                             *_split(label_smoothing), *_split(label_smoothing / classes), int(ignore_index),
+                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
+                             num_warps=_warps(block), **FUSED)
     return dz

@@ -6,7 +6,7 @@ short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DR
 at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that
 many short rows (depthwise K=9) share a program instead of idling a wide tile. _TILE = 1024:
 8 elements per thread and tensor at 4 warps; with 4096, the tall tiles of short rows spilled
-in the backward (`python -m tricks_ext compile-check`; benchmarks/NOTES.md).
+in the backward (`make compile-check`; benchmarks/NOTES.md).
 Math: csrc/weight_standardize/math.h (the CPU/CUDA kernels use the same formulas).
 """
 from __future__ import annotations
@@ -21,6 +21,14 @@ from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_inpu
 from tricks_ext._dtypes import stats_dtype
 
 _TILE = 1024
+
+
+@triton.jit
+def _gain(GAIN, rows, row_ok, HAS_GAIN: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr):
+    """The rows' multipliers: the per-channel gain, or 1."""
+    if HAS_GAIN:
+        return tl.load(GAIN + rows, mask=row_ok, other=0.0).to(ACC)
+    return tl.full([ROWS], 1.0, ACC)
 
 
 @triton.jit
@@ -48,10 +56,7 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
         d = tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - mean[:, None], 0.0)
         acc += d * d
     rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / kf + eps)
-    if HAS_GAIN:
-        a = tl.load(GAIN + rows, mask=row_ok, other=0.0).to(ACC)
-    else:
-        a = tl.full([ROWS], 1.0, ACC)
+    a = _gain(GAIN, rows, row_ok, HAS_GAIN, ROWS, ACC)
     for k0 in range(0, K, BLOCK_K):
         c = k0 + cols
         m = row_ok[:, None] & (c < K)
@@ -85,10 +90,7 @@ def _weight_standardize_bwd_kernel(GO, W, GAIN, MEAN, RSTD, GW, GGAIN, n_rows, K
     s1k = tl.sum(s1, axis=1) / kf
     s2_row = tl.sum(s2, axis=1)
     s2k = s2_row / kf
-    if HAS_GAIN:
-        a = tl.load(GAIN + rows, mask=row_ok, other=0.0).to(ACC)
-    else:
-        a = tl.full([ROWS], 1.0, ACC)
+    a = _gain(GAIN, rows, row_ok, HAS_GAIN, ROWS, ACC)
     for k0 in range(0, K, BLOCK_K):
         c = k0 + cols
         m = row_ok[:, None] & (c < K)

@@ -41,4 +41,18 @@ inline void check_vector(const at::Tensor& v, const char* name, int64_t n, at::S
   TORCH_CHECK(v.is_contiguous(), name, " must be contiguous");
 }
 
+// The elements per sample of a batch x whose samples are each one dense block, viewed as
+// [outer][height][width][inner] (mixup/math.h), checked for the kernels' 32-bit in-sample index.
+inline int64_t sample_size(const char* op, const at::Tensor& x, int64_t height, int64_t width, int64_t inner) {
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dim");
+  const bool empty = x.numel() == 0;  // nothing is read or written: the layout does not matter
+  TORCH_CHECK(empty || (is_row_dense(x) && (x.size(0) <= 1 || x.stride(0) == x.numel() / x.size(0))), op,
+              ": each sample of x must be one dense block (contiguous or channels_last)");
+  const int64_t sample = x.size(0) > 0 ? x.numel() / x.size(0) : 0;
+  TORCH_CHECK(empty || (height >= 1 && width >= 1 && inner >= 1 && sample % (height * width * inner) == 0), op,
+              ": height * width * inner = ", height * width * inner, " must divide the sample size ", sample);
+  TORCH_CHECK(sample < (int64_t(1) << 31), op, ": samples of 2^31 elements or more are not supported");
+  return sample;
+}
+
 }  // namespace tricks

@@ -5,7 +5,11 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <type_traits>
 #include <utility>
+
+#include "common/cuda_dtype.cuh"
 
 #if !defined(__CUDACC__)
 #include "simt/simt.h"
@@ -31,4 +35,30 @@ inline const char* last_error() {
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }
 
+template <typename P>
+using pointee_t = std::remove_pointer_t<P>;
+
+// The losses' launch: one block of `block` threads per row, the kernel `pick` returns for the
+// storage type of `dtype` (`[](auto* t) { return &kernel<pointee_t<decltype(t)>>; }`).
+template <typename Pick, typename Q>
+const char* launch_rows(const Q& q, DType dtype, int64_t rows, unsigned block, void* stream, Pick pick) {
+  if (rows == 0) return nullptr;
+  dispatch_dtype(dtype, [&](auto* tag) {
+    launch_kernel(pick(tag), static_cast<unsigned>(rows), block, 0, static_cast<cudaStream_t>(stream), q);
+  });
+  return last_error();
+}
+
 }  // namespace tricks
+
+// A loss's two launchers, launch_fwd_cuda and launch_bwd_cuda: launch_rows of its
+// fwd_kernel<T> and bwd_kernel<T> over q.rows rows of kBlock threads.
+#define TRICKS_ROW_LAUNCHERS(Params)                                                            \
+  const char* launch_fwd_cuda(const Params& q, void* stream) {                                \
+    return ::tricks::launch_rows(q, q.dtype, q.rows, kBlock, stream,                          \
+                                 [](auto* t) { return &fwd_kernel<::tricks::pointee_t<decltype(t)>>; }); \
+  }                                                                                           \
+  const char* launch_bwd_cuda(const Params& q, void* stream) {                                \
+    return ::tricks::launch_rows(q, q.dtype, q.rows, kBlock, stream,                          \
+                                 [](auto* t) { return &bwd_kernel<::tricks::pointee_t<decltype(t)>>; }); \
+  }

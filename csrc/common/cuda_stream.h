@@ -10,12 +10,16 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
+// TRICKS_REGISTER_CUDA("op", &kernel, ...): the CUDA kernels of tricks_ext::<op>; built with
+// TRICKS_SIMT, the same bindings defined as tricks_simt::<op>, CPU kernels whose schema torch
+// infers from their signature.
 #if defined(TRICKS_SIMT)
-#define TRICKS_CUDA_LIBRARY(m) TORCH_LIBRARY_FRAGMENT(tricks_simt, m)
-#define TRICKS_CUDA_KERNEL(m, name, fn) m.def(name, torch::dispatch(c10::DispatchKey::CPU, fn))
+#define TRICKS_REGISTER_CUDA(...) \
+  TORCH_LIBRARY_FRAGMENT(tricks_simt, m) { ::tricks::register_kernels<true>(m, c10::DispatchKey::CPU, __VA_ARGS__); }
 #else
-#define TRICKS_CUDA_LIBRARY(m) TORCH_LIBRARY_IMPL(tricks_ext, CUDA, m)
-#define TRICKS_CUDA_KERNEL(m, name, fn) m.impl(name, fn)
+#define TRICKS_REGISTER_CUDA(...) TRICKS_REGISTER(CUDA, __VA_ARGS__)
 #endif
 
 namespace tricks {

@@ -48,4 +48,15 @@ TRICKS_HD double rsqrt_acc(double x) {
 #endif
 }
 
+// (h, w) of element e of a sample viewed as [outer][height][width][inner] (mixup/math.h), in
+// 32-bit arithmetic (the bindings keep samples under 2^31 elements): the GPU's integer division
+// is 32-bit in hardware.
+struct HW {
+  int64_t h, w;
+};
+TRICKS_HD HW sample_hw(uint32_t e, int64_t height, int64_t width, int64_t inner) {
+  const uint32_t pos = e / static_cast<uint32_t>(inner);
+  return HW{(pos / static_cast<uint32_t>(width)) % static_cast<uint32_t>(height), pos % static_cast<uint32_t>(width)};
+}
+
 }  // namespace tricks

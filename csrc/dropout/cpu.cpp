@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include "dropout/philox_cpu.h"
 #include "common/cpu_simd.h"
 #include "dropout/prepare.h"
@@ -156,7 +158,5 @@ at::Tensor dropout_apply_cpu(const at::Tensor& x, const c10::optional<at::Tensor
 }  // namespace dropout
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("dropout_apply", &tricks::dropout::dropout_apply_cpu);
-  m.impl("dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cpu);
-}
+TRICKS_REGISTER(CPU, "dropout_apply", &tricks::dropout::dropout_apply_cpu,
+                     "dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cpu)

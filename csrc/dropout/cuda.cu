@@ -4,7 +4,7 @@
 // device memory, so a captured CUDA graph replays with whatever the tensor holds.
 #include <cuda_runtime.h>
 
-#include "dropout/cuda.h"
+#include "dropout/math.h"
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"

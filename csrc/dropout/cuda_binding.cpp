@@ -1,7 +1,7 @@
 // Dropout with a regenerated mask, CUDA bindings.
 #include <torch/library.h>
 
-#include "dropout/cuda.h"
+#include "dropout/math.h"
 #include "common/cuda_stream.h"
 #include "dropout/prepare.h"
 
@@ -32,7 +32,5 @@ std::tuple<at::Tensor, at::Tensor> dropout_apply_bwd_cuda(const at::Tensor& grad
 }  // namespace dropout
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) {
-  TRICKS_CUDA_KERNEL(m, "dropout_apply", &tricks::dropout::dropout_apply_cuda);
-  TRICKS_CUDA_KERNEL(m, "dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cuda);
-}
+TRICKS_REGISTER_CUDA("dropout_apply", &tricks::dropout::dropout_apply_cuda,
+                     "dropout_apply_bwd", &tricks::dropout::dropout_apply_bwd_cuda)

@@ -118,5 +118,14 @@ TRICKS_HD A gate_term(A x, A d, bool kept) {
   return kept ? x * d : A(0);
 }
 
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_apply_cuda(const Params& q, void* stream);
+
+// Elements per block of the backward kernel, hence per partial sum of the gate gradient.
+constexpr int64_t kCudaPartialElements = 1024;
+
+// Backward: one partial of the gate gradient per block of kCudaPartialElements.
+const char* launch_bwd_cuda(const BwdParams& q, void* stream);
+
 }  // namespace dropout
 }  // namespace tricks

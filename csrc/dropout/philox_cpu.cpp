@@ -1,4 +1,4 @@
-// CPU keep masks from Philox4x32-10 (see philox.h).
+// CPU keep masks from Philox4x32-10 (the rounds: dropout/math.h, namespace philox).
 #include "dropout/philox_cpu.h"
 
 #include <cstdlib>

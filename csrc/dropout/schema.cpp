@@ -4,7 +4,6 @@
 
 #include <string>
 
-#include "dropout/cuda.h"
 #include "dropout/math.h"
 #include "dropout/philox_cpu.h"
 

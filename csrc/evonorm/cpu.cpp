@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <cmath>
 
 #include "common/cpu_simd.h"
@@ -61,12 +63,12 @@ TRICKS_CPU_CLONES void fwd_group(const Params& q, int64_t n, int64_t g) {
   static_cast<A*>(q.mean)[n * q.groups + g] = shift;
   static_cast<A*>(q.rstd)[n * q.groups + g] = r;
   const A* v = static_cast<const A*>(q.v);
-  const A* gamma = static_cast<const A*>(q.gamma);
-  const A* beta = static_cast<const A*>(q.beta);
+  const A* weight = static_cast<const A*>(q.weight);
+  const A* bias = static_cast<const A*>(q.bias);
   for (int64_t c = c0; c < c0 + cg; ++c) {
     const T* x = at_c<T, kUnit>(q, q.x, n, c);
     T* y = const_cast<T*>(at_c<T, kUnit>(q, q.y, n, c));
-    const A vc = v[c], gc = gamma[c] * r, bc = beta[c];
+    const A vc = v[c], gc = weight[c] * r, bc = bias[c];
     for (int64_t p = 0; p < P; ++p) {
       const A xv = static_cast<A>(x[p * sp]);
       const A s = sigmoid_of(vc * xv, exp_acc(-vc * xv));
@@ -84,7 +86,7 @@ TRICKS_CPU_CLONES void bwd_group(const Params& q, int64_t n, int64_t g) {
   const A shift = static_cast<const A*>(q.mean)[n * q.groups + g];
   const A r = static_cast<const A*>(q.rstd)[n * q.groups + g];
   const A* v = static_cast<const A*>(q.v);
-  const A* gamma = static_cast<const A*>(q.gamma);
+  const A* weight = static_cast<const A*>(q.weight);
   A* part = static_cast<A*>(q.partials);
   A sum_ga = 0;
   for (int64_t c = c0; c < c0 + cg; ++c) {
@@ -120,14 +122,14 @@ TRICKS_CPU_CLONES void bwd_group(const Params& q, int64_t n, int64_t g) {
     pc[0] = r * sa;
     pc[1] = r * sv;
     pc[2] = sb;
-    sum_ga += gamma[c] * sa;
+    sum_ga += weight[c] * sa;
   }
   const A c_ng = r / static_cast<A>(M) * sum_ga;
   for (int64_t c = c0; c < c0 + cg; ++c) {
     const T* x = at_c<T, kUnit>(q, q.x, n, c);
     const T* dy = at_c<T, kUnit>(q, q.dy, n, c);
     T* dx = const_cast<T*>(at_c<T, kUnit>(q, q.dx, n, c));
-    const A vc = v[c], gc = gamma[c];
+    const A vc = v[c], gc = weight[c];
     for (int64_t p = 0; p < P; ++p) {
       const A xv = static_cast<A>(x[p * sp]);
       const A s = sigmoid_of(vc * xv, exp_acc(-vc * xv));
@@ -145,9 +147,9 @@ void for_groups(const Params& q, F f) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cpu(const at::Tensor& x, const at::Tensor& v,
-                                                               const at::Tensor& gamma, const at::Tensor& beta,
+                                                               const at::Tensor& weight, const at::Tensor& bias,
                                                                int64_t groups, double eps, int64_t /*split*/) {
-  auto f = prepare_fwd(x, v, gamma, beta, groups, eps);
+  auto f = prepare_fwd(x, v, weight, bias, groups, eps);
   if (x.numel() == 0) return {f.y, f.mean.zero_(), f.rstd.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "evonorm_fwd_cpu", [&] {
     if (f.params.stride_p == 1) for_groups(f.params, [&](int64_t n, int64_t g) { fwd_group<scalar_t, true>(f.params, n, g); });
@@ -157,9 +159,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> evonorm_fwd_cpu(const at::Tensor&
 }
 
 std::tuple<at::Tensor, at::Tensor> evonorm_bwd_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& v,
-                                                   const at::Tensor& gamma, const at::Tensor& mean,
+                                                   const at::Tensor& weight, const at::Tensor& mean,
                                                    const at::Tensor& rstd, int64_t groups, double eps) {
-  auto b = prepare_bwd(dy, x, v, gamma, mean, rstd, groups, eps);
+  auto b = prepare_bwd(dy, x, v, weight, mean, rstd, groups, eps);
   if (x.numel() == 0) return {b.dx, b.partials.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "evonorm_bwd_cpu", [&] {
     if (b.params.stride_p == 1) for_groups(b.params, [&](int64_t n, int64_t g) { bwd_group<scalar_t, true>(b.params, n, g); });
@@ -172,7 +174,5 @@ std::tuple<at::Tensor, at::Tensor> evonorm_bwd_cpu(const at::Tensor& dy, const a
 }  // namespace evonorm
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("evonorm_s0_fwd", &tricks::evonorm::evonorm_fwd_cpu);
-  m.impl("evonorm_s0_bwd", &tricks::evonorm::evonorm_bwd_cpu);
-}
+TRICKS_REGISTER(CPU, "evonorm_s0_fwd", &tricks::evonorm::evonorm_fwd_cpu,
+                     "evonorm_s0_bwd", &tricks::evonorm::evonorm_bwd_cpu)

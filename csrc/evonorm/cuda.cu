@@ -9,7 +9,7 @@
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"
-#include "evonorm/cuda.h"
+#include "evonorm/math.h"
 
 namespace tricks {
 namespace evonorm {
@@ -74,12 +74,12 @@ __device__ __forceinline__ void write_outputs(const Params& q, const Group& gr, 
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
   const A* v = static_cast<const A*>(q.v);
-  const A* gamma = static_cast<const A*>(q.gamma);
-  const A* beta = static_cast<const A*>(q.beta);
+  const A* weight = static_cast<const A*>(q.weight);
+  const A* bias = static_cast<const A*>(q.bias);
   for (uint32_t e = e0 + threadIdx.x; e < e1; e += kBlock) {
     const int64_t c = gr.c0 + e / gr.P, o = offset_of(q, gr.n, c, e % gr.P);
     const A xv = to_acc<A>(x[o]), vc = v[c];
-    y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, gamma[c], beta[c]));
+    y[o] = from_acc<T>(forward(xv, sigmoid_of(vc * xv, exp_dev(-vc * xv)), r, weight[c], bias[c]));
   }
 }
 
@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const A pivot = pivot_of<T, A>(q, gr);
   const A shift = static_cast<const A*>(q.mean)[blockIdx.x], r = static_cast<const A*>(q.rstd)[blockIdx.x];
   const A* v = static_cast<const A*>(q.v);
-  const A* gamma = static_cast<const A*>(q.gamma);
+  const A* weight = static_cast<const A*>(q.weight);
   A sum_ga = 0;  // kept by every thread: group_sum returns the sum to all
   for (int64_t c = c0; c < c0 + cg; ++c) {
     const A vc = v[c];
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
       pc[1] = r * vv;
       pc[2] = b;
     }
-    sum_ga += gamma[c] * a;
+    sum_ga += weight[c] * a;
   }
   const A c_ng = r / static_cast<A>(M) * sum_ga;
   T* dx = static_cast<T*>(q.dx);
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     const int64_t c = c0 + e / P, o = offset_of(q, n, c, e % P);
     const A xv = to_acc<A>(x[o]), vc = v[c];
     const A s = sigmoid_of(vc * xv, exp_dev(-vc * xv));
-    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, gamma[c], vc, c_ng, centred(xv, pivot, shift)));
+    dx[o] = from_acc<T>(backward(xv, to_acc<A>(dy[o]), s, r, weight[c], vc, c_ng, centred(xv, pivot, shift)));
   }
 }
 

@@ -9,18 +9,18 @@ namespace evonorm {
 
 // x is (N, C, P) after the caller flattens the spatial dims: any strides whose spatial part is
 // one stride (NCHW contiguous, channels_last).
-inline Params prepare(const at::Tensor& x, const at::Tensor& v, const at::Tensor& gamma, int64_t groups, double eps) {
+inline Params prepare(const at::Tensor& x, const at::Tensor& v, const at::Tensor& weight, int64_t groups, double eps) {
   const DType dtype = to_dtype(x, "x");
   TORCH_CHECK(x.dim() == 3, "evonorm_s0: x must be (N, C, P), got ", x.sizes());
   const int64_t C = x.size(1);
   TORCH_CHECK(groups >= 1 && C % groups == 0, "evonorm_s0: C = ", C, " is not divisible by groups = ", groups);
   const auto acc = stats_dtype(x);
   check_vector(v, "v", C, acc, x);
-  check_vector(gamma, "weight", C, acc, x);
+  check_vector(weight, "weight", C, acc, x);
   Params q{};
   q.x = x.data_ptr();
   q.v = v.data_ptr();
-  q.gamma = gamma.data_ptr();
+  q.weight = weight.data_ptr();
   q.batch = x.size(0);
   q.channels = C;
   q.groups = groups;
@@ -39,14 +39,14 @@ struct Fwd {
 };
 
 // split: chunks per group for the split-reduction forward (1: off); CUDA only.
-inline Fwd prepare_fwd(const at::Tensor& x, const at::Tensor& v, const at::Tensor& gamma, const at::Tensor& beta,
+inline Fwd prepare_fwd(const at::Tensor& x, const at::Tensor& v, const at::Tensor& weight, const at::Tensor& bias,
                        int64_t groups, double eps, int64_t split = 1) {
-  Fwd f{prepare(x, v, gamma, groups, eps), at::empty_like(x), {}, {}, {}};
-  check_vector(beta, "bias", x.size(1), stats_dtype(x), x);
+  Fwd f{prepare(x, v, weight, groups, eps), at::empty_like(x), {}, {}, {}};
+  check_vector(bias, "bias", x.size(1), stats_dtype(x), x);
   const auto opts = x.options().dtype(stats_dtype(x));
   f.mean = at::empty({x.size(0), groups}, opts);
   f.rstd = at::empty({x.size(0), groups}, opts);
-  f.params.beta = beta.data_ptr();
+  f.params.bias = bias.data_ptr();
   f.params.y = f.y.data_ptr();
   f.params.mean = f.mean.data_ptr();
   f.params.rstd = f.rstd.data_ptr();
@@ -64,9 +64,9 @@ struct Bwd {
   at::Tensor dx, partials, dy;
 };
 
-inline Bwd prepare_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& v, const at::Tensor& gamma,
+inline Bwd prepare_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& v, const at::Tensor& weight,
                        const at::Tensor& mean, const at::Tensor& rstd, int64_t groups, double eps) {
-  Bwd b{prepare(x, v, gamma, groups, eps), at::empty_like(x), {}, {}};
+  Bwd b{prepare(x, v, weight, groups, eps), at::empty_like(x), {}, {}};
   TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "evonorm_s0_bwd: dy must match x");
   check_same_device(x, "x", dy, "dy");
   b.dy = dy.strides() == x.strides() ? dy : at::empty_like(x).copy_(dy);

@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -73,7 +75,5 @@ void mask_boxes_inplace_cpu(const at::Tensor& x, const at::Tensor& box, double v
 }  // namespace mask_boxes
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("mask_boxes", &tricks::mask_boxes::mask_boxes_cpu);
-  m.impl("mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cpu);
-}
+TRICKS_REGISTER(CPU, "mask_boxes", &tricks::mask_boxes::mask_boxes_cpu,
+                     "mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cpu)

@@ -4,7 +4,7 @@
 
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
-#include "mask_boxes/cuda.h"
+#include "mask_boxes/math.h"
 
 namespace tricks {
 namespace mask_boxes {
@@ -18,11 +18,9 @@ __global__ void __launch_bounds__(kBlock) mask_kernel(const Params q) {
   const uint32_t e = blockIdx.x * kBlock + threadIdx.x;
   if (e >= static_cast<uint64_t>(q.sample)) return;
   const int64_t n = blockIdx.y;
-  const uint32_t pos = e / static_cast<uint32_t>(q.inner);
-  const int64_t w = pos % static_cast<uint32_t>(q.width);
-  const int64_t h = (pos / static_cast<uint32_t>(q.width)) % static_cast<uint32_t>(q.height);
+  const HW hw = sample_hw(e, q.height, q.width, q.inner);
   const int64_t i = n * q.sample + e;
-  if (masked(q.box + 4 * q.boxes * n, q.boxes, h, w))
+  if (masked(q.box + 4 * q.boxes * n, q.boxes, hw.h, hw.w))
     static_cast<T*>(q.out)[i] = from_acc<T>(static_cast<A>(q.value));
   else if (q.out != q.x)
     static_cast<T*>(q.out)[i] = static_cast<const T*>(q.x)[i];

@@ -1,7 +1,7 @@
 // Box masking, CUDA bindings.
 #include <torch/library.h>
 
-#include "mask_boxes/cuda.h"
+#include "mask_boxes/math.h"
 #include "common/cuda_stream.h"
 #include "mask_boxes/prepare.h"
 
@@ -27,7 +27,5 @@ void mask_boxes_inplace_cuda(const at::Tensor& x, const at::Tensor& box, double 
 }  // namespace mask_boxes
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) {
-  TRICKS_CUDA_KERNEL(m, "mask_boxes", &tricks::mask_boxes::mask_boxes_cuda);
-  TRICKS_CUDA_KERNEL(m, "mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cuda);
-}
+TRICKS_REGISTER_CUDA("mask_boxes", &tricks::mask_boxes::mask_boxes_cuda,
+                     "mask_boxes_", &tricks::mask_boxes::mask_boxes_inplace_cuda)

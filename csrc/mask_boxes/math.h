@@ -28,5 +28,8 @@ TRICKS_HD bool masked(const int32_t* box, int64_t k, int64_t h, int64_t w) {
   return in;
 }
 
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_cuda(const Params& q, void* stream);
+
 }  // namespace mask_boxes
 }  // namespace tricks

@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <algorithm>
 
 #include "common/cpu_simd.h"
@@ -80,7 +82,5 @@ void mixup_apply_inplace_cpu(const at::Tensor& x, const at::Tensor& coef, const 
 }  // namespace mixup
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("mixup_apply", &tricks::mixup::mixup_apply_cpu);
-  m.impl("mixup_apply_", &tricks::mixup::mixup_apply_inplace_cpu);
-}
+TRICKS_REGISTER(CPU, "mixup_apply", &tricks::mixup::mixup_apply_cpu,
+                     "mixup_apply_", &tricks::mixup::mixup_apply_inplace_cpu)

@@ -5,7 +5,7 @@
 
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
-#include "mixup/cuda.h"
+#include "mixup/math.h"
 
 namespace tricks {
 namespace mixup {
@@ -19,14 +19,12 @@ __global__ void __launch_bounds__(kBlock) mix_kernel(const Params q) {
   const uint32_t e = blockIdx.x * kBlock + threadIdx.x;
   if (e >= static_cast<uint64_t>(q.sample)) return;
   const int64_t i = blockIdx.y, j = q.batch - 1 - i;
-  const uint32_t pos = e / static_cast<uint32_t>(q.inner);
-  const int64_t w = pos % static_cast<uint32_t>(q.width);
-  const int64_t h = (pos / static_cast<uint32_t>(q.width)) % static_cast<uint32_t>(q.height);
+  const HW hw = sample_hw(e, q.height, q.width, q.inner);
   const T* x = static_cast<const T*>(q.x);
   T* out = static_cast<T*>(q.out);
   const A vi = to_acc<A>(x[i * q.sample + e]), vj = to_acc<A>(x[j * q.sample + e]);
-  const A ri = in_box(q.box + 4 * i, h, w) ? vj : mix(vi, vj, q.coef[2 * i], q.coef[2 * i + 1]);
-  const A rj = in_box(q.box + 4 * j, h, w) ? vi : mix(vj, vi, q.coef[2 * j], q.coef[2 * j + 1]);
+  const A ri = in_box(q.box + 4 * i, hw.h, hw.w) ? vj : mix(vi, vj, q.coef[2 * i], q.coef[2 * i + 1]);
+  const A rj = in_box(q.box + 4 * j, hw.h, hw.w) ? vi : mix(vj, vi, q.coef[2 * j], q.coef[2 * j + 1]);
   out[i * q.sample + e] = from_acc<T>(ri);
   out[j * q.sample + e] = from_acc<T>(rj);
 }

@@ -1,7 +1,7 @@
 // Mixup / CutMix mixing, CUDA bindings.
 #include <torch/library.h>
 
-#include "mixup/cuda.h"
+#include "mixup/math.h"
 #include "common/cuda_stream.h"
 #include "mixup/prepare.h"
 
@@ -27,7 +27,5 @@ void mixup_apply_inplace_cuda(const at::Tensor& x, const at::Tensor& coef, const
 }  // namespace mixup
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) {
-  TRICKS_CUDA_KERNEL(m, "mixup_apply", &tricks::mixup::mixup_apply_cuda);
-  TRICKS_CUDA_KERNEL(m, "mixup_apply_", &tricks::mixup::mixup_apply_inplace_cuda);
-}
+TRICKS_REGISTER_CUDA("mixup_apply", &tricks::mixup::mixup_apply_cuda,
+                     "mixup_apply_", &tricks::mixup::mixup_apply_inplace_cuda)

@@ -39,5 +39,8 @@ TRICKS_HD A mix(A xi, A xj, float a, float b) {
   return b == 0.0f ? xi : add_rn(mul_rn(static_cast<A>(a), xi), mul_rn(static_cast<A>(b), xj));
 }
 
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_cuda(const Params& q, void* stream);
+
 }  // namespace mixup
 }  // namespace tricks

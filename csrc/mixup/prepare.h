@@ -11,14 +11,7 @@ namespace mixup {
 inline Params prepare(const at::Tensor& x, const at::Tensor& out, const at::Tensor& coef, const at::Tensor& box,
                       int64_t height, int64_t width, int64_t inner) {
   const DType dtype = to_dtype(x, "x");
-  TORCH_CHECK(x.dim() >= 1, "mixup_apply: x must have a batch dim");
-  const bool empty = x.numel() == 0;  // nothing is read or written: the layout does not matter
-  TORCH_CHECK(empty || (is_row_dense(x) && (x.size(0) <= 1 || x.stride(0) == x.numel() / x.size(0))),
-              "mixup_apply: each sample of x must be one dense block (contiguous or channels_last)");
-  const int64_t batch = x.size(0), sample = batch > 0 ? x.numel() / batch : 0;
-  TORCH_CHECK(empty || (height >= 1 && width >= 1 && inner >= 1 && sample % (height * width * inner) == 0),
-              "mixup_apply: height * width * inner = ", height * width * inner, " must divide the sample size ", sample);
-  TORCH_CHECK(sample < (int64_t(1) << 31), "mixup_apply: samples of 2^31 elements or more are not supported");
+  const int64_t sample = sample_size("mixup_apply", x, height, width, inner), batch = x.size(0);
   check_same_device(x, "x", coef, "coef");
   check_same_device(x, "x", box, "box");
   TORCH_CHECK_TYPE(coef.scalar_type() == at::kFloat && box.scalar_type() == at::kInt,

@@ -8,6 +8,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -156,7 +158,7 @@ TRICKS_CPU_INLINE void run_item(const Item& it, const Params& q, const Scalars<a
   w.ema = q.e ? static_cast<A*>(q.e[i]) + it.begin : nullptr;
   w.len = it.len;
   w.eps = static_cast<A>(q.eps);
-  w.alpha = static_cast<A>(q.alpha);
+  w.alpha = static_cast<A>(q.lookahead_alpha);
   w.b = moments_of<A>(q);
   w.d = decay_of<A>(q);
   w.s = scalars;
@@ -168,7 +170,7 @@ TRICKS_CPU_INLINE void run_item(const Item& it, const Params& q, const Scalars<a
   if (it.flags & kAgcRow) {
     const A gn = std::sqrt(lane_sum<A>(it.len, Clipped<A, T, true>{w.g, gmul, clip}));
     const A pn = std::sqrt(lane_sum<A>(it.len, Square<A, T>{w.p}));
-    f = agc_scale(gn, pn, static_cast<A>(q.agc_factor), static_cast<A>(q.agc_eps));
+    f = agc_scale(gn, pn, static_cast<A>(q.agc_clip_factor), static_cast<A>(q.agc_eps));
   }
   w.mean = A(0);
   if (it.flags & kGcRow) {
@@ -197,12 +199,12 @@ TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, 
 void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
                     const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                    const c10::optional<at::Tensor>& grad_scale, TRICKS_OPTIM_SCALAR_ARGS) {
+                    const c10::optional<at::Tensor>& grad_scale TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device cpu(c10::kCPU);
   check_lists(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, cpu);
-  Params q = make_params(params, slows, TRICKS_OPTIM_SCALARS);
+  Params q = TRICKS_OPTIM_MAKE_PARAMS(params, slows);
   if (const float* inf = scalar_ptr(found_inf, "found_inf", cpu); inf && *inf != 0.0f) return;
   TORCH_CHECK(!ptrs.has_value(), "optim_step_: on CPU ptrs must be None (the kernel takes the lists' addresses)");
   bind_work(q, work, cpu);
@@ -302,7 +304,5 @@ at::Tensor optim_grad_norm_cpu(at::TensorList tensors) {
 }  // namespace optim
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("optim_step_", &tricks::optim::optim_step_cpu);
-  m.impl("optim_grad_norm", &tricks::optim::optim_grad_norm_cpu);
-}
+TRICKS_REGISTER(CPU, "optim_step_", &tricks::optim::optim_step_cpu,
+                     "optim_grad_norm", &tricks::optim::optim_grad_norm_cpu)

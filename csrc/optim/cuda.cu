@@ -8,7 +8,7 @@
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"
-#include "optim/cuda.h"
+#include "optim/math.h"
 
 namespace tricks {
 namespace optim {
@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
       psq += y * y;
     }
     const A gn = std::sqrt(group_sum<kBlock>(gsq, smem)), pn = std::sqrt(group_sum<kBlock>(psq, smem));
-    f = agc_scale(gn, pn, static_cast<A>(q.agc_factor), static_cast<A>(q.agc_eps));
+    f = agc_scale(gn, pn, static_cast<A>(q.agc_clip_factor), static_cast<A>(q.agc_eps));
   }
   A mean = 0;
   if (flags & kGcRow) {
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kBlock) step_kernel(const Params q) {
     m[k] = mk;
     v[k] = vk;
     if (s.sync) {
-      pk = lookahead(pk, to_acc<A>(slow[k]), static_cast<A>(q.alpha));
+      pk = lookahead(pk, to_acc<A>(slow[k]), static_cast<A>(q.lookahead_alpha));
       slow[k] = from_acc<S>(pk);
     }
     const T stored = from_acc<T>(pk);

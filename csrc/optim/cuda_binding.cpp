@@ -1,7 +1,7 @@
 // Fused optimizer step, CUDA bindings: validate, pick the stream, launch.
 #include <torch/library.h>
 
-#include "optim/cuda.h"
+#include "optim/math.h"
 #include "common/cuda_stream.h"
 #include "optim/prepare.h"
 
@@ -12,13 +12,13 @@ namespace {
 void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                      at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
                      const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                     const c10::optional<at::Tensor>& grad_scale, TRICKS_OPTIM_SCALAR_ARGS) {
+                     const c10::optional<at::Tensor>& grad_scale TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device device = params[0].device();
   c10::DeviceGuard guard(device);
   check_lists(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, device);
-  Params q = make_params(params, slows, TRICKS_OPTIM_SCALARS);
+  Params q = TRICKS_OPTIM_MAKE_PARAMS(params, slows);
   TORCH_CHECK(ptrs.has_value(), "optim_step_: CUDA needs the plan's pointer table (ptrs)");
   bind_work(q, work, device);
   bind_ptrs(q, *ptrs, n, !slows.empty(), !emas.empty(), device);
@@ -31,4 +31,4 @@ void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 }  // namespace optim
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) { TRICKS_CUDA_KERNEL(m, "optim_step_", &tricks::optim::optim_step_cuda); }
+TRICKS_REGISTER_CUDA("optim_step_", &tricks::optim::optim_step_cuda)

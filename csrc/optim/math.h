@@ -17,6 +17,18 @@
 namespace tricks {
 namespace optim {
 
+// The step's hyperparameters, X(C++ type, name), in the order of their one declaration,
+// tricks_ext/ops/optim.py's Hyperparams (the op's schema is built from it; tests/test_contract.py
+// fails when this list differs from it in names or order, and torch refuses to load the op
+// when the bindings' argument types differ from the schema's). The bindings take them as
+// arguments in this order (TRICKS_OPTIM_ARGS, prepare.h) and copy them into Params.
+#define TRICKS_OPTIM_HYPERPARAMS(X)                                                                      \
+  X(double, lr) X(double, beta1) X(double, beta2) X(double, eps) X(double, weight_decay)                 \
+  X(bool, decoupled_weight_decay) X(double, lookahead_alpha) X(int64_t, lookahead_k) X(bool, rectify)     \
+  X(bool, maximize) X(double, clip_value) X(double, agc_clip_factor) X(double, agc_eps) X(double, ema_decay) \
+  X(double, ema_min_decay) X(int64_t, ema_update_after_step) X(double, ema_warmup_gamma)                  \
+  X(double, ema_warmup_power) X(bool, ema_warmup)
+
 // Everything a launch needs, torch-free. Pointer tables hold one entry per tensor.
 struct Params {
   const int64_t* work;        // [n_items, 4]: tensor, start, length, flags (kGcRow, kAgcRow, kPrepared)
@@ -30,16 +42,13 @@ struct Params {
   const float* found_inf;     // nullptr or a scalar: != 0 skips the whole step
   const float* grad_scale;    // nullptr or a scalar: grads are divided by it
   int64_t n_items;
-  double lr, beta1, beta2, eps, weight_decay, alpha;
-  int64_t lookahead_k;        // 0: no Lookahead
-  bool decoupled, rectify, maximize;
   DType dtype, slow_dtype;
-  double clip_value;          // clip_grad_value_'s bound on the unscaled grads; +inf: off
-  double agc_factor, agc_eps; // timm's adaptive_clip_grad on kAgcRow items
-  // timm ModelEmaV3.get_decay(step) with each tensor's own step counter (see ema_decay_of)
-  double ema_decay, ema_min_decay, ema_gamma, ema_power;
-  int64_t ema_after;
-  bool ema_warmup;
+  // lookahead_k 0: no Lookahead; clip_value: clip_grad_value_'s bound on the unscaled grads
+  // (+inf: off); agc_*: timm's adaptive_clip_grad on kAgcRow items; ema_*: timm
+  // ModelEmaV3.get_decay(step) with each tensor's own step counter (see ema_decay_of).
+#define TRICKS_OPTIM_FIELD(type, name) type name;
+  TRICKS_OPTIM_HYPERPARAMS(TRICKS_OPTIM_FIELD)
+#undef TRICKS_OPTIM_FIELD
 };
 
 // Work-item flags (the plan's fourth column): the item is one row p[i] of a tensor, whose
@@ -76,10 +85,10 @@ TRICKS_HD double pow_of(double base, double step) {
 // ModelEmaV3.get_decay: t = step - update_after_step - 1; 0 while t <= 0 (the EMA copies the
 // params), then decay, or with warmup 1 - (1 + t / gamma)^-power clamped to [min_decay, decay].
 TRICKS_HD double ema_decay_of(double step, const Params& q) {
-  const double t = step - static_cast<double>(q.ema_after) - 1.0;
+  const double t = step - static_cast<double>(q.ema_update_after_step) - 1.0;
   if (t <= 0.0) return 0.0;
   if (!q.ema_warmup) return q.ema_decay;
-  const double d = 1.0 - std::exp(-q.ema_power * std::log(1.0 + t / q.ema_gamma));
+  const double d = 1.0 - std::exp(-q.ema_warmup_power * std::log(1.0 + t / q.ema_warmup_gamma));
   const double capped = d < q.ema_decay ? d : q.ema_decay;
   return capped > q.ema_min_decay ? capped : q.ema_min_decay;
 }
@@ -116,7 +125,7 @@ struct Decay {
 
 template <typename A>
 TRICKS_HD Decay<A> decay_of(const Params& q) {
-  return q.decoupled ? Decay<A>{static_cast<A>(1.0 - q.lr * q.weight_decay), A(0)}
+  return q.decoupled_weight_decay ? Decay<A>{static_cast<A>(1.0 - q.lr * q.weight_decay), A(0)}
                      : Decay<A>{A(1), static_cast<A>(q.weight_decay)};
 }
 
@@ -161,6 +170,9 @@ template <typename A>
 TRICKS_HD A ema_lerp(A ema, A p, A w, A one_minus_w) {
   return w < A(0.5) ? ema + w * (p - ema) : p - (p - ema) * one_minus_w;
 }
+
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_step_cuda(const Params& q, void* stream);
 
 }  // namespace optim
 }  // namespace tricks

@@ -83,39 +83,25 @@ inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* n
   return t->data_ptr<float>();
 }
 
-// The op's scalar arguments after the tensors, in schema order (csrc/optim/schema.cpp).
-#define TRICKS_OPTIM_SCALAR_ARGS                                                                                   \
-  double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled, double alpha,             \
-      int64_t lookahead_k, bool rectify, bool maximize, double clip_value, double agc_factor, double agc_eps,       \
-      double ema_decay, double ema_min_decay, int64_t ema_after, double ema_gamma, double ema_power, bool ema_warmup
-#define TRICKS_OPTIM_SCALARS                                                                                     \
-  lr, beta1, beta2, eps, weight_decay, decoupled, alpha, lookahead_k, rectify, maximize, clip_value, agc_factor, \
-      agc_eps, ema_decay, ema_min_decay, ema_after, ema_gamma, ema_power, ema_warmup
+// The op's arguments after its tensors, one per Hyperparams field (math.h).
+#define TRICKS_OPTIM_ARG(type, name) , type name
+#define TRICKS_OPTIM_ARGS TRICKS_OPTIM_HYPERPARAMS(TRICKS_OPTIM_ARG)
+#define TRICKS_OPTIM_SET(type, name) q.name = name;
 
-inline Params make_params(at::TensorList params, at::TensorList slows, TRICKS_OPTIM_SCALAR_ARGS) {
-  TORCH_CHECK(clip_value > 0.0, "optim_step_: clip_value must be > 0 (inf: off), got ", clip_value);
-  TORCH_CHECK(agc_factor >= 0.0 && agc_eps >= 0.0, "optim_step_: agc_factor and agc_eps must be >= 0");
-  TORCH_CHECK(ema_gamma > 0.0 && ema_after >= 0, "optim_step_: ema_gamma must be > 0 and ema_after >= 0");
+// Params from the op's arguments: the hyperparameters as given (lookahead_k 0 without slow
+// weights), the dtypes from the lists.
+#define TRICKS_OPTIM_MAKE_PARAMS(params, slows) \
+  make_params(params, slows, [&](Params& q) { TRICKS_OPTIM_HYPERPARAMS(TRICKS_OPTIM_SET) })
+
+template <typename Fill>
+Params make_params(at::TensorList params, at::TensorList slows, Fill fill) {
   Params q{};
-  q.lr = lr;
-  q.beta1 = beta1;
-  q.beta2 = beta2;
-  q.eps = eps;
-  q.weight_decay = weight_decay;
-  q.alpha = alpha;
-  q.lookahead_k = slows.empty() ? 0 : lookahead_k;
-  q.decoupled = decoupled;
-  q.rectify = rectify;
-  q.maximize = maximize;
-  q.clip_value = clip_value;
-  q.agc_factor = agc_factor;
-  q.agc_eps = agc_eps;
-  q.ema_decay = ema_decay;
-  q.ema_min_decay = ema_min_decay;
-  q.ema_after = ema_after;
-  q.ema_gamma = ema_gamma;
-  q.ema_power = ema_power;
-  q.ema_warmup = ema_warmup;
+  fill(q);
+  TORCH_CHECK(q.clip_value > 0.0, "optim_step_: clip_value must be > 0 (inf: off), got ", q.clip_value);
+  TORCH_CHECK(q.agc_clip_factor >= 0.0 && q.agc_eps >= 0.0, "optim_step_: agc_clip_factor and agc_eps must be >= 0");
+  TORCH_CHECK(q.ema_warmup_gamma > 0.0 && q.ema_update_after_step >= 0,
+              "optim_step_: ema_warmup_gamma must be > 0 and ema_update_after_step >= 0");
+  if (slows.empty()) q.lookahead_k = 0;
   if (!params.empty()) {
     q.dtype = to_dtype(params[0], "params");
     q.slow_dtype = slows.empty() ? q.dtype : to_dtype(slows[0], "slows");

@@ -17,41 +17,42 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 Tensor call_fwd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b, const optional<Tensor>& lam,
-                const optional<Tensor>& dense, const optional<Tensor>& pos_weight, double smoothing,
-                optional<double> threshold, int64_t reduction) {
+                const optional<Tensor>& dense, const optional<Tensor>& pos_weight, double label_smoothing,
+                optional<double> target_threshold, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_bce_fwd", "")
                        .typed<Tensor(const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
                                      const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, double,
                                      optional<double>, int64_t)>();
-  return op.call(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+  return op.call(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
 }
 
 Tensor call_bwd(const Tensor& grad, const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
                 const optional<Tensor>& lam, const optional<Tensor>& dense, const optional<Tensor>& pos_weight,
-                double smoothing, optional<double> threshold, int64_t reduction) {
+                double label_smoothing, optional<double> target_threshold, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_bce_bwd", "")
                        .typed<Tensor(const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
                                      const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, double,
                                      optional<double>, int64_t)>();
-  return op.call(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+  return op.call(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
 }
 
 optional<Tensor> opt(const Tensor& t) { return t.defined() ? optional<Tensor>(t) : c10::nullopt; }
 
 class SoftBCE : public torch::autograd::Function<SoftBCE> {
  public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
-                        const optional<Tensor>& lam, const optional<Tensor>& dense, const optional<Tensor>& pos_weight,
-                        double smoothing, optional<double> threshold, int64_t reduction) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const optional<Tensor>& a,
+                        const optional<Tensor>& b, const optional<Tensor>& lam, const optional<Tensor>& dense,
+                        const optional<Tensor>& pos_weight, double label_smoothing, optional<double> target_threshold,
+                        int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView below;
-    Tensor loss = call_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+    Tensor loss = call_fwd(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
     ctx->save_for_backward({logits, a.value_or(Tensor()), b.value_or(Tensor()), lam.value_or(Tensor()),
                             dense.value_or(Tensor()), pos_weight.value_or(Tensor())});
-    ctx->saved_data["smoothing"] = smoothing;
-    ctx->saved_data["has_threshold"] = threshold.has_value();
-    ctx->saved_data["threshold"] = threshold.value_or(0.0);
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->saved_data["has_target_threshold"] = target_threshold.has_value();
+    ctx->saved_data["target_threshold"] = target_threshold.value_or(0.0);
     ctx->saved_data["reduction"] = reduction;
     return loss;
   }
@@ -61,9 +62,11 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
     const Tensor& logits = saved[0];
     const optional<Tensor> a = opt(saved[1]), b = opt(saved[2]), lam = opt(saved[3]), dense = opt(saved[4]),
                            pos_weight = opt(saved[5]);
-    const double smoothing = ctx->saved_data["smoothing"].toDouble();
-    const optional<double> threshold =
-        ctx->saved_data["has_threshold"].toBool() ? optional<double>(ctx->saved_data["threshold"].toDouble()) : c10::nullopt;
+    const double label_smoothing = ctx->saved_data["label_smoothing"].toDouble();
+    const optional<double> target_threshold =
+        ctx->saved_data["has_target_threshold"].toBool()
+            ? optional<double>(ctx->saved_data["target_threshold"].toDouble())
+            : c10::nullopt;
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const Tensor& grad = grads[0];
     Tensor dlogits, ddense;
@@ -75,20 +78,21 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
           const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
           const optional<Tensor>&, const optional<Tensor>&, double, optional<double>, int64_t, bool, bool)>(
           "tricks_ext::soft_bce_graph_backward");
-      auto out = graph.call(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction, logits_grad,
+      auto out = graph.call(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction,
+                            logits_grad,
                             dense_grad);
       if (logits_grad) dlogits = out[0];
       if (dense_grad) ddense = out.back();
       return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
     }
     if (logits_grad)
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+      dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
     if (dense_grad) {
-      // d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a threshold (a step)
+      // d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a target_threshold (a step)
       const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
       const Tensor z = logits.to(acc);
       Tensor d = pos_weight.has_value() ? -z + (pos_weight->to(acc) - 1) * at::softplus(-z) : -z;
-      if (threshold.has_value()) d = at::zeros_like(d);
+      if (target_threshold.has_value()) d = at::zeros_like(d);
       Tensor g = grad.to(acc);
       if (reduction == 2) g = g / static_cast<double>(logits.numel());
       ddense = (d * g).to(dense->scalar_type());
@@ -99,9 +103,10 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
 
 Tensor soft_bce_fwd_autograd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
                              const optional<Tensor>& lam, const optional<Tensor>& dense,
-                             const optional<Tensor>& pos_weight, double smoothing, optional<double> threshold,
+                             const optional<Tensor>& pos_weight, double label_smoothing,
+                             optional<double> target_threshold,
                              int64_t reduction) {
-  return SoftBCE::apply(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+  return SoftBCE::apply(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <cmath>
 #include <type_traits>
 
@@ -29,7 +31,7 @@ TRICKS_CPU_INLINE double log1p_acc(double x) { return std::log1p(x); }
 // (mixing int64 label compares into fp32 lanes kept GCC from vectorizing: 4.3 ms -> see
 // benchmarks/NOTES.md); pos_weight is always an array (ones when none is given); an invalid
 // row is filled apart.
-// The threshold as values, not read through Params in the loops: a store to the output may
+// The target_threshold as values, not read through Params in the loops: a store to the output may
 // alias Params for all GCC knows, so it would reload them on every element and not vectorize.
 // Whether a dense target is thresholded is a template parameter as well: as a run-time
 // `on ? step : t` GCC kept a scalar select in the loop and left every dense loop scalar
@@ -39,7 +41,7 @@ template <typename A>
 struct Threshold {
   bool on;
   A at;
-  explicit Threshold(const Params& q) : on(q.has_threshold), at(static_cast<A>(q.threshold)) {}
+  explicit Threshold(const Params& q) : on(q.has_target_threshold), at(static_cast<A>(q.target_threshold)) {}
 };
 
 enum class Targets { Compact, Dense, DenseStep };  // DenseStep: dense, thresholded
@@ -87,7 +89,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
-  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
+  const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
   const A* pw = static_cast<const A*>(q.pos_weight);
   A buf[kChunk];
   for (int64_t i = r0; i < r1; ++i) {
@@ -99,7 +101,8 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       if (r.invalid) {
         for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(A(NAN));
       } else if constexpr (kDense) {
-        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
+        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c,
+                                                                        dense_target<kT>(th, static_cast<A>(t[c]))));
       } else {
         for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, t_off));
         const Labelled<A> l = labelled(th, r, off);
@@ -139,7 +142,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
-  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
+  const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
   const A* pw = static_cast<const A*>(q.pos_weight);
   const A g = q.per_element ? A(1) : *static_cast<const A*>(q.grad);
   for (int64_t i = r0; i < r1; ++i) {
@@ -186,7 +189,7 @@ at::Tensor ones_if_absent(Params& q, const at::Tensor& logits, const c10::option
 // body(kT, first row, end row) on blocks of >= 16K elements, kT the targets' kind as a type
 template <typename F>
 void for_rows(const Params& q, F&& body) {
-  const Targets kind = q.mode != Mode::Dense ? Targets::Compact : q.has_threshold ? Targets::DenseStep : Targets::Dense;
+  const Targets kind = q.mode != Mode::Dense ? Targets::Compact : q.has_target_threshold ? Targets::DenseStep : Targets::Dense;
   at::parallel_for(0, q.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(q.classes, 1)),
                    [&](int64_t s, int64_t e) {
                      switch (kind) {
@@ -200,8 +203,8 @@ void for_rows(const Params& q, F&& body) {
 at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                             const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
-                            double smoothing, c10::optional<double> threshold, int64_t reduction) {
-  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+                            double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
+  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
   const at::Tensor ones = ones_if_absent(f.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_fwd_cpu", [&] {
     for_rows(f.params, [&](auto kT, int64_t s, int64_t e) { fwd_rows<scalar_t, decltype(kT)::value>(f.params, s, e); });
@@ -212,8 +215,8 @@ at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Te
 at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                             const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
-                            double smoothing, c10::optional<double> threshold, int64_t reduction) {
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+                            double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
   const at::Tensor ones = ones_if_absent(r.params, logits, pos_weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_bwd_cpu", [&] {
     for_rows(r.params, [&](auto kT, int64_t s, int64_t e) { bwd_rows<scalar_t, decltype(kT)::value>(r.params, s, e); });
@@ -225,7 +228,5 @@ at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, co
 }  // namespace soft_bce
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("soft_bce_fwd", &tricks::soft_bce::soft_bce_fwd_cpu);
-  m.impl("soft_bce_bwd", &tricks::soft_bce::soft_bce_bwd_cpu);
-}
+TRICKS_REGISTER(CPU, "soft_bce_fwd", &tricks::soft_bce::soft_bce_fwd_cpu,
+                     "soft_bce_bwd", &tricks::soft_bce::soft_bce_bwd_cpu)

@@ -9,7 +9,7 @@
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"
-#include "soft_bce/cuda.h"
+#include "soft_bce/math.h"
 
 namespace tricks {
 namespace soft_bce {
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   const T* z = static_cast<const T*>(q.logits) + i * C;
   const T* t = q.mode == Mode::Dense ? static_cast<const T*>(q.dense) + i * C : nullptr;
   const RowTarget<A> r = row_target<A>(q, i);
-  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
+  const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
   T* out = q.per_element ? static_cast<T*>(q.loss) + i * C : nullptr;
   A sum = 0;
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const A g = q.per_element ? A(0) : *static_cast<const A*>(q.grad);
   T* dz = static_cast<T*>(q.dlogits) + i * C;
   const RowTarget<A> r = row_target<A>(q, i);
-  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
+  const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     const A v = to_acc<A>(z[c]), tv = target(q, r, t, c, off);
     const A d = element_grad(v, tv, log_weight(q, c, tv), exp_dev(v < A(0) ? v : -v));
@@ -74,25 +74,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
 
 }  // namespace
 
-const char* launch_fwd_cuda(const Params& q, void* stream) {
-  if (q.rows == 0) return nullptr;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(q.dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    launch_kernel(fwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
-  });
-  return last_error();
-}
-
-const char* launch_bwd_cuda(const Params& q, void* stream) {
-  if (q.rows == 0) return nullptr;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(q.dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    launch_kernel(bwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
-  });
-  return last_error();
-}
+TRICKS_ROW_LAUNCHERS(Params)
 
 }  // namespace soft_bce
 }  // namespace tricks

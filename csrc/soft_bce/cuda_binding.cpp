@@ -1,7 +1,7 @@
 // Soft-target binary cross-entropy, CUDA bindings.
 #include <torch/library.h>
 
-#include "soft_bce/cuda.h"
+#include "soft_bce/math.h"
 #include "common/cuda_stream.h"
 #include "soft_bce/prepare.h"
 
@@ -12,9 +12,9 @@ namespace {
 at::Tensor soft_bce_fwd_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                              const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                              const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
-                             double smoothing, c10::optional<double> threshold, int64_t reduction) {
+                             double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
-  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
   check_launch(launch_fwd_cuda(f.params, current_cuda_stream(logits)), "soft_bce_fwd");
   return finish_fwd(f, logits, reduction);
 }
@@ -22,9 +22,9 @@ at::Tensor soft_bce_fwd_cuda(const at::Tensor& logits, const c10::optional<at::T
 at::Tensor soft_bce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                              const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                              const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
-                             double smoothing, c10::optional<double> threshold, int64_t reduction) {
+                             double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction);
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
   check_launch(launch_bwd_cuda(r.params, current_cuda_stream(logits)), "soft_bce_bwd");
   return r.dlogits;
 }
@@ -33,7 +33,5 @@ at::Tensor soft_bce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, c
 }  // namespace soft_bce
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) {
-  TRICKS_CUDA_KERNEL(m, "soft_bce_fwd", &tricks::soft_bce::soft_bce_fwd_cuda);
-  TRICKS_CUDA_KERNEL(m, "soft_bce_bwd", &tricks::soft_bce::soft_bce_bwd_cuda);
-}
+TRICKS_REGISTER_CUDA("soft_bce_fwd", &tricks::soft_bce::soft_bce_fwd_cuda,
+                     "soft_bce_bwd", &tricks::soft_bce::soft_bce_bwd_cuda)

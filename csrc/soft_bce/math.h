@@ -1,12 +1,12 @@
 // Soft-target binary cross-entropy math shared by the CPU and CUDA kernels (timm
 // BinaryCrossEntropy: torch binary_cross_entropy_with_logits on one-hot, mixed or dense targets).
-// Per element (row i, class c) of logits z, target t (thresholded to 1 / 0 when a threshold is
+// Per element (row i, class c) of logits z, target t (thresholded to 1 / 0 when a target_threshold is
 // given) and per-class pos_weight p (1 without one), with lw = 1 + (p - 1) t:
 //   loss = (1 - t) z + lw softplus(-z),   softplus(-z) = log1p(exp(-|z|)) + max(-z, 0)
 //   dloss/dz = (1 - t) - lw sigmoid(-z)   (= lw sigmoid(z) - p t, torch's backward)
 // Targets as in soft CE (soft_ce/math.h), never expanded for the compact forms:
-//   mixed (a, b, lam): t = s/C + (1-s)(lam [c == a] + (1 - lam) [c == b])   (Mixup's smoothing s)
-//   hard  (a):         the same with lam = 1 (timm's one-hot with smoothing s: off s/C, on 1-s+s/C)
+//   mixed (a, b, lam): t = s/C + (1-s)(lam [c == a] + (1 - lam) [c == b])   (Mixup's label_smoothing s)
+//   hard  (a):         the same with lam = 1 (timm's one-hot with label_smoothing s: off s/C, on 1-s+s/C)
 //   dense (t):         any (N, C) tensor.
 // A label outside [0, C) makes its row's losses and gradients NaN (no out-of-bounds read, no
 // host sync). Reductions: 'mean' divides the sum of all N*C elements by N*C (torch's).
@@ -35,9 +35,9 @@ struct Params {
   const void* grad;        // backward: (rows, classes) logits' dtype when per_element, else one acc_t value
   void* dlogits;           // backward: (rows, classes)
   int64_t rows, classes;
-  double smoothing;        // taken in acc_t by the kernels
-  double threshold;        // used when has_threshold: t = t > threshold
-  bool has_threshold;
+  double label_smoothing;        // taken in acc_t by the kernels
+  double target_threshold;        // used when has_target_threshold: t = t > target_threshold
+  bool has_target_threshold;
   bool per_element;        // reduction 'none'
   Mode mode;
   DType dtype;
@@ -46,26 +46,12 @@ struct Params {
 // The compact row's label weights (no ignore_index: timm's BCE has none).
 template <typename A>
 TRICKS_HD RowTarget<A> row_target(const Params& q, int64_t i) {
-  RowTarget<A> r{0, 0, A(0), A(0), false, false};
-  if (q.mode == Mode::Dense) return r;
-  const A keep = A(1) - static_cast<A>(q.smoothing);
-  r.a = q.a[i];
-  if (q.mode == Mode::Hard) {
-    r.b = r.a;
-    r.wa = keep;
-  } else {
-    const A lam = static_cast<A>(q.lam[i]);
-    r.b = q.b[i];
-    r.wa = keep * lam;
-    r.wb = keep * (A(1) - lam);
-  }
-  r.invalid = r.a < 0 || r.a >= q.classes || r.b < 0 || r.b >= q.classes;
-  return r;
+  return soft_ce::row_target<A, false>(q, i);
 }
 
 template <typename A>
 TRICKS_HD A threshold_target(const Params& q, A t) {
-  return q.has_threshold ? (t > static_cast<A>(q.threshold) ? A(1) : A(0)) : t;
+  return q.has_target_threshold ? (t > static_cast<A>(q.target_threshold) ? A(1) : A(0)) : t;
 }
 
 // lw = 1 + (p - 1) t
@@ -86,6 +72,10 @@ TRICKS_HD A element_grad(A z, A t, A lw, A e) {
   const A sig_neg = z >= A(0) ? e / (A(1) + e) : A(1) / (A(1) + e);  // sigmoid(-z), no overflow
   return (A(1) - t) - lw * sig_neg;
 }
+
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_fwd_cuda(const Params& q, void* stream);
+const char* launch_bwd_cuda(const Params& q, void* stream);
 
 }  // namespace soft_bce
 }  // namespace tricks

@@ -15,11 +15,11 @@ using soft_ce::kNone;
 // Everything but the outputs; mode from which targets are present.
 inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                      const c10::optional<at::Tensor>& pos_weight, double smoothing, c10::optional<double> threshold,
-                      int64_t reduction) {
+                      const c10::optional<at::Tensor>& pos_weight, double label_smoothing,
+                      c10::optional<double> target_threshold, int64_t reduction) {
   soft_ce::check_reduction(reduction);
   // The targets' checks are soft CE's (ignore_index plays no part: no label equals it there).
-  const soft_ce::Params t = soft_ce::prepare(logits, a, b, lam, dense, smoothing, 0);
+  const soft_ce::Params t = soft_ce::prepare(logits, a, b, lam, dense, label_smoothing, 0);
   Params q{};
   q.logits = t.logits;
   q.a = t.a;
@@ -28,9 +28,9 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
   q.dense = t.dense;
   q.rows = t.rows;
   q.classes = t.classes;
-  q.smoothing = smoothing;
-  q.has_threshold = threshold.has_value();
-  q.threshold = threshold.value_or(0.0);
+  q.label_smoothing = label_smoothing;
+  q.has_target_threshold = target_threshold.has_value();
+  q.target_threshold = target_threshold.value_or(0.0);
   q.per_element = reduction == kNone;
   q.mode = t.mode;
   q.dtype = t.dtype;
@@ -48,9 +48,9 @@ struct Fwd {
 
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                        const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                       const c10::optional<at::Tensor>& pos_weight, double smoothing, c10::optional<double> threshold,
-                       int64_t reduction) {
-  Fwd f{prepare(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction), {}};
+                       const c10::optional<at::Tensor>& pos_weight, double label_smoothing,
+                       c10::optional<double> target_threshold, int64_t reduction) {
+  Fwd f{prepare(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction), {}};
   f.loss = f.params.per_element ? at::empty_like(logits)
                                 : at::empty({logits.size(0)}, logits.options().dtype(stats_dtype(logits)));
   f.params.loss = f.loss.data_ptr();
@@ -74,8 +74,9 @@ struct Bwd {
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                        const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
-                       double smoothing, c10::optional<double> threshold, int64_t reduction) {
-  Bwd r{prepare(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction), at::empty_like(logits), {}};
+                       double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
+  Bwd r{prepare(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction),
+        at::empty_like(logits), {}};
   check_same_device(logits, "logits", grad, "grad");
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_bce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());

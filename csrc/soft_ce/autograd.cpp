@@ -18,25 +18,25 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 std::tuple<Tensor, Tensor> call_fwd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
-                                    const optional<Tensor>& lam, const optional<Tensor>& dense, double smoothing,
+                                    const optional<Tensor>& lam, const optional<Tensor>& dense, double label_smoothing,
                                     int64_t ignore_index, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_ce_fwd", "")
                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, const optional<Tensor>&,
                                                          const optional<Tensor>&, const optional<Tensor>&,
                                                          const optional<Tensor>&, double, int64_t, int64_t)>();
-  return op.call(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
+  return op.call(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
 }
 
 Tensor call_bwd(const Tensor& grad, const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
-                const optional<Tensor>& lam, const optional<Tensor>& dense, const Tensor& stats, double smoothing,
+                const optional<Tensor>& lam, const optional<Tensor>& dense, const Tensor& stats, double label_smoothing,
                 int64_t ignore_index, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_ce_bwd", "")
                        .typed<Tensor(const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
                                      const optional<Tensor>&, const optional<Tensor>&, const Tensor&, double, int64_t,
                                      int64_t)>();
-  return op.call(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
+  return op.call(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
 }
 
 optional<Tensor> opt(const Tensor& t) { return t.defined() ? optional<Tensor>(t) : c10::nullopt; }
@@ -45,12 +45,12 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const optional<Tensor>& a,
                                const optional<Tensor>& b, const optional<Tensor>& lam, const optional<Tensor>& dense,
-                               double smoothing, int64_t ignore_index, int64_t reduction) {
+                               double label_smoothing, int64_t ignore_index, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [loss, stats] = call_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
+    auto [loss, stats] = call_fwd(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
     ctx->save_for_backward({logits, a.value_or(Tensor()), b.value_or(Tensor()), lam.value_or(Tensor()),
                             dense.value_or(Tensor()), stats});
-    ctx->saved_data["smoothing"] = smoothing;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["reduction"] = reduction;
     ctx->mark_non_differentiable({stats});
@@ -61,7 +61,7 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
     const auto saved = ctx->get_saved_variables();
     const Tensor &logits = saved[0], &stats = saved[5];
     const optional<Tensor> a = opt(saved[1]), b = opt(saved[2]), lam = opt(saved[3]), dense = opt(saved[4]);
-    const double smoothing = ctx->saved_data["smoothing"].toDouble();
+    const double label_smoothing = ctx->saved_data["label_smoothing"].toDouble();
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const Tensor& grad = grads[0];
@@ -73,13 +73,14 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
       static auto graph = tricks::graph_backward<std::vector<Tensor>(
           const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
           const optional<Tensor>&, double, int64_t, int64_t, bool, bool)>("tricks_ext::soft_ce_graph_backward");
-      auto out = graph.call(grad, logits, a, b, lam, dense, smoothing, ignore_index, reduction, logits_grad, dense_grad);
+      auto out = graph.call(grad, logits, a, b, lam, dense, label_smoothing, ignore_index, reduction, logits_grad,
+                            dense_grad);
       if (logits_grad) dlogits = out[0];
       if (dense_grad) ddense = out.back();
       return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
     }
     if (logits_grad)
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
+      dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
     if (dense_grad) {  // d loss_i / d t_ic = lse_i - z_ic
       const Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
       // dL/dloss_i: per row ('none'), or shared and divided by N ('mean' of dense targets)
@@ -93,9 +94,10 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
 
 std::tuple<Tensor, Tensor> soft_ce_fwd_autograd(const Tensor& logits, const optional<Tensor>& a,
                                                 const optional<Tensor>& b, const optional<Tensor>& lam,
-                                                const optional<Tensor>& dense, double smoothing, int64_t ignore_index,
+                                                const optional<Tensor>& dense, double label_smoothing,
+                                                int64_t ignore_index,
                                                 int64_t reduction) {
-  auto out = SoftCE::apply(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
+  auto out = SoftCE::apply(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
   return {out[0], out[1]};
 }
 

@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include <cmath>
 
 #include "common/cpu_simd.h"
@@ -109,7 +111,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
     }
     // exp_acc written out in each loop: behind a lambda GCC calls it instead of inlining it
     // into the ISA clones, and the loop does not vectorize
-    const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
+    const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
     for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) - off));
     for (const int64_t c : {r.a, r.b})  // the two labelled classes, recomputed whole (one rounding)
       dz[c] = static_cast<T>(g * (exp_acc((static_cast<A>(z[c]) - shift) - log_sum) - compact_target(r, c, off)));
@@ -123,9 +125,9 @@ int64_t grain(const Params& q) {
 std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                                                    const c10::optional<at::Tensor>& b,
                                                    const c10::optional<at::Tensor>& lam,
-                                                   const c10::optional<at::Tensor>& dense, double smoothing,
+                                                   const c10::optional<at::Tensor>& dense, double label_smoothing,
                                                    int64_t ignore_index, int64_t reduction) {
-  auto f = prepare_fwd(logits, a, b, lam, dense, smoothing, ignore_index, reduction);
+  auto f = prepare_fwd(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_fwd_cpu", [&] {
     at::parallel_for(0, f.params.rows, grain(f.params), [&](int64_t s, int64_t e) { fwd_rows<scalar_t>(f.params, s, e); });
   });
@@ -134,9 +136,9 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cpu(const at::Tensor& logits, con
 
 at::Tensor soft_ce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                            const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
-                           const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                           const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double label_smoothing,
                            int64_t ignore_index, int64_t reduction) {
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, smoothing, ignore_index, reduction);
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_ce_bwd_cpu", [&] {
     at::parallel_for(0, r.params.rows, grain(r.params), [&](int64_t s, int64_t e) { bwd_rows<scalar_t>(r.params, s, e); });
   });
@@ -147,7 +149,5 @@ at::Tensor soft_ce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, con
 }  // namespace soft_ce
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cpu);
-  m.impl("soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cpu);
-}
+TRICKS_REGISTER(CPU, "soft_ce_fwd", &tricks::soft_ce::soft_ce_fwd_cpu,
+                     "soft_ce_bwd", &tricks::soft_ce::soft_ce_bwd_cpu)

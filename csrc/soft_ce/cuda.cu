@@ -9,7 +9,7 @@
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"
-#include "soft_ce/cuda.h"
+#include "soft_ce/math.h"
 
 namespace tricks {
 namespace soft_ce {
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     return;
   }
   const RowTarget<A> r = row_target<A>(q, i);
-  const A off = static_cast<A>(q.smoothing) / static_cast<A>(C);
+  const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     A v;
     if (r.ignored) v = 0;
@@ -122,25 +122,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
 
 }  // namespace
 
-const char* launch_fwd_cuda(const Params& q, void* stream) {
-  if (q.rows == 0) return nullptr;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(q.dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    launch_kernel(fwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
-  });
-  return last_error();
-}
-
-const char* launch_bwd_cuda(const Params& q, void* stream) {
-  if (q.rows == 0) return nullptr;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(q.dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    launch_kernel(bwd_kernel<T>, static_cast<unsigned>(q.rows), kBlock, 0, s, q);
-  });
-  return last_error();
-}
+TRICKS_ROW_LAUNCHERS(Params)
 
 }  // namespace soft_ce
 }  // namespace tricks

@@ -35,7 +35,7 @@ struct Params {
   int64_t grad_stride;   // 1: one per row (reduction 'none'); 0: one for all rows (sum, mean)
   void* dlogits;         // backward: (rows, classes)
   int64_t rows, classes;
-  double smoothing;      // taken in acc_t by the kernels (fp64 logits keep its full precision)
+  double label_smoothing;      // taken in acc_t by the kernels (fp64 logits keep its full precision)
   int64_t ignore_index;
   Mode mode;
   DType dtype;
@@ -50,14 +50,16 @@ struct RowTarget {
   bool ignored, invalid;
 };
 
-template <typename A>
-TRICKS_HD RowTarget<A> row_target(const Params& q, int64_t i) {
+// Row i's compact targets from params P with mode, a, b, lam, label_smoothing and classes (the
+// soft BCE's too: kIgnore false, it has no ignore_index).
+template <typename A, bool kIgnore = true, typename P>
+TRICKS_HD RowTarget<A> row_target(const P& q, int64_t i) {
   RowTarget<A> r{0, 0, A(0), A(0), false, false};
   if (q.mode == Mode::Dense) return r;
   r.a = q.a[i];
-  const A keep = A(1) - static_cast<A>(q.smoothing);
+  const A keep = A(1) - static_cast<A>(q.label_smoothing);
   if (q.mode == Mode::Hard) {
-    r.ignored = r.a == q.ignore_index;
+    if constexpr (kIgnore) r.ignored = r.a == q.ignore_index;
     r.b = r.a;
     r.wa = keep;
   } else {
@@ -98,7 +100,7 @@ TRICKS_HD A compact_loss(const Params& q, const RowTarget<A>& r, A lse, A sum_z,
   if (r.ignored) return A(0);
   if (r.invalid) return static_cast<A>(NAN);
   return lse - (weighted(r.wa, load(r.a)) + weighted(r.wb, load(r.b)) +
-                weighted(static_cast<A>(q.smoothing) / A(q.classes), sum_z));
+                weighted(static_cast<A>(q.label_smoothing) / A(q.classes), sum_z));
 }
 
 // t_ic of a compact row.
@@ -106,6 +108,10 @@ template <typename A>
 TRICKS_HD A compact_target(const RowTarget<A>& r, int64_t c, A off) {
   return off + (c == r.a ? r.wa : A(0)) + (c == r.b ? r.wb : A(0));
 }
+
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_fwd_cuda(const Params& q, void* stream);
+const char* launch_bwd_cuda(const Params& q, void* stream);
 
 }  // namespace soft_ce
 }  // namespace tricks

@@ -17,18 +17,19 @@ inline void check_labels(const at::Tensor& logits, const at::Tensor& t, const ch
 
 // Fills everything but the outputs; mode from which targets are present.
 inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
-                      const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
-                      int64_t ignore_index) {
+                      const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
+                      double label_smoothing, int64_t ignore_index) {
   const DType dtype = to_dtype(logits, "logits");
   TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "soft_ce: logits must be contiguous (N, C), got ",
               logits.sizes());
   TORCH_CHECK(logits.size(1) >= 1, "soft_ce: logits need at least one class");
-  TORCH_CHECK(smoothing >= 0.0 && smoothing <= 1.0, "soft_ce: smoothing must be in [0, 1], got ", smoothing);
+  TORCH_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, "soft_ce: label_smoothing must be in [0, 1], got ",
+              label_smoothing);
   Params q{};
   q.logits = logits.data_ptr();
   q.rows = logits.size(0);
   q.classes = logits.size(1);
-  q.smoothing = smoothing;
+  q.label_smoothing = label_smoothing;
   q.ignore_index = ignore_index;
   q.dtype = dtype;
   if (dense.has_value()) {
@@ -63,7 +64,8 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
 enum Reduction : int64_t { kNone = 0, kSum = 1, kMean = 2 };
 
 inline void check_reduction(int64_t reduction) {
-  TORCH_CHECK(reduction >= kNone && reduction <= kMean, "soft_ce: reduction must be 0 (none), 1 (sum) or 2 (mean), got ",
+  TORCH_CHECK(reduction >= kNone && reduction <= kMean,
+              "soft_ce: reduction must be 0 (none), 1 (sum) or 2 (mean), got ",
               reduction);
 }
 
@@ -80,10 +82,10 @@ struct Fwd {
 };
 
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
-                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense, double smoothing,
-                       int64_t ignore_index, int64_t reduction) {
+                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
+                       double label_smoothing, int64_t ignore_index, int64_t reduction) {
   check_reduction(reduction);
-  Fwd f{prepare(logits, a, b, lam, dense, smoothing, ignore_index), {}, {}};
+  Fwd f{prepare(logits, a, b, lam, dense, label_smoothing, ignore_index), {}, {}};
   const auto opts = logits.options().dtype(stats_dtype(logits));
   f.loss = at::empty({logits.size(0)}, opts);
   f.stats = at::empty({logits.size(0), kStats}, opts);
@@ -108,17 +110,18 @@ struct Bwd {
 
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
-                       const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double smoothing,
+                       const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double label_smoothing,
                        int64_t ignore_index, int64_t reduction) {
   check_reduction(reduction);
-  Bwd r{prepare(logits, a, b, lam, dense, smoothing, ignore_index), at::empty_like(logits), {}};
+  Bwd r{prepare(logits, a, b, lam, dense, label_smoothing, ignore_index), at::empty_like(logits), {}};
   check_same_device(logits, "logits", grad, "grad");
   check_same_device(logits, "logits", stats, "stats");
   const auto acc = stats_dtype(logits);
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_ce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());
   if (reduction == kNone) {
-    TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0), "soft_ce_bwd: grad must be (N,) for reduction none, got ",
+    TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0),
+                "soft_ce_bwd: grad must be (N,) for reduction none, got ",
                 grad.sizes());
     r.grad = grad.to(acc).contiguous();
   } else {

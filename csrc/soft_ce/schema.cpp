@@ -7,14 +7,14 @@ TORCH_LIBRARY_FRAGMENT(tricks_ext, m) {
   // Columns of the per-row statistics (shift, log_sum, T), for the Python fake kernels.
   m.def("soft_ce_stats_columns() -> int", [] { return tricks::soft_ce::kStats; });
 
-  // Cross-entropy of contiguous logits (N, C). Targets: labels a (hard, with smoothing and
+  // Cross-entropy of contiguous logits (N, C). Targets: labels a (hard, with label_smoothing and
   // ignore_index), mixed (a, b, lam fp32), or dense (N, C) in the logits' dtype. reduction:
   // 0 none (loss (N,)), 1 sum, 2 mean (loss ()); 'mean' divides by the rows not ignored for hard
   // labels, by N otherwise. Returns (loss in the logits' dtype, stats (N, soft_ce_stats_columns)
   // = shift, log_sum, T in fp32 (fp64 for fp64 logits)); backward takes dL/dloss (the loss's
   // shape and dtype) and stats, returns dlogits.
-  m.def("soft_ce_fwd(Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, float smoothing, "
+  m.def("soft_ce_fwd(Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, float label_smoothing, "
         "int ignore_index, int reduction) -> (Tensor, Tensor)");
   m.def("soft_ce_bwd(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, Tensor? dense, Tensor stats, "
-        "float smoothing, int ignore_index, int reduction) -> Tensor");
+        "float label_smoothing, int ignore_index, int reduction) -> Tensor");
 }

@@ -5,6 +5,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/register.h"
+
 #include "common/cpu_simd.h"
 #include "weight_standardize/prepare.h"
 
@@ -149,7 +151,4 @@ std::tuple<at::Tensor, at::Tensor> bwd_cpu(const at::Tensor& grad_out, const at:
 }  // namespace ws
 }  // namespace tricks
 
-TORCH_LIBRARY_IMPL(tricks_ext, CPU, m) {
-  m.impl("weight_standardize_fwd", &tricks::ws::fwd_cpu);
-  m.impl("weight_standardize_bwd", &tricks::ws::bwd_cpu);
-}
+TRICKS_REGISTER(CPU, "weight_standardize_fwd", &tricks::ws::fwd_cpu, "weight_standardize_bwd", &tricks::ws::bwd_cpu)

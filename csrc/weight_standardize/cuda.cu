@@ -7,7 +7,7 @@
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
 #include "common/cuda_reduce.cuh"
-#include "weight_standardize/cuda.h"
+#include "weight_standardize/math.h"
 
 namespace tricks {
 namespace ws {

@@ -2,7 +2,7 @@
 #include <torch/library.h>
 
 #include "common/cuda_stream.h"
-#include "weight_standardize/cuda.h"
+#include "weight_standardize/math.h"
 #include "weight_standardize/prepare.h"
 
 namespace tricks {
@@ -30,7 +30,4 @@ std::tuple<at::Tensor, at::Tensor> bwd_cuda(const at::Tensor& grad_out, const at
 }  // namespace ws
 }  // namespace tricks
 
-TRICKS_CUDA_LIBRARY(m) {
-  TRICKS_CUDA_KERNEL(m, "weight_standardize_fwd", &tricks::ws::fwd_cuda);
-  TRICKS_CUDA_KERNEL(m, "weight_standardize_bwd", &tricks::ws::bwd_cuda);
-}
+TRICKS_REGISTER_CUDA("weight_standardize_fwd", &tricks::ws::fwd_cuda, "weight_standardize_bwd", &tricks::ws::bwd_cuda)

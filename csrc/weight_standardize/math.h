@@ -78,5 +78,9 @@ TRICKS_HD A backward(A go, A x, A mean, A rstd, A a, A s1_over_k, A s2_over_k) {
   return a * rstd * (go - s1_over_k - what * s2_over_k);
 }
 
+// Torch-free CUDA launchers (cuda.cu): each returns nullptr or the CUDA error.
+const char* launch_fwd_cuda(const Params& p, void* stream);
+const char* launch_bwd_cuda(const BwdParams& p, void* stream);
+
 }  // namespace ws
 }  // namespace tricks

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
-from tricks_ext.ops._common import is_int, is_number
-from tricks_ext.reference.mixup import box_lam, cutmix_box
+from tricks_ext._checks import is_int, is_number
+from tricks_ext._sampling import box_lam, cutmix_box
 from tricks_ext.targets import MixedTargets
 
 _MODES = ("batch", "pair", "elem")

@@ -9,7 +9,7 @@ from torch import Tensor
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
 from tricks_ext.nn._script import NotScriptable
-from tricks_ext.ops._common import check_unit
+from tricks_ext._checks import check_unit
 
 
 class Dropout(NotScriptable, torch.nn.Module):

@@ -8,8 +8,16 @@ from torch import Tensor
 
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
+from tricks_ext._checks import check_unit, is_int
 from tricks_ext.nn._script import NotScriptable
-from tricks_ext.ops._common import check_unit, is_int
+
+
+def _check(name: str, reduction: str, smoothing_name: str, smoothing: float, backend: Optional[str]) -> None:
+    """The loss modules' constructor checks: reduction, the smoothing in [0, 1], the backend."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
+    check_unit(name, smoothing_name, smoothing)
+    check_backend_name(name, backend)
 
 
 class SoftTargetCrossEntropy(NotScriptable, torch.nn.Module):
@@ -21,12 +29,9 @@ class SoftTargetCrossEntropy(NotScriptable, torch.nn.Module):
                  backend: Optional[str] = None) -> None:
         super().__init__()
         name = type(self).__name__
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
-        check_unit(name, "label_smoothing", label_smoothing)
+        _check(name, reduction, "label_smoothing", label_smoothing, backend)
         if not is_int(ignore_index):
             raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
-        check_backend_name(name, backend)
         self.reduction, self.label_smoothing, self.ignore_index = reduction, label_smoothing, ignore_index
         self.backend = backend
 
@@ -50,12 +55,9 @@ class SoftTargetBCE(NotScriptable, torch.nn.Module):
                  backend: Optional[str] = None) -> None:
         super().__init__()
         name = type(self).__name__
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{name}: reduction must be one of mean, sum, none, got {reduction!r}")
-        check_unit(name, "smoothing", smoothing)
+        _check(name, reduction, "smoothing", smoothing, backend)
         if smoothing >= 1.0:
             raise ValueError(f"{name}: smoothing must be in [0, 1), got {smoothing!r}")
-        check_backend_name(name, backend)
         if pos_weight is not None and not isinstance(pos_weight, Tensor):
             pos_weight = torch.tensor(float(pos_weight))
         self.smoothing, self.target_threshold, self.reduction = float(smoothing), target_threshold, reduction

@@ -11,7 +11,7 @@ from torch import Tensor
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
 from tricks_ext.nn._script import NotScriptable
-from tricks_ext.ops._common import check_eps, is_int
+from tricks_ext._checks import check_eps, is_int
 
 _Size = Union[int, Tuple[int, ...]]
 

@@ -16,7 +16,9 @@ any order. First-order backward passes never take it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+import importlib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -31,24 +33,26 @@ class Twin:
     """The C++ op ``tricks_ext::<name>`` (absent without the extension) and its twins.
 
     Args:
-        name: the op's schema name.
-        triton_impl: the Triton side, annotated with the op's signature (torch.library builds
-            the twins' schema from the annotations; the simt twin takes the same signature).
+        name: the op's schema name, and its Triton launcher's
+            (``tricks_ext.triton_kernels.<family>.<name>``, the op's exact signature).
+        family: the op family's module name.
         fake: the fake (meta) kernel of all; it validates with ``torch._check`` and allocates.
+            Annotated with the op's signature, from which torch.library builds the twins'
+            schemas.
         triton_fake, simt_fake: a twin's fake, where its outputs differ (a partial-sum count).
         mutates_args: names of the arguments written in place.
     """
 
-    def __init__(self, name: str, triton_impl: Callable, fake: Callable, triton_fake: Optional[Callable] = None,
+    def __init__(self, name: str, family: str, fake: Callable, triton_fake: Optional[Callable] = None,
                  simt_fake: Optional[Callable] = None, mutates_args: Sequence[str] = ()) -> None:
         self.name = name
         self.ops: Dict[str, Callable] = {}
         if _ext.HAS_C:
             torch.library.register_fake(f"tricks_ext::{name}")(fake)
             self.ops["cxx"] = getattr(torch.ops.tricks_ext, name)
-        impls = {"triton": (triton_impl, triton_fake)}
+        impls = {"triton": (_triton_launcher(name, family, fake), triton_fake)}
         if _ext.HAS_SIMT_KERNELS:
-            impls["simt"] = (simt_impl(name, triton_impl, mutates_args), simt_fake)
+            impls["simt"] = (simt_impl(name, fake, mutates_args), simt_fake)
         for kind, (impl, kind_fake) in impls.items():
             twin = torch.library.custom_op(qualname(name, kind), impl, mutates_args=tuple(mutates_args))
             twin.register_fake(kind_fake or fake)
@@ -65,6 +69,21 @@ class Twin:
     @property
     def simt(self) -> Optional[Callable]:
         return self.ops.get("simt")
+
+
+def _triton_launcher(name: str, family: str, prototype: Callable) -> Callable:
+    """The Triton launcher ``tricks_ext.triton_kernels.<family>.<name>``, imported at its first
+    call (the package imports without triton, and importing it costs about a second), with
+    ``prototype``'s signature for torch.library."""
+    sig = inspect.signature(prototype, eval_str=True)
+
+    def impl(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"tricks_ext.triton_kernels.{family}"), name)(*args)
+
+    impl.__signature__ = sig  # type: ignore[attr-defined]
+    impl.__name__ = f"{name}_triton"
+    impl.__module__ = prototype.__module__
+    return impl
 
 
 def register_autograd(fwd: Twin, make_backward: Callable[[Callable], Callable], setup_context: Callable,

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import stats_dtype
+from tricks_ext._dtypes import stats_dtype
 from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.reference.dropout import dropout_add as _reference
 
@@ -72,20 +72,8 @@ def _triton_partial_elements(t: Tensor) -> int:
     return BLOCK
 
 
-def _apply_triton(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-                  scale: float, group: int) -> Tensor:
-    from tricks_ext.triton_kernels.dropout import dropout_apply
-    return dropout_apply(x, residual, gate, seed_offset, p, scale, group)
-
-
-def _apply_bwd_triton(grad: Tensor, x: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
-                      scale: float, group: int) -> Tuple[Tensor, Tensor]:
-    from tricks_ext.triton_kernels.dropout import dropout_apply_bwd
-    return dropout_apply_bwd(grad, x, gate, seed_offset, p, scale, group)
-
-
-APPLY = Twin("dropout_apply", _apply_triton, _fake)
-APPLY_BWD = Twin("dropout_apply_bwd", _apply_bwd_triton, _fake_bwd(_cxx_partial_elements),
+APPLY = Twin("dropout_apply", "dropout", _fake)
+APPLY_BWD = Twin("dropout_apply_bwd", "dropout", _fake_bwd(_cxx_partial_elements),
                  triton_fake=_fake_bwd(_triton_partial_elements), simt_fake=_fake_bwd(_simt_partial_elements))
 
 
@@ -123,7 +111,7 @@ register_autograd(APPLY, _make_backward, _setup_context, bwd=APPLY_BWD, graph=_g
 
 def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
            scale: float, group: int) -> Tensor:
-    return _reference(x, residual, fp32(p), seed_offset[0], seed_offset[1], gate, group, scale)
+    return _reference(x, residual, gate, seed_offset[0], seed_offset[1], fp32(p), scale, group)
 
 
 def _kernel_entry(op: Callable) -> Callable:

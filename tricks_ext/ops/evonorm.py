@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import stats_dtype
+from tricks_ext._dtypes import stats_dtype
 from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.reference.evonorm import evonorm_s0 as _reference
 
@@ -31,33 +31,23 @@ def _check_args(x: Tensor, v: Tensor, weight: Tensor, groups: int) -> None:
                      lambda: f"evonorm_s0: {name} must be ({c},) {stats_dtype(x.dtype)}")
 
 
-def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float, split: int):
+def _fake_fwd(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
+              split: int) -> Tuple[Tensor, Tensor, Tensor]:
     _check_args(x, v, weight, groups)
     acc = stats_dtype(x.dtype)
     return torch.empty_like(x), x.new_empty((x.shape[0], groups), dtype=acc), x.new_empty((x.shape[0], groups),
                                                                                           dtype=acc)
 
 
-def _fake_bwd(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int, eps: float):
+def _fake_bwd(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int,
+              eps: float) -> Tuple[Tensor, Tensor]:
     _check_args(x, v, weight, groups)
     torch._check(dy.shape == x.shape and dy.dtype == x.dtype, lambda: "evonorm_s0_bwd: dy must match x")
     return torch.empty_like(x), x.new_empty((x.shape[0], x.shape[1], 3), dtype=stats_dtype(x.dtype))
 
 
-def _fwd_triton(x: Tensor, v: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float,
-                split: int) -> Tuple[Tensor, Tensor, Tensor]:
-    from tricks_ext.triton_kernels.evonorm import evonorm_s0_fwd
-    return evonorm_s0_fwd(x, v, weight, bias, groups, eps, split)
-
-
-def _bwd_triton(dy: Tensor, x: Tensor, v: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor, groups: int,
-                eps: float) -> Tuple[Tensor, Tensor]:
-    from tricks_ext.triton_kernels.evonorm import evonorm_s0_bwd
-    return evonorm_s0_bwd(dy, x, v, weight, mean, rstd, groups)
-
-
-FWD = Twin("evonorm_s0_fwd", _fwd_triton, _fake_fwd)
-BWD = Twin("evonorm_s0_bwd", _bwd_triton, _fake_bwd)
+FWD = Twin("evonorm_s0_fwd", "evonorm", _fake_fwd)
+BWD = Twin("evonorm_s0_bwd", "evonorm", _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):

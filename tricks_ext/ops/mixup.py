@@ -55,20 +55,8 @@ def _fake_inplace(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int,
     _fake(x, coef, box, height, width, inner)
 
 
-def _apply_triton(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> Tensor:
-    from tricks_ext.triton_kernels.mixup import mixup_apply
-    out = torch.empty_like(x)
-    mixup_apply(x, out, coef, box, height, width, inner)
-    return out
-
-
-def _apply_triton_(x: Tensor, coef: Tensor, box: Tensor, height: int, width: int, inner: int) -> None:
-    from tricks_ext.triton_kernels.mixup import mixup_apply
-    mixup_apply(x, x, coef, box, height, width, inner)
-
-
-APPLY = Twin("mixup_apply", _apply_triton, _fake)
-APPLY_ = Twin("mixup_apply_", _apply_triton_, _fake_inplace, mutates_args=("x",))
+APPLY = Twin("mixup_apply", "mixup", _fake)
+APPLY_ = Twin("mixup_apply_", "mixup", _fake_inplace, mutates_args=("x",))
 
 
 # Backend entries: (x, coef, box, inplace) -> mixed tensor (x itself when inplace).

@@ -18,15 +18,17 @@ never read on the host.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, get_type_hints
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend, _ext
-from tricks_ext.ops._common import is_row_dense, stats_dtype
+from tricks_ext._checks import is_row_dense
+from tricks_ext._dtypes import stats_dtype
+from tricks_ext._gradients import adaptive_clip, centralize
 from tricks_ext.ops._simt import simt_call
-from tricks_ext.reference.optim import adaptive_clip, centralize, ema_decay, optimizer_step
+from tricks_ext.reference.optim import ema_decay, optimizer_step
 
 OP = "optim_step"
 
@@ -50,29 +52,77 @@ TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GC_ROW, AGC_ROW, PREPARED = 1, 2, 4
 
 
-class Ema(NamedTuple):
-    """The EMA of the weights, as timm's ModelEmaV3 (see tricks_ext.reference.optim.ema_decay)."""
-    decay: float
-    min_decay: float = 0.0
-    update_after_step: int = 0
-    warmup: bool = False
-    warmup_gamma: float = 1.0
-    warmup_power: float = 2 / 3
-
-    def decay_at(self, step: int) -> float:
-        return ema_decay(step, *self)
-
-
 class Extras(NamedTuple):
-    """Optimizer-wide options of a step: ``clip_value`` (inf: off) and AGC (``agc_factor`` 0:
-    off) act on the unscaled grads; ``prepared`` holds the indices, in the bucket, of grads the
-    caller already clipped (AGC of sharded 1-D DTensors, whose norm spans ranks)."""
+    """Optimizer-wide options of a step, named as the optimizer's keyword options
+    (tricks_ext.optim.StepOptions): ``clip_value`` (inf: off) and AGC (``agc_clip_factor`` 0:
+    off) act on the unscaled grads; ``ema_decay`` None: no EMA, else timm's ModelEmaV3 with the
+    ``ema_*`` settings; ``prepared`` holds the indices, in the bucket, of grads the caller
+    already clipped (AGC of sharded 1-D DTensors, whose norm spans ranks)."""
     clip_value: float = math.inf
-    agc_factor: float = 0.0
+    agc_clip_factor: float = 0.0
     agc_eps: float = 1e-3
-    ema: Optional[Ema] = None
+    ema_decay: Optional[float] = None
+    ema_min_decay: float = 0.0
+    ema_update_after_step: int = 0
+    ema_warmup: bool = False
+    ema_warmup_gamma: float = 1.0
+    ema_warmup_power: float = 2 / 3
     prepared: FrozenSet[int] = frozenset()
 
+
+class Hyperparams(NamedTuple):
+    """The scalar arguments of ``tricks_ext::optim_step_``, in order: the one declaration of the
+    step's contract. Each name is a param-group key or an optimizer option (Extras) of the same
+    name, except ``beta1``/``beta2``, the group's ``betas`` pair. From it come the op's schema
+    (:data:`SCHEMA`, defined below), the Triton launcher's arguments (a test checks its
+    signature), and the kernels' ``Params`` fields, filled in this order by the C++ bindings
+    through the ``TRICKS_OPTIM_HYPERPARAMS`` list in csrc/optim/math.h (a test checks it against
+    this declaration; torch checks its types against the schema when the op is defined).
+    ``lookahead_k`` 0: no Lookahead; ``ema_decay`` is read only when EMA tensors are passed."""
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled_weight_decay: bool
+    lookahead_alpha: float
+    lookahead_k: int
+    rectify: bool
+    maximize: bool
+    clip_value: float
+    agc_clip_factor: float
+    agc_eps: float
+    ema_decay: float
+    ema_min_decay: float
+    ema_update_after_step: int
+    ema_warmup_gamma: float
+    ema_warmup_power: float
+    ema_warmup: bool
+
+    @classmethod
+    def of(cls, group: Dict[str, Any], extras: Extras) -> "Hyperparams":
+        """The step's hyperparameters from a param group and the optimizer's options."""
+        beta1, beta2 = group["betas"]
+        named = {**extras._asdict(), **group, "beta1": beta1, "beta2": beta2,
+                 "lookahead_k": group["lookahead_k"] or 0, "ema_decay": extras.ema_decay or 0.0}
+        return cls(**{name: named[name] for name in cls._fields})
+
+
+# ``tricks_ext::optim_step_``: one optimizer step (clipping + GC + Adam/AdamW/RAdam + Lookahead +
+# EMA) over tensors that share a device and dtype, in place. ``steps`` already count this step; a
+# non-zero ``found_inf`` skips the step (the caller undoes its count). ``slows`` is empty without
+# Lookahead, ``emas`` without EMA. Grads are divided by ``grad_scale``, clamped to +-clip_value
+# and, on the work items flagged for it, clipped by timm's AGC; the EMA decay follows timm's
+# ModelEmaV3.get_decay on each tensor's step. ``work`` and ``ptrs`` are a Plan's (below); on CPU
+# ``ptrs`` must be None. Because the CUDA kernel writes through ``ptrs``, the op must see the
+# tensors themselves: it is not for functionalized (compiled) graphs. Its tensor arguments, then
+# Hyperparams (schema types from the annotations):
+_TENSOR_ARGS = ("Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+                "Tensor(d!)[] slows, Tensor(e!)[] emas, Tensor[] steps, Tensor work, Tensor? ptrs, "
+                "Tensor? found_inf, Tensor? grad_scale")
+_SCHEMA_TYPES = {float: "float", int: "int", bool: "bool"}
+SCHEMA = "(" + ", ".join([_TENSOR_ARGS] + [f"{_SCHEMA_TYPES[t]} {name}" for name, t in
+                                            get_type_hints(Hyperparams).items()]) + ") -> ()"
 
 
 def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor], states: List[Dict[str, Any]],
@@ -93,9 +143,11 @@ def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor]
                        gc=group["gc"], gc_conv_only=group["gc_conv_only"], lookahead_k=group["lookahead_k"],
                        lookahead_alpha=group["lookahead_alpha"], maximize=group["maximize"],
                        clip_value=None if prepared or math.isinf(extras.clip_value) else extras.clip_value,
-                       agc_clip_factor=extras.agc_factor if extras.agc_factor and not prepared else None,
-                       agc_eps=extras.agc_eps, ema=st.get("ema") if extras.ema else None,
-                       ema_decay=extras.ema.decay_at(step) if extras.ema else 0.0)
+                       agc_clip_factor=extras.agc_clip_factor if extras.agc_clip_factor and not prepared else None,
+                       agc_eps=extras.agc_eps, ema=st.get("ema") if extras.ema_decay is not None else None,
+                       ema_decay=0.0 if extras.ema_decay is None else ema_decay(
+                           step, extras.ema_decay, extras.ema_min_decay, extras.ema_update_after_step,
+                           extras.ema_warmup, extras.ema_warmup_gamma, extras.ema_warmup_power))
 
 
 class Plan:
@@ -187,7 +239,7 @@ def prepare_grad(g: Tensor, p: Tensor, gc: bool, agc: bool, extras: Extras, grad
     if not math.isinf(extras.clip_value):
         x = x.clamp(-extras.clip_value, extras.clip_value)
     if agc:
-        x = adaptive_clip(x, p.to(x.dtype), extras.agc_factor, extras.agc_eps)
+        x = adaptive_clip(x, p.to(x.dtype), extras.agc_clip_factor, extras.agc_eps)
     if gc:
         x = centralize(x)
     if grad_scale is not None:
@@ -212,9 +264,9 @@ def _fused(launch: Callable, kind: str) -> Callable:
         k = group["lookahead_k"]
         exp_avgs, exp_avg_sqs = [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states]
         slows = [st["slow_buffer"] for st in states] if k is not None else []
-        emas = [st["ema"] for st in states] if extras.ema is not None else []
+        emas = [st["ema"] for st in states] if extras.ema_decay is not None else []
         steps = [st["step"] for st in states]
-        agc = [i not in extras.prepared for i in range(len(params))] if extras.agc_factor else []
+        agc = [i not in extras.prepared for i in range(len(params))] if extras.agc_clip_factor else []
         plan_args = (params, exp_avgs, exp_avg_sqs, slows, emas, steps, gc_min_dim(group), chunk, agc)
         key = Plan.key(*plan_args)
         if cache.get("key") != key:
@@ -229,13 +281,8 @@ def _fused(launch: Callable, kind: str) -> Callable:
         if found_inf is not None:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
         torch._foreach_add_(steps, 1)
-        b1, b2 = group["betas"]
-        ema = extras.ema or Ema(0.0)
         launch(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, plan.work, plan.ptrs, found_inf, grad_scale,
-               group["lr"], b1, b2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
-               group["lookahead_alpha"], k or 0, group["rectify"], group["maximize"], extras.clip_value,
-               extras.agc_factor, extras.agc_eps, ema.decay, ema.min_decay, ema.update_after_step,
-               ema.warmup_gamma, ema.warmup_power, ema.warmup)
+               *Hyperparams.of(group, extras))
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
     return step
@@ -247,6 +294,8 @@ def _launch_triton(*args: Any) -> None:
 
 
 if _ext.HAS_C:
+    torch.library.define("tricks_ext::optim_step_", SCHEMA)
+
     @torch.library.register_fake("tricks_ext::optim_step_")
     def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale,
           *scalars) -> None:

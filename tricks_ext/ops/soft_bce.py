@@ -4,7 +4,7 @@ cross-entropy.
 Operators: tricks_ext::soft_bce_fwd / soft_bce_bwd (C++: CPU and CUDA, autograd in C++:
 csrc/soft_bce/autograd.cpp), their Triton and simt twins (autograd registered here). The forward returns the loss already reduced, in the logits' dtype; nothing but the
 inputs is saved for backward, which recomputes each element's target and sigmoid from the
-logits. Backend entries: (logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction)
+logits. Backend entries: (logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction)
 -> the loss; reduction is 'none', 'sum' or 'mean' (REDUCTIONS maps it to the ops' int).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import stats_dtype
+from tricks_ext._dtypes import stats_dtype
 from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
 from tricks_ext.ops.soft_ce import _REDUCTION_NAMES, REDUCTIONS
 from tricks_ext.reference.soft_bce import reduce_elements, soft_bce_elements
@@ -32,58 +32,33 @@ def _check_args(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: O
         torch._check(t is None or t.shape == (rows,), lambda: f"soft_bce: {name} must be ({rows},)")
     torch._check(dense is None or (dense.shape == logits.shape and dense.dtype == logits.dtype),
                  lambda: "soft_bce: dense targets must have the logits' shape and dtype")
-    torch._check(pos_weight is None or pos_weight.shape == (classes,), lambda: f"soft_bce: pos_weight must be ({classes},)")
+    torch._check(pos_weight is None or pos_weight.shape == (classes,),
+                 lambda: f"soft_bce: pos_weight must be ({classes},)")
     torch._check(reduction in (0, 1, 2), lambda: f"soft_bce: reduction must be 0, 1 or 2, got {reduction}")
 
 
 def _fake_fwd(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor], dense: Optional[Tensor],
-              pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float], reduction: int) -> Tensor:
+              pos_weight: Optional[Tensor], label_smoothing: float, target_threshold: Optional[float],
+              reduction: int) -> Tensor:
     _check_args(logits, a, b, lam, dense, pos_weight, reduction)
     return torch.empty_like(logits) if reduction == _NONE else logits.new_empty(())
 
 
 def _fake_bwd(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-              dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
+              dense: Optional[Tensor], pos_weight: Optional[Tensor], label_smoothing: float,
+              target_threshold: Optional[float],
               reduction: int) -> Tensor:
     _check_args(logits, a, b, lam, dense, pos_weight, reduction)
     return torch.empty_like(logits)
 
 
-# The Triton pair's reduction, written apart from the reference's (the C++ ops have theirs in
-# csrc/soft_bce/prepare.h): 'mean' divides the sum of the N * C elements by N * C.
-def _fwd_triton(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
-                reduction: int) -> Tensor:
-    from tricks_ext.triton_kernels.soft_bce import soft_bce_fwd
-    out = soft_bce_fwd(logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction == _NONE)
-    if reduction == _NONE:
-        return out
-    total = torch.sum(out)
-    if reduction == _MEAN:
-        total = total / logits.numel()
-    return total.to(logits.dtype)
-
-
-def _bwd_triton(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
-                reduction: int) -> Tensor:
-    from tricks_ext.triton_kernels.soft_bce import soft_bce_bwd
-    if reduction == _NONE:
-        g = grad.contiguous()
-    else:
-        g = grad.to(stats_dtype(logits.dtype))
-        if reduction == _MEAN:
-            g = g / logits.numel()
-    return soft_bce_bwd(g, logits, a, b, lam, dense, pos_weight, smoothing, threshold)
-
-
-FWD = Twin("soft_bce_fwd", _fwd_triton, _fake_fwd)
-BWD = Twin("soft_bce_bwd", _bwd_triton, _fake_bwd)
+FWD = Twin("soft_bce_fwd", "soft_bce", _fake_fwd)
+BWD = Twin("soft_bce_bwd", "soft_bce", _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    logits, a, b, lam, dense, pos_weight, smoothing, threshold, reduction = inputs
-    ctx.smoothing, ctx.threshold, ctx.reduction = smoothing, threshold, reduction
+    logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction = inputs
+    ctx.label_smoothing, ctx.target_threshold, ctx.reduction = label_smoothing, target_threshold, reduction
     ctx.save_for_backward(logits, a, b, lam, dense, pos_weight)
 
 
@@ -92,13 +67,14 @@ def _make_backward(bwd: Callable) -> Callable:
         logits, a, b, lam, dense, pos_weight = ctx.saved_tensors
         dlogits = ddense = None
         if ctx.needs_input_grad[0]:
-            dlogits = bwd(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.smoothing, ctx.threshold, ctx.reduction)
+            dlogits = bwd(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.label_smoothing, ctx.target_threshold,
+                          ctx.reduction)
         if dense is not None and ctx.needs_input_grad[4]:
-            # d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a threshold (a step)
+            # d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a target_threshold (a step)
             acc = stats_dtype(logits.dtype)
             z = logits.to(acc)
             d = -z if pos_weight is None else -z + (pos_weight.to(acc) - 1) * torch.nn.functional.softplus(-z)
-            if ctx.threshold is not None:
+            if ctx.target_threshold is not None:
                 d = torch.zeros_like(d)
             g = grad_loss.to(acc)
             if ctx.reduction == _MEAN:
@@ -109,12 +85,14 @@ def _make_backward(bwd: Callable) -> Callable:
 
 
 def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
+                 dense: Optional[Tensor], pos_weight: Optional[Tensor], label_smoothing: float,
+                 target_threshold: Optional[float],
                  reduction: int, logits_grad: bool, dense_grad: bool) -> List[Tensor]:
     """The gradients for logits and dense targets (those asked for, in that order) as a
     differentiable graph of the torch backend: second derivatives."""
     grads = differentiable_vjp(
-        lambda z, t: _torch_entry(z, a, b, lam, t, pos_weight, smoothing, threshold, _REDUCTION_NAMES[reduction]),
+        lambda z, t: _torch_entry(z, a, b, lam, t, pos_weight, label_smoothing, target_threshold,
+                                  _REDUCTION_NAMES[reduction]),
         (logits, dense), (logits_grad, dense_grad), grad)
     return [g for g in grads if g is not None]
 
@@ -122,7 +100,8 @@ def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[
 def _graph_backward(ctx, grad_loss):
     logits, a, b, lam, dense, pos_weight = ctx.saved_tensors
     need_z, need_t = ctx.needs_input_grad[0], dense is not None and ctx.needs_input_grad[4]
-    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.smoothing, ctx.threshold,
+    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.label_smoothing,
+                              ctx.target_threshold,
                               ctx.reduction, need_z, need_t))
     return (next(grads) if need_z else None), None, None, None, (next(grads) if need_t else None), None, None, None, None
 
@@ -132,25 +111,28 @@ def _graph_backward(ctx, grad_loss):
 register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"), graph=_graph_backward)
 if FWD.cxx is not None:
     define_graph_backward("soft_bce_graph_backward", "(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, "
-                          "Tensor? dense, Tensor? pos_weight, float smoothing, float? threshold, int reduction, "
+                          "Tensor? dense, Tensor? pos_weight, float label_smoothing, float? target_threshold, "
+                          "int reduction, "
                           "bool logits_grad, bool dense_grad) -> Tensor[]", _graph_grads)
 
 
 def _kernel_entry(op: Callable) -> Callable:
     def run(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor], dense: Optional[Tensor],
-            pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float], reduction: str) -> Tensor:
+            pos_weight: Optional[Tensor], label_smoothing: float, target_threshold: Optional[float],
+            reduction: str) -> Tensor:
         def prep(t: Optional[Tensor], dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
             return None if t is None else t.to(dtype or t.dtype).contiguous()
         return op(logits.contiguous(), prep(a, torch.int64), prep(b, torch.int64), prep(lam, torch.float32),
-                  prep(dense), prep(pos_weight, stats_dtype(logits.dtype)), float(smoothing),
-                  None if threshold is None else float(threshold), REDUCTIONS[reduction])
+                  prep(dense), prep(pos_weight, stats_dtype(logits.dtype)), float(label_smoothing),
+                  None if target_threshold is None else float(target_threshold), REDUCTIONS[reduction])
     return run
 
 
 def _torch_entry(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], pos_weight: Optional[Tensor], smoothing: float, threshold: Optional[float],
+                 dense: Optional[Tensor], pos_weight: Optional[Tensor], label_smoothing: float,
+                 target_threshold: Optional[float],
                  reduction: str) -> Tensor:
-    elements = soft_bce_elements(logits, a, b, lam, dense, pos_weight, smoothing, threshold)
+    elements = soft_bce_elements(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold)
     return reduce_elements(elements, reduction, logits.dtype)
 
 

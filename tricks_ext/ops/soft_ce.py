@@ -10,7 +10,7 @@ when given: they are an input, not an intermediate).
 The C++ pair's autograd is registered in C++ (csrc/soft_ce/autograd.cpp): on CPU torch.library's
 Python autograd layers cost about as much as both kernels (benchmarks/NOTES.md). The Triton
 pair's is registered here, with the same formulas.
-Backend entries: (logits, a, b, lam, dense, smoothing, ignore_index, reduction) -> the loss;
+Backend entries: (logits, a, b, lam, dense, label_smoothing, ignore_index, reduction) -> the loss;
 reduction is 'none', 'sum' or 'mean' (REDUCTIONS maps it to the ops' int).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import stats_dtype
+from tricks_ext._dtypes import stats_dtype
 from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
 from tricks_ext.reference.soft_ce import reduce_rows, soft_ce_rows
 
@@ -43,7 +43,7 @@ def _check_args(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: O
 
 def _fake_fwd(columns: Callable[[], int]) -> Callable:
     def fake(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor], dense: Optional[Tensor],
-             smoothing: float, ignore_index: int, reduction: int) -> Tuple[Tensor, Tensor]:
+             label_smoothing: float, ignore_index: int, reduction: int) -> Tuple[Tensor, Tensor]:
         _check_args(logits, a, b, lam, dense, reduction)
         rows = logits.shape[0]
         loss = logits.new_empty((rows,) if reduction == REDUCTIONS["none"] else ())
@@ -61,64 +61,22 @@ def _triton_stats_columns() -> int:
 
 
 def _fake_bwd(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-              dense: Optional[Tensor], stats: Tensor, smoothing: float, ignore_index: int, reduction: int) -> Tensor:
+              dense: Optional[Tensor], stats: Tensor, label_smoothing: float, ignore_index: int,
+              reduction: int) -> Tensor:
     _check_args(logits, a, b, lam, dense, reduction)
     torch._check(stats.dim() == 2 and stats.shape[0] == logits.shape[0] and stats.dtype == stats_dtype(logits.dtype),
                  lambda: "soft_ce_bwd: stats must be the forward's")
     return torch.empty_like(logits)
 
 
-# The Triton pair's reduction of the per-row losses, written apart from the reference's (the
-# tests compare the two; the C++ ops have theirs in csrc/soft_ce/prepare.h): 'mean' divides by
-# the rows not ignored when the targets are hard labels (torch cross_entropy), else by N.
-def _divisor(a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, rows: int, acc: torch.dtype) -> Tensor:
-    if a is None or b is not None:
-        return torch.tensor(float(rows), dtype=acc, device=a.device if a is not None else None)
-    return torch.count_nonzero(a != ignore_index).to(acc)
-
-
-def _reduce(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: int,
-            dtype: torch.dtype) -> Tensor:
-    if reduction == REDUCTIONS["none"]:
-        return rows.to(dtype)
-    total = torch.sum(rows)
-    if reduction == REDUCTIONS["mean"]:
-        total = total / _divisor(a, b, ignore_index, rows.shape[0], rows.dtype).to(rows.device)
-    return total.to(dtype)
-
-
-def row_grads(grad: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: int,
-              rows: int) -> Tensor:
-    """dL/dloss_i in the statistics dtype: (N,) for 'none', else a 0-dim tensor (divided by
-    'mean''s divisor) that every row shares. The C++ ops do the same in csrc/soft_ce/prepare.h."""
-    acc = stats_dtype(grad.dtype)
-    g = grad.to(acc)
-    if reduction != REDUCTIONS["mean"]:
-        return g.contiguous()
-    return g / _divisor(a, b, ignore_index, rows, acc).to(g.device)
-
-
-def _fwd_triton(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                dense: Optional[Tensor], smoothing: float, ignore_index: int, reduction: int) -> Tuple[Tensor, Tensor]:
-    from tricks_ext.triton_kernels.soft_ce import soft_ce_fwd
-    rows, stats = soft_ce_fwd(logits, a, b, lam, dense, smoothing, ignore_index)
-    return _reduce(rows, a, b, ignore_index, reduction, logits.dtype), stats
-
-
-def _bwd_triton(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                dense: Optional[Tensor], stats: Tensor, smoothing: float, ignore_index: int, reduction: int) -> Tensor:
-    from tricks_ext.triton_kernels.soft_ce import soft_ce_bwd
-    g = row_grads(grad, a, b, ignore_index, reduction, logits.shape[0])
-    return soft_ce_bwd(g, logits, a, b, lam, dense, stats, smoothing, ignore_index)
-
-
-FWD = Twin("soft_ce_fwd", _fwd_triton, _fake_fwd(_cxx_stats_columns), triton_fake=_fake_fwd(_triton_stats_columns))
-BWD = Twin("soft_ce_bwd", _bwd_triton, _fake_bwd)
+FWD = Twin("soft_ce_fwd", "soft_ce", _fake_fwd(_cxx_stats_columns),
+           triton_fake=_fake_fwd(_triton_stats_columns))
+BWD = Twin("soft_ce_bwd", "soft_ce", _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    logits, a, b, lam, dense, smoothing, ignore_index, reduction = inputs
-    ctx.smoothing, ctx.ignore_index, ctx.reduction = smoothing, ignore_index, reduction
+    logits, a, b, lam, dense, label_smoothing, ignore_index, reduction = inputs
+    ctx.label_smoothing, ctx.ignore_index, ctx.reduction = label_smoothing, ignore_index, reduction
     ctx.save_for_backward(logits, a, b, lam, dense, output[1])
 
 
@@ -127,8 +85,10 @@ def _make_backward(bwd: Callable) -> Callable:
         logits, a, b, lam, dense, stats = ctx.saved_tensors
         dlogits = ddense = None
         if ctx.needs_input_grad[0]:
-            dlogits = bwd(grad_loss, logits, a, b, lam, dense, stats, ctx.smoothing, ctx.ignore_index, ctx.reduction)
+            dlogits = bwd(grad_loss, logits, a, b, lam, dense, stats, ctx.label_smoothing, ctx.ignore_index,
+                          ctx.reduction)
         if dense is not None and ctx.needs_input_grad[4]:  # d loss_i / d t_ic = lse_i - z_ic
+            from tricks_ext.triton_kernels.soft_ce import row_grads
             g = row_grads(grad_loss, a, b, ctx.ignore_index, ctx.reduction, logits.shape[0])
             g = g[:, None] if g.dim() else g
             ddense = ((stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)) * g).to(dense.dtype)
@@ -137,12 +97,12 @@ def _make_backward(bwd: Callable) -> Callable:
 
 
 def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], smoothing: float, ignore_index: int, reduction: int, logits_grad: bool,
+                 dense: Optional[Tensor], label_smoothing: float, ignore_index: int, reduction: int, logits_grad: bool,
                  dense_grad: bool) -> List[Tensor]:
     """The gradients for logits and dense targets (those asked for, in that order) as a
     differentiable graph of the torch backend: second derivatives."""
     grads = differentiable_vjp(
-        lambda z, t: _torch_entry(z, a, b, lam, t, smoothing, ignore_index, _REDUCTION_NAMES[reduction]),
+        lambda z, t: _torch_entry(z, a, b, lam, t, label_smoothing, ignore_index, _REDUCTION_NAMES[reduction]),
         (logits, dense), (logits_grad, dense_grad), grad)
     return [g for g in grads if g is not None]
 
@@ -150,7 +110,7 @@ def _graph_grads(grad: Tensor, logits: Tensor, a: Optional[Tensor], b: Optional[
 def _graph_backward(ctx, grad_loss, _grad_stats):
     logits, a, b, lam, dense, _stats = ctx.saved_tensors
     need_z, need_t = ctx.needs_input_grad[0], dense is not None and ctx.needs_input_grad[4]
-    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, ctx.smoothing, ctx.ignore_index, ctx.reduction,
+    grads = iter(_graph_grads(grad_loss, logits, a, b, lam, dense, ctx.label_smoothing, ctx.ignore_index, ctx.reduction,
                               need_z, need_t))
     return (next(grads) if need_z else None), None, None, None, (next(grads) if need_t else None), None, None, None
 
@@ -160,24 +120,24 @@ def _graph_backward(ctx, grad_loss, _grad_stats):
 register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"), graph=_graph_backward)
 if FWD.cxx is not None:
     define_graph_backward("soft_ce_graph_backward", "(Tensor grad, Tensor logits, Tensor? a, Tensor? b, Tensor? lam, "
-                          "Tensor? dense, float smoothing, int ignore_index, int reduction, bool logits_grad, "
+                          "Tensor? dense, float label_smoothing, int ignore_index, int reduction, bool logits_grad, "
                           "bool dense_grad) -> Tensor[]", _graph_grads)
 
 
 def _kernel_entry(op: Callable) -> Callable:
     def run(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor], dense: Optional[Tensor],
-            smoothing: float, ignore_index: int, reduction: str) -> Tensor:
+            label_smoothing: float, ignore_index: int, reduction: str) -> Tensor:
         def prep(t: Optional[Tensor], dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
             return None if t is None else t.to(dtype or t.dtype).contiguous()
         loss, _stats = op(logits.contiguous(), prep(a, torch.int64), prep(b, torch.int64), prep(lam, torch.float32),
-                          prep(dense), float(smoothing), int(ignore_index), REDUCTIONS[reduction])
+                          prep(dense), float(label_smoothing), int(ignore_index), REDUCTIONS[reduction])
         return loss
     return run
 
 
 def _torch_entry(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], smoothing: float, ignore_index: int, reduction: str) -> Tensor:
-    rows = soft_ce_rows(logits, a, b, lam, dense, smoothing, ignore_index)
+                 dense: Optional[Tensor], label_smoothing: float, ignore_index: int, reduction: str) -> Tensor:
+    rows = soft_ce_rows(logits, a, b, lam, dense, label_smoothing, ignore_index)
     return reduce_rows(rows, a, b, ignore_index, reduction, logits.dtype)
 
 

@@ -13,8 +13,8 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
-from tricks_ext.ops._common import is_row_dense, stats_dtype
-from tricks_ext.reference.weight_standardize import per_channel_multiplier
+from tricks_ext._dtypes import stats_dtype
+from tricks_ext._checks import is_row_dense
 from tricks_ext.reference.weight_standardize import weight_standardize as _reference
 
 OP = "weight_standardize"
@@ -40,19 +40,8 @@ def _fake_bwd(grad_out: Tensor, w: Tensor, gain: Optional[Tensor], mean: Tensor,
     return torch.empty_like(w), torch.empty_like(mean)
 
 
-def _fwd_triton(w: Tensor, eps: float, gain: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    from tricks_ext.triton_kernels.weight_standardize import weight_standardize_fwd
-    return weight_standardize_fwd(w, eps, gain)
-
-
-def _bwd_triton(grad_out: Tensor, w: Tensor, gain: Optional[Tensor], mean: Tensor, rstd: Tensor
-                ) -> Tuple[Tensor, Tensor]:
-    from tricks_ext.triton_kernels.weight_standardize import weight_standardize_bwd
-    return weight_standardize_bwd(grad_out, w, gain, mean, rstd)
-
-
-FWD = Twin("weight_standardize_fwd", _fwd_triton, _fake_fwd)
-BWD = Twin("weight_standardize_bwd", _bwd_triton, _fake_bwd)
+FWD = Twin("weight_standardize_fwd", "weight_standardize", _fake_fwd)
+BWD = Twin("weight_standardize_bwd", "weight_standardize", _fake_bwd)
 
 
 def _setup_context(ctx, inputs, output):
@@ -82,11 +71,21 @@ def _graph_backward(ctx, grad_out, _grad_mean, _grad_rstd):
 register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, graph=_graph_backward)
 
 
+def _multiplier(w: Tensor, gain: Optional[Tensor], scale: Optional[float]) -> Optional[Tensor]:
+    """The kernels' per-channel multiplier gain * scale, (O,) in the statistics dtype; None
+    when both are absent."""
+    if gain is None and scale is None:
+        return None
+    g = (torch.ones(w.shape[0], dtype=stats_dtype(w.dtype), device=w.device) if gain is None
+         else gain.reshape(-1).to(stats_dtype(w.dtype)))
+    return g if scale is None else g * scale
+
+
 def _kernel_entry(fwd: Callable) -> Callable:
     def run(w: Tensor, eps: float, gain: Optional[Tensor], scale: Optional[float]) -> Tensor:
         if not is_row_dense(w):
             w = w.contiguous()
-        return fwd(w, float(eps), per_channel_multiplier(w, gain, scale))[0]
+        return fwd(w, float(eps), _multiplier(w, gain, scale))[0]
     return run
 
 

@@ -16,8 +16,9 @@ from torch.optim import Optimizer
 from typing_extensions import TypedDict
 
 from tricks_ext import _backend
-from tricks_ext.ops._common import FLOAT_DTYPES, is_int, is_number, stats_dtype
-from tricks_ext.ops.optim import Ema, Extras, check_params, gc_min_dim, is_centralized, prepare_grad
+from tricks_ext._dtypes import FLOAT_DTYPES, stats_dtype
+from tricks_ext._checks import is_int, is_number
+from tricks_ext.ops.optim import Extras, check_params, gc_min_dim, is_centralized, prepare_grad
 
 try:
     from torch.distributed.tensor import DTensor
@@ -126,7 +127,7 @@ def _parse_options(options: Dict[str, Any]) -> Tuple[Optional[float], Extras]:
     if len(modes) > 1:
         raise ValueError(f"choose one clipping mode, got {' and '.join(modes)}")
     decay = options.get("ema_decay")
-    ema = None
+    ema: Dict[str, Any] = {}
     if decay is not None:
         if isinstance(decay, (Tensor, bool)) or not is_number(decay) or not 0.0 <= decay <= 1.0:
             raise ValueError(f"invalid ema_decay: {decay!r} (must be in [0, 1] or None)")
@@ -139,14 +140,18 @@ def _parse_options(options: Dict[str, Any]) -> Tuple[Optional[float], Extras]:
         after = options.get("ema_update_after_step", 0)
         if not is_int(after) or after < 0:
             raise ValueError(f"invalid ema_update_after_step: {after!r} (must be an int >= 0)")
-        ema = Ema(float(decay), float(min_decay), after, warmup,
-                  _positive("ema_warmup_gamma", options.get("ema_warmup_gamma", 1.0), optional=False),
-                  _positive("ema_warmup_power", options.get("ema_warmup_power", 2 / 3), optional=False, zero=True))
+        ema = dict(ema_decay=float(decay), ema_min_decay=float(min_decay), ema_update_after_step=after,
+                   ema_warmup=warmup,
+                   ema_warmup_gamma=_positive("ema_warmup_gamma", options.get("ema_warmup_gamma", 1.0),
+                                              optional=False),
+                   ema_warmup_power=_positive("ema_warmup_power", options.get("ema_warmup_power", 2 / 3),
+                                              optional=False, zero=True))
     else:
         given = [k for k in options if k.startswith("ema_") and k != "ema_decay"]
         if given:
             raise ValueError(f"{', '.join(sorted(given))} given without ema_decay")
-    return max_norm, Extras(clip_value if clip_value is not None else math.inf, agc or 0.0, agc_eps, ema)
+    return max_norm, Extras(clip_value=clip_value if clip_value is not None else math.inf,
+                            agc_clip_factor=agc or 0.0, agc_eps=agc_eps, **ema)
 
 
 def _sharded_whole_row(p: Tensor) -> bool:
@@ -383,7 +388,7 @@ class TricksOptimizer(Optimizer):
             # slow weights = params before their first update
             st["slow_buffer"] = p.detach().to(p.dtype if group["slow_in_param_dtype"] else stats_dtype(p.dtype),
                                               copy=True)
-        if self.extras.ema is not None and "ema" not in st:
+        if self.extras.ema_decay is not None and "ema" not in st:
             st["ema"] = p.detach().to(stats_dtype(p.dtype), copy=True)  # as ModelEmaV3's deepcopy of the model
         return st
 
@@ -420,7 +425,7 @@ class TricksOptimizer(Optimizer):
                 if p.grad.dtype != p.dtype or p.grad.device != p.device:
                     raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
                                        f"param of {p.dtype} on {p.device}")
-                _check_dtensor(type(self).__name__, p, group, bool(self.extras.agc_factor))
+                _check_dtensor(type(self).__name__, p, group, bool(self.extras.agc_clip_factor))
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for (device, dtype), params in buckets.items():
                 backend = self._backend_for(device, dtype)
@@ -438,7 +443,7 @@ class TricksOptimizer(Optimizer):
             local_states = [{k: _local(v) for k, v in st.items()} for st in states]
             grads = [p.grad for p in params]
             extras = self.extras
-            if extras.agc_factor:
+            if extras.agc_clip_factor:
                 prepared = frozenset(i for i, p in enumerate(params) if _sharded_whole_row(p))
                 for i in prepared:
                     grads[i] = prepare_grad(params[i].grad, params[i].detach(), False, True, extras, grad_scale)
@@ -529,6 +534,6 @@ class TricksOptimizer(Optimizer):
     def ema_weights(self) -> contextlib.AbstractContextManager:
         """Context manager: params hold their EMA inside (``with opt.ema_weights(): evaluate(model)``),
         their own values after. Params that never stepped keep their values."""
-        if self.extras.ema is None:
+        if self.extras.ema_decay is None:
             raise RuntimeError(f"{type(self).__name__}: ema_weights() needs ema_decay=")
         return self._weights_from("ema")

@@ -1,5 +1,6 @@
 """Mixup / CutMix and label-smoothed mixed targets in plain PyTorch (timm ``Mixup`` semantics):
-the specification of the mixing op and of the compact targets.
+the specification of the mixing op (the boxes and lambdas are drawn by tricks_ext/_sampling.py,
+the dense targets built by tricks_ext/targets.py).
 
 Sample i is mixed with its partner j = B - 1 - i (timm's ``x.flip(0)``). Per sample, a
 coefficient pair (a, b) = (fp32(lam), fp32(1 - lam)) and a box [y0, y1) x [x0, x1) over the last
@@ -7,8 +8,6 @@ two dims (H, W): inside the box out_i = x_j (CutMix); outside, out_i = x_i when 
 a x_i + b x_j (Mixup; the products rounded separately, as timm computes x * lam + x_flip * (1 - lam)).
 """
 from __future__ import annotations
-
-from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -36,36 +35,3 @@ def mix(x: Tensor, coef: Tensor, box: Tensor) -> Tensor:
         inside = inside.view((batch,) + (1,) * (x.dim() - 3) + tuple(x.shape[-2:]))
         out = torch.where(inside, xp, out)
     return out.to(x.dtype)
-
-
-def cutmix_box(height: int, width: int, lam: float, cy: int, cx: int) -> Tuple[int, int, int, int]:
-    """timm ``rand_bbox`` given its random centre (cy, cx): a box of side ratio sqrt(1 - lam),
-    clipped to the image. Returns (y0, y1, x0, x1)."""
-    ratio = (1.0 - lam) ** 0.5
-    cut_h, cut_w = int(height * ratio), int(width * ratio)
-    y0 = min(max(cy - cut_h // 2, 0), height)
-    y1 = min(max(cy + (cut_h + 1) // 2, 0), height)
-    x0 = min(max(cx - cut_w // 2, 0), width)
-    x1 = min(max(cx + (cut_w + 1) // 2, 0), width)
-    return y0, y1, x0, x1
-
-
-def box_lam(box: Tuple[int, int, int, int], height: int, width: int) -> float:
-    """timm's lam correction: 1 - (box area) / (image area)."""
-    y0, y1, x0, x1 = box
-    return 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
-
-
-def mixed_targets(a: Tensor, b: Tensor, lam: Tensor, smoothing: float, num_classes: int,
-                  dtype: torch.dtype = torch.float32) -> Tensor:
-    """Dense targets of timm ``mixup_target``: t = lam * onehot_s(a) + (1 - lam) * onehot_s(b),
-    onehot_s = one-hot with on = 1 - s + s / C, off = s / C. (N, C) in ``dtype`` (timm: fp32)."""
-    off = smoothing / num_classes
-    on = 1.0 - smoothing + off
-
-    def one_hot(t: Tensor) -> Tensor:
-        return torch.full((t.numel(), num_classes), off, dtype=dtype, device=t.device).scatter_(
-            1, t.long().view(-1, 1), on)
-
-    lam = lam.to(dtype).view(-1, 1)
-    return one_hot(a) * lam + one_hot(b) * (1.0 - lam)

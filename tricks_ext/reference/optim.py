@@ -21,6 +21,8 @@ t = step (1 on the first update), bc1 = 1 - b1^t, bc2 = 1 - b2^t.
   EMA (timm's ModelEmaV3, applied after the step): ema = lerp(ema, p, 1 - decay(t)), see
       ema_decay; ema = p on the first update (decay 0).
 Math in fp32 (fp64 for fp64 params); m, v, ema (and slow, by default) kept in fp32.
+GC and AGC are tricks_ext/_gradients.py's (checked against pytorch-optimizer's
+centralize_gradient and timm's adaptive_clip_grad by the tests).
 """
 from __future__ import annotations
 
@@ -31,28 +33,7 @@ import torch
 from torch import Tensor
 
 from tricks_ext._dtypes import stats_dtype
-
-
-def centralize(g: Tensor, conv_only: bool = False) -> Tensor:
-    """g minus its mean over all dims but the first (unchanged for dim <= 1, or <= 3 if conv_only)."""
-    if g.dim() <= (3 if conv_only else 1):
-        return g
-    return g - g.mean(dim=tuple(range(1, g.dim())), keepdim=True)
-
-
-def unitwise_norm(x: Tensor) -> Tensor:
-    """The L2 norm of each row x[i] (dims 1..), keeping dims; of the whole tensor for dim <= 1."""
-    if x.dim() <= 1:
-        return torch.linalg.vector_norm(x)
-    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())), keepdim=True)
-
-
-def adaptive_clip(g: Tensor, p: Tensor, clip_factor: float, eps: float = 1e-3) -> Tensor:
-    """timm's adaptive_clip_grad on one tensor, out of place: rows of ``g`` whose norm exceeds
-    ``clip_factor * max(|p row|, eps)`` are scaled down to it."""
-    max_norm = unitwise_norm(p).clamp(min=eps) * clip_factor
-    grad_norm = unitwise_norm(g)
-    return torch.where(grad_norm < max_norm, g, g * (max_norm / grad_norm.clamp(min=1e-6)))
+from tricks_ext._gradients import adaptive_clip, centralize
 
 
 def ema_decay(step: int, decay: float, min_decay: float = 0.0, update_after_step: int = 0, warmup: bool = False,

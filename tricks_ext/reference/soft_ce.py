@@ -2,7 +2,7 @@
 
 Per row, loss_i = -sum_c t_ic log_softmax(z_i)_c (timm ``SoftTargetCrossEntropy`` before its
 mean), with t dense, or built from labels: mixed (a, b, lam) as timm ``mixup_target``, or hard
-labels a with label smoothing s (torch ``cross_entropy(label_smoothing=s)``; a row labelled
+labels a with label label_smoothing s (torch ``cross_entropy(label_smoothing=s)``; a row labelled
 ``ignore_index`` has loss 0). A label outside [0, C) gives that row a NaN loss and gradient. A class whose
 target weight is 0 takes no part (0 * -inf counts as 0), so logits masked with -inf give
 torch's label-target value; torch's dense-target path would give NaN there.
@@ -16,11 +16,11 @@ from torch import Tensor
 
 from tricks_ext._dtypes import stats_dtype
 
-from tricks_ext.reference.mixup import mixed_targets
+from tricks_ext.targets import mixed_targets
 
 
 def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], smoothing: float, ignore_index: int) -> Tensor:
+                 dense: Optional[Tensor], label_smoothing: float, ignore_index: int) -> Tensor:
     """Per-row losses in fp32 (fp64 for fp64 logits)."""
     acc = stats_dtype(logits.dtype)
     if dense is not None:
@@ -37,7 +37,7 @@ def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
     invalid = ~ignored & ((a < 0) | (a >= classes) | (b < 0) | (b >= classes))
     safe = ignored | invalid
     zero = torch.zeros_like(a)
-    t = mixed_targets(torch.where(safe, zero, a), torch.where(safe, zero, b), lam, smoothing, classes, acc)
+    t = mixed_targets(torch.where(safe, zero, a), torch.where(safe, zero, b), lam, label_smoothing, classes, acc)
     loss = -_weighted(t, logp).sum(-1)
     loss = torch.where(ignored, torch.zeros((), dtype=acc, device=loss.device), loss)
     # An invalid row's loss is NaN and so is its gradient (as in the kernels): NaN times the

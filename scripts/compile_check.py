@@ -1,4 +1,4 @@
-"""``python -m tricks_ext compile-check``: every GPU kernel compiled for GPU archs, with no GPU.
+"""``python scripts/compile_check.py`` (``make compile-check``): every GPU kernel compiled for GPU archs, with no GPU.
 
 Triton: each launcher of ``tricks_ext.triton_kernels`` is called on meta tensors over a table of
 cases that reaches every tile, BLOCK and MODE choice it can make, for every dtype; its kernel
@@ -147,19 +147,19 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                            lambda x=x, vec=vec, split=split: evonorm.evonorm_s0_fwd(x, vec, vec, vec, 32, 1e-5, split))
                 mean = t(2, 32, dtype=acc)
                 yield (f"evonorm_s0_bwd {dname} P={p} channels_last={cl}",
-                       lambda x=x, vec=vec, mean=mean: evonorm.evonorm_s0_bwd(x, x, vec, vec, mean, mean, 32))
+                       lambda x=x, vec=vec, mean=mean: evonorm.evonorm_s0_bwd(x, x, vec, vec, mean, mean, 32, 1e-5))
         # mixup and mask_boxes: NCHW and channels_last; in place and not
         for cl, same in itertools.product((False, True), (False, True)):
             x = t(6, 3, 33, 35, dtype=dt)
             inner = 3 if cl else 1
-            out = x if same else t(6, 3, 33, 35, dtype=dt)
             coef, box = t(6, 2), t(6, 4, dtype=torch.int32)
+            mix = mixup.mixup_apply_ if same else mixup.mixup_apply
             yield (f"mixup_apply {dname} inner={inner} same={same}",
-                   lambda x=x, out=out, coef=coef, box=box, inner=inner: mixup.mixup_apply(x, out, coef, box, 33, 35, inner))
+                   lambda x=x, coef=coef, box=box, inner=inner, mix=mix: mix(x, coef, box, 33, 35, inner))
             boxes = t(6, 2, 4, dtype=torch.int32)
+            mask = mask_boxes.mask_boxes_ if same else mask_boxes.mask_boxes
             yield (f"mask_boxes {dname} inner={inner} same={same}",
-                   lambda x=x, out=_distinct(out, same), boxes=boxes, inner=inner:
-                   mask_boxes.mask_boxes(x, out, boxes, 0.0, 33, 35, inner))
+                   lambda x=x, boxes=boxes, inner=inner, mask=mask: mask(x, boxes, 0.0, 33, 35, inner))
         # soft CE: every BLOCK, the three target modes, one or per-row upstream gradients
         for classes in (10, 20, 40, 100, 200, 400, 1000, 1500, 3000, 5000):
             z = t(8, classes, dtype=dt)
@@ -170,13 +170,15 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                 lam = t(8) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
                 yield (f"soft_ce_fwd {dname} C={classes} {mode}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense: soft_ce.soft_ce_fwd(z, a, b, lam, dense, 0.1, -100))
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense:
+                       soft_ce.soft_ce_fwd(z, a, b, lam, dense, 0.1, -100, soft_ce.NONE))
                 for per_row in (False, True):
                     grad = t(8, dtype=acc) if per_row else t((), dtype=acc)
                     stats = t(8, soft_ce.STATS_COLUMNS, dtype=acc)
+                    reduction = soft_ce.NONE if per_row else soft_ce.MEAN
                     yield (f"soft_ce_bwd {dname} C={classes} {mode} per_row={per_row}",
-                           lambda z=z, a=a, b=b, lam=lam, dense=dense, grad=grad, stats=stats:
-                           soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, stats, 0.1, -100))
+                           lambda z=z, a=a, b=b, lam=lam, dense=dense, grad=grad, stats=stats, r=reduction:
+                           soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, stats, 0.1, -100, r))
         # soft BCE: every BLOCK, the three target modes, threshold and pos_weight on and off,
         # per-element or reduced
         for classes in (10, 100, 1000, 5000):
@@ -188,13 +190,14 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                 lam = t(8) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
                 pw, thr = (t(classes, dtype=acc), 0.5) if extras else (None, None)
+                reduction = soft_ce.NONE if per_element else soft_ce.MEAN
                 yield (f"soft_bce_fwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, pe=per_element:
-                       soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, 0.1, thr, pe))
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, r=reduction:
+                       soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, 0.1, thr, r))
                 grad = t(8, classes, dtype=dt) if per_element else t((), dtype=acc)
                 yield (f"soft_bce_bwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, grad=grad:
-                       soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, 0.1, thr))
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, grad=grad, r=reduction:
+                       soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, 0.1, thr, r))
         # weight standardization: every (ROWS, BLOCK_K) tile the table gives, gain or not
         for rows, k in ((512, 9), (256, 27), (64, 49), (128, 147), (64, 576), (32, 1152), (16, 2304), (8, 4608),
                         (4, 20000), (3, 7)):
@@ -234,12 +237,6 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                                        (1.0, 0.0, True, True), (math.inf, 0.01, True, False)):
             yield (f"optim_step_ {dname} clip_value={clip} agc={agc} ema={ema} warmup={warmup}",
                    step([t(64)], True, False, True, clip, agc, ema, warmup))
-
-
-def _distinct(out: Any, same: bool) -> Any:
-    """``out`` itself when in place; else a stand-in at another address (meta tensors all sit at
-    address 0, and mask_boxes specializes on whether out is x)."""
-    return out if same else _Ptr(out.dtype, _ALIGN * 64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,7 +469,7 @@ def _summary(rows: List[Row]) -> List[Tuple[str, str, int, int, int, int, int, i
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tricks_ext compile-check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/compile_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     parser.add_argument("--no-triton", action="store_true", help="only the CUDA kernels (csrc/<op>/cuda.cu)")

@@ -1,14 +1,16 @@
-"""Helpers shared by the op modules: input validation with messages that name the problem."""
+"""Input validation shared by every layer (functional, nn, optim, data, ops): messages that
+name the op, the argument and the problem."""
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from tricks_ext._dtypes import FLOAT_DTYPES, stats_dtype  # noqa: F401  (re-exported to the ops)
+from tricks_ext._dtypes import FLOAT_DTYPES
 
 
 
@@ -64,3 +66,15 @@ def is_row_dense(t: Tensor) -> bool:
             return False
         expected *= size
     return t.dim() == 0 or t.size(0) <= 1 or t.stride(0) == expected
+
+
+def renamed(op: str, old: str, old_value: object, new: str, new_value: object, default: object) -> object:
+    """The value of an argument renamed from ``old`` to ``new`` (kept for one release): ``new``'s,
+    or ``old``'s with a FutureWarning when only the old name was given."""
+    if old_value is None:
+        return new_value
+    if new_value != default:
+        raise TypeError(f"{op}: got both {old}= and {new}=; {old} is the former name of {new}")
+    warnings.warn(f"{op}: {old}= is renamed {new}= and the old name goes in the next release", FutureWarning,
+                  stacklevel=3)
+    return old_value
