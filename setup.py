@@ -32,6 +32,7 @@ PACKAGES = [
     "tricks_ext.nn",
     "tricks_ext.optim",
     "tricks_ext.data",
+    "tricks_ext.recipe",
     "tricks_ext.triton_kernels",
 ]
 # A top-level `triton_kernels` would clash with the PyPI package of that name.

@@ -219,10 +219,14 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
         ptrs = t(7, 1, dtype=torch.int64)
         scalar = t(())
 
+        lr64 = t((), dtype=torch.float64)
+
         def step(slows, rectify, maximize, amp, clip=math.inf, agc=0.0, ema=False, warmup=False, p=p, m=m, work=work,
                  ptrs=ptrs, scalar=scalar):
+            # amp: GradScaler's scale and inf flag, and a tensor LR
             return lambda: optim.optim_step_(p, p, m, m, slows, m if ema else [], [scalar], work, ptrs,
-                                             scalar if amp else None, scalar if amp else None, 1e-3, 0.9, 0.999, 1e-8,
+                                             scalar if amp else None, scalar if amp else None,
+                                             lr64 if amp else None, 1e-3, 0.9, 0.999, 1e-8,
                                              0.01, True, 0.5, 6, rectify, maximize, clip, agc, 1e-3, 0.9999, 0.0, 0,
                                              1.0, 2 / 3, warmup)
         for slow_dt, rectify, maximize, amp in itertools.product((None, torch.float32, dt), (False, True), (False, True),

@@ -541,7 +541,7 @@ def test_opcheck_fused_step():
     plan.set_grads(grads)
     run_opcheck(torch.ops.tricks_ext.optim_step_,
                 (ps, grads, m, v, slow, ema, steps, plan.work, plan.ptrs, None, None,
-                 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False, float("inf"), 0.01, 1e-3,
+                 torch.tensor(1e-3, dtype=torch.float64), float("nan"), 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False, float("inf"), 0.01, 1e-3,
                  0.999, 0.0, 0, 1.0, 2 / 3, True))
 
 

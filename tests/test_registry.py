@@ -181,17 +181,17 @@ def test_optim_step_checks_the_plan_on_cpu():
     bad = plan.work.clone()
     bad[4, 2] = 6  # one element past the 1-D tensor
     before = [p.clone() for p in ps]
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, *hyper),
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, None, *hyper),
                  "work item 4", "outside")
     bad = plan.work.clone()
     bad[1, 3] = 5  # PREPARED with GC_ROW
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, *hyper),
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, bad, None, None, None, None, *hyper),
                  "work item 1", "flags")
     with_ptrs = Plan(ps, m, v, [], [], steps, 2, CHUNK["cpu"], with_ptrs=True)
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, plan.work, with_ptrs.ptrs, None, None,
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [], steps, plan.work, with_ptrs.ptrs, None, None, None,
                                           *hyper), "ptrs must be None")
-    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [ps[0]], steps, plan.work, None, None, None, *hyper),
+    expect_error(RuntimeError, lambda: op(ps, grads, m, v, [], [ps[0]], steps, plan.work, None, None, None, None, *hyper),
                  "emas must be empty or one per param")
     assert all(torch.equal(a, b) for a, b in zip(ps, before))
-    op(ps, grads, m, v, [], [], steps, plan.work, None, None, None, *hyper)
+    op(ps, grads, m, v, [], [], steps, plan.work, None, None, None, None, *hyper)
     assert not any(torch.equal(a, b) for a, b in zip(ps, before))

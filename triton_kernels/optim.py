@@ -33,12 +33,14 @@ def _clip(x, c, HAS_CLIP: tl.constexpr):
 
 @triton.jit
 def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STEP_PTRS, FOUND_INF, GRAD_SCALE,
-                       lr, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2, eps, p_mul, l2,
+                       LR, lr, wd_decoupled, beta1, beta2, one_minus_beta1, one_minus_beta2, ln_beta1, ln_beta2,
+                       eps, p_mul, l2,
                        lookahead_alpha, lookahead_k, rho_inf, clip_value, agc_clip_factor, agc_eps,
                        ema_decay, ema_min_decay, ema_update_after_step, ema_warmup_gamma, ema_warmup_power,
                        P_DTYPE: tl.constexpr, M_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
                        HAS_SLOW: tl.constexpr, RECTIFY: tl.constexpr, MAXIMIZE: tl.constexpr,
-                       HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr, HAS_CLIP: tl.constexpr,
+                       HAS_FOUND_INF: tl.constexpr, HAS_GRAD_SCALE: tl.constexpr,
+                       HAS_LR_TENSOR: tl.constexpr, HAS_CLIP: tl.constexpr,
                        HAS_AGC: tl.constexpr, HAS_EMA: tl.constexpr, EMA_WARMUP: tl.constexpr, BLOCK: tl.constexpr):
     w = tl.program_id(0).to(tl.int64)
     tid = tl.load(WORK + 4 * w)
@@ -61,17 +63,21 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
     # arguments are promoted by multiplying with an fp64 one (they are Python floats when
     # interpreted, fp32 values when compiled)
     one = tl.full([], 1.0, tl.float64)
+    lr64 = lr * one
+    if HAS_LR_TENSOR:  # the LR on the device (math.h, lr_of); decoupled decay follows it
+        lr64 = tl.load(LR)
+        p_mul = (1.0 - lr64 * (wd_decoupled * one)).to(tl.float32)
     bc1 = 1.0 - tl.exp(step * (ln_beta1 * one))
     b2t = tl.exp(step * (ln_beta2 * one))
     bc2 = 1.0 - b2t
-    step_size = (lr * one) / bc1
+    step_size = lr64 / bc1
     inv_denom = 1.0 / tl.sqrt(bc2)
     if RECTIFY:
         rho_t = (rho_inf * one) - 2.0 * step * b2t / bc2
         has_denom = rho_t > 5.0
         rho = (rho_inf * one)
         r_t = tl.sqrt(tl.maximum((rho_t - 4.0) * (rho_t - 2.0) * rho / ((rho - 4.0) * (rho - 2.0) * rho_t), 0.0))
-        step_size = tl.where(has_denom, (lr * one) * r_t * tl.sqrt(bc2) / bc1, step_size)
+        step_size = tl.where(has_denom, lr64 * r_t * tl.sqrt(bc2) / bc1, step_size)
         inv_denom = tl.where(has_denom, 1.0, inv_denom)
     step_size32 = step_size.to(tl.float32)
     inv_denom32 = inv_denom.to(tl.float32)
@@ -161,8 +167,8 @@ _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.
 def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: List[torch.Tensor],
                 exp_avg_sqs: List[torch.Tensor], slows: List[torch.Tensor], emas: List[torch.Tensor],
                 steps: List[torch.Tensor], work: torch.Tensor, ptrs: torch.Tensor, found_inf: Optional[torch.Tensor],
-                grad_scale: Optional[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
-                weight_decay: float, decoupled_weight_decay: bool, lookahead_alpha: float, lookahead_k: int,
+                grad_scale: Optional[torch.Tensor], lr_tensor: Optional[torch.Tensor], lr: float, beta1: float,
+                beta2: float, eps: float, weight_decay: float, decoupled_weight_decay: bool, lookahead_alpha: float, lookahead_k: int,
                 rectify: bool, maximize: bool, clip_value: float, agc_clip_factor: float, agc_eps: float,
                 ema_decay: float, ema_min_decay: float, ema_update_after_step: int, ema_warmup_gamma: float,
                 ema_warmup_power: float, ema_warmup: bool) -> None:
@@ -171,14 +177,18 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
     dtypes. The step counters already count this step."""
     if not params or work.shape[0] == 0:
         return
-    p_mul, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled_weight_decay else (1.0, weight_decay)
+    has_lr = lr_tensor is not None
+    wd_decoupled = weight_decay if decoupled_weight_decay else 0.0
+    p_mul = 1.0 if has_lr else 1.0 - lr * wd_decoupled  # with a tensor LR, the kernel computes it
+    l2 = 0.0 if decoupled_weight_decay else weight_decay
     has_slow = bool(slows)
     has_clip = not math.isinf(clip_value)
     _optim_step_kernel[(work.shape[0],)](
         work, ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6],
         found_inf if found_inf is not None else work, grad_scale if grad_scale is not None else work,
+        lr_tensor if has_lr else work, 0.0 if has_lr else float(lr), float(wd_decoupled),
         # 1 - beta in float64 here, as torch does (csrc/optim/math.h, Moments)
-        float(lr), float(beta1), float(beta2), 1.0 - beta1, 1.0 - beta2,
+        float(beta1), float(beta2), 1.0 - beta1, 1.0 - beta2,
         math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
         float(eps), float(p_mul), float(l2), float(lookahead_alpha), int(lookahead_k if has_slow else 1),
         2.0 / (1.0 - beta2) - 1.0,
@@ -188,5 +198,6 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
         P_DTYPE=_TL[params[0].dtype], M_DTYPE=_TL[exp_avgs[0].dtype],
         S_DTYPE=_TL[slows[0].dtype if has_slow else params[0].dtype], HAS_SLOW=has_slow,
         RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
-        HAS_GRAD_SCALE=grad_scale is not None, HAS_CLIP=has_clip, HAS_AGC=agc_clip_factor > 0, HAS_EMA=bool(emas),
+        HAS_GRAD_SCALE=grad_scale is not None, HAS_LR_TENSOR=has_lr, HAS_CLIP=has_clip, HAS_AGC=agc_clip_factor > 0,
+        HAS_EMA=bool(emas),
         EMA_WARMUP=bool(ema_warmup), BLOCK=BLOCK, **FUSED)

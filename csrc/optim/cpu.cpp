@@ -199,7 +199,8 @@ TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, 
 void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                     at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
                     const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                    const c10::optional<at::Tensor>& grad_scale TRICKS_OPTIM_ARGS) {
+                    const c10::optional<at::Tensor>& grad_scale,
+                    const c10::optional<at::Tensor>& lr_tensor TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device cpu(c10::kCPU);
@@ -209,6 +210,7 @@ void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   TORCH_CHECK(!ptrs.has_value(), "optim_step_: on CPU ptrs must be None (the kernel takes the lists' addresses)");
   bind_work(q, work, cpu);
   q.grad_scale = scalar_ptr(grad_scale, "grad_scale", cpu);
+  if (const double* lr = scalar_ptr<double>(lr_tensor, "lr_tensor", cpu)) q.lr = *lr;  // host memory: no sync
   std::vector<void*> p_ptr(n), m_ptr(n), v_ptr(n), s_ptr(slows.empty() ? 0 : n), e_ptr(emas.empty() ? 0 : n);
   std::vector<const void*> g_ptr(n);
   std::vector<const float*> step_ptr(n);

@@ -12,7 +12,8 @@ namespace {
 void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
                      at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
                      const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                     const c10::optional<at::Tensor>& grad_scale TRICKS_OPTIM_ARGS) {
+                     const c10::optional<at::Tensor>& grad_scale,
+                     const c10::optional<at::Tensor>& lr_tensor TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device device = params[0].device();
@@ -24,6 +25,7 @@ void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   bind_ptrs(q, *ptrs, n, !slows.empty(), !emas.empty(), device);
   q.found_inf = scalar_ptr(found_inf, "found_inf", device);
   q.grad_scale = scalar_ptr(grad_scale, "grad_scale", device);
+  q.lr_tensor = scalar_ptr<double>(lr_tensor, "lr_tensor", device);
   check_launch(launch_step_cuda(q, current_cuda_stream(params[0])), "optim_step_");
 }
 

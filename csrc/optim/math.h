@@ -41,6 +41,7 @@ struct Params {
   const float* const* step;   // step counters, already counting this step
   const float* found_inf;     // nullptr or a scalar: != 0 skips the whole step
   const float* grad_scale;    // nullptr or a scalar: grads are divided by it
+  const double* lr_tensor;    // nullptr or the LR on the device, read in place of lr (a tensor LR)
   int64_t n_items;
   DType dtype, slow_dtype;
   // lookahead_k 0: no Lookahead; clip_value: clip_grad_value_'s bound on the unscaled grads
@@ -78,6 +79,10 @@ struct Scalars {
   bool has_denom, sync;
 };
 
+// The LR of this step: the tensor's where the optimizer has one (a schedule writes it on the
+// device, so the step reads no host value), else the lr argument.
+TRICKS_HD double lr_of(const Params& q) { return q.lr_tensor != nullptr ? *q.lr_tensor : q.lr; }
+
 TRICKS_HD double pow_of(double base, double step) {
   return base > 0.0 ? std::exp(step * std::log(base)) : (step == 0.0 ? 1.0 : 0.0);
 }
@@ -100,13 +105,14 @@ TRICKS_HD Scalars<A> step_scalars(double step, const Params& q) {
   const double bc2 = 1.0 - b2t;
   const double decay = q.e != nullptr ? ema_decay_of(step, q) : 0.0;
   const A ema_w = static_cast<A>(1.0 - decay);
-  Scalars<A> s{static_cast<A>(q.lr / bc1), static_cast<A>(1.0 / std::sqrt(bc2)), ema_w, A(1) - ema_w, true, false};
+  const double lr = lr_of(q);
+  Scalars<A> s{static_cast<A>(lr / bc1), static_cast<A>(1.0 / std::sqrt(bc2)), ema_w, A(1) - ema_w, true, false};
   if (q.rectify) {
     const double rho_inf = 2.0 / (1.0 - q.beta2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * b2t / bc2;
     if (rho_t > 5.0) {
       const double r = std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
-      s.step_size = static_cast<A>(q.lr * r * std::sqrt(bc2) / bc1);
+      s.step_size = static_cast<A>(lr * r * std::sqrt(bc2) / bc1);
       s.inv_denom_scale = A(1);
     } else {
       s.has_denom = false;
@@ -125,7 +131,7 @@ struct Decay {
 
 template <typename A>
 TRICKS_HD Decay<A> decay_of(const Params& q) {
-  return q.decoupled_weight_decay ? Decay<A>{static_cast<A>(1.0 - q.lr * q.weight_decay), A(0)}
+  return q.decoupled_weight_decay ? Decay<A>{static_cast<A>(1.0 - lr_of(q) * q.weight_decay), A(0)}
                      : Decay<A>{A(1), static_cast<A>(q.weight_decay)};
 }
 

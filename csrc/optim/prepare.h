@@ -76,11 +76,13 @@ inline void bind_ptrs(Params& q, const at::Tensor& ptrs, int64_t n, bool has_slo
   q.step = reinterpret_cast<const float* const*>(table + 6 * n);
 }
 
-inline const float* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::Device device) {
+template <typename T = float>
+const T* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::Device device) {
   if (!t.has_value()) return nullptr;
-  TORCH_CHECK(t->device() == device && t->scalar_type() == at::kFloat && t->numel() == 1, "optim_step_: ", name,
-              " must be a float32 scalar on ", device);
-  return t->data_ptr<float>();
+  const auto dtype = c10::CppTypeToScalarType<T>::value;
+  TORCH_CHECK(t->device() == device && t->scalar_type() == dtype && t->numel() == 1, "optim_step_: ", name,
+              " must be a ", dtype, " scalar on ", device);
+  return t->data_ptr<T>();
 }
 
 // The op's arguments after its tensors, one per Hyperparams field (math.h).

@@ -101,16 +101,20 @@ class Hyperparams(NamedTuple):
 
     @classmethod
     def of(cls, group: Dict[str, Any], extras: Extras) -> "Hyperparams":
-        """The step's hyperparameters from a param group and the optimizer's options."""
+        """The step's hyperparameters from a param group and the optimizer's options; a tensor
+        LR is passed apart (``lr_tensor``), and ``lr`` is then NaN, unread."""
         beta1, beta2 = group["betas"]
-        named = {**extras._asdict(), **group, "beta1": beta1, "beta2": beta2,
+        lr = math.nan if isinstance(group["lr"], Tensor) else group["lr"]
+        named = {**extras._asdict(), **group, "lr": lr, "beta1": beta1, "beta2": beta2,
                  "lookahead_k": group["lookahead_k"] or 0, "ema_decay": extras.ema_decay or 0.0}
         return cls(**{name: named[name] for name in cls._fields})
 
 
 # ``tricks_ext::optim_step_``: one optimizer step (clipping + GC + Adam/AdamW/RAdam + Lookahead +
 # EMA) over tensors that share a device and dtype, in place. ``steps`` already count this step; a
-# non-zero ``found_inf`` skips the step (the caller undoes its count). ``slows`` is empty without
+# non-zero ``found_inf`` skips the step (the caller undoes its count); ``lr_tensor`` (float64, one
+# value on the params' device), when given, is the LR, read by the kernels in place of ``lr``
+# (a tensor LR: a schedule changes it with no host sync). ``slows`` is empty without
 # Lookahead, ``emas`` without EMA. Grads are divided by ``grad_scale``, clamped to +-clip_value
 # and, on the work items flagged for it, clipped by timm's AGC; the EMA decay follows timm's
 # ModelEmaV3.get_decay on each tensor's step. ``work`` and ``ptrs`` are a Plan's (below); on CPU
@@ -119,7 +123,7 @@ class Hyperparams(NamedTuple):
 # Hyperparams (schema types from the annotations):
 _TENSOR_ARGS = ("Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
                 "Tensor(d!)[] slows, Tensor(e!)[] emas, Tensor[] steps, Tensor work, Tensor? ptrs, "
-                "Tensor? found_inf, Tensor? grad_scale")
+                "Tensor? found_inf, Tensor? grad_scale, Tensor? lr_tensor")
 _SCHEMA_TYPES = {float: "float", int: "int", bool: "bool"}
 SCHEMA = "(" + ", ".join([_TENSOR_ARGS] + [f"{_SCHEMA_TYPES[t]} {name}" for name, t in
                                             get_type_hints(Hyperparams).items()]) + ") -> ()"
@@ -138,7 +142,7 @@ def _step_torch(group: Dict[str, Any], params: List[Tensor], grads: List[Tensor]
         step = int(st["step"].item())
         prepared = i in extras.prepared
         optimizer_step(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("slow_buffer"), step,
-                       lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
+                       lr=float(group["lr"]), beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
                        decoupled_weight_decay=group["decoupled_weight_decay"], rectify=group["rectify"],
                        gc=group["gc"], gc_conv_only=group["gc_conv_only"], lookahead_k=group["lookahead_k"],
                        lookahead_alpha=group["lookahead_alpha"], maximize=group["maximize"],
@@ -282,10 +286,18 @@ def _fused(launch: Callable, kind: str) -> Callable:
             found_inf = found_inf.to(device=device, dtype=torch.float32)
         torch._foreach_add_(steps, 1)
         launch(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, plan.work, plan.ptrs, found_inf, grad_scale,
-               *Hyperparams.of(group, extras))
+               lr_tensor(group["lr"], device), *Hyperparams.of(group, extras))
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
     return step
+
+
+def lr_tensor(lr: Any, device: torch.device) -> Optional[Tensor]:
+    """A tensor LR as the kernels read it, float64 on ``device`` (the tensor itself when it is
+    one already: an in-place change reaches the next step); None for a float LR."""
+    if not isinstance(lr, Tensor):
+        return None
+    return lr.detach().to(device=device, dtype=torch.float64).reshape(())
 
 
 def _launch_triton(*args: Any) -> None:
@@ -297,8 +309,8 @@ if _ext.HAS_C:
     torch.library.define("tricks_ext::optim_step_", SCHEMA)
 
     @torch.library.register_fake("tricks_ext::optim_step_")
-    def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale,
-          *scalars) -> None:
+    def _(params, grads, exp_avgs, exp_avg_sqs, slows, emas, steps, work, ptrs, found_inf, grad_scale, lr_tensor,
+          *hyperparams) -> None:
         torch._check(work.dim() == 2 and work.shape[1] == 4 and work.dtype == torch.int64,
                      lambda: "optim_step_: work must be int64 (n_items, 4)")
         torch._check(ptrs is None or (ptrs.shape == (7, len(params)) and ptrs.dtype == torch.int64),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ except ImportError:  # torch built without distributed
     DTensor = None
 
 OP = "optim_step"
+_INT_DTYPES = (torch.int32, torch.int64)  # a token count may be an integer tensor
 
 
 def _is_dtensor(t: Tensor) -> bool:
@@ -173,8 +174,14 @@ _TORCH_ONLY_KEYS = tuple(_UNSUPPORTED_FLAGS) + ("foreach", "fused")
 def _check_hyper(group: Dict[str, Any]) -> None:
     """Raise ValueError/TypeError for any bad hyperparameter of ``group``; changes nothing."""
     lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-    if isinstance(lr, Tensor) or not (is_number(lr) and 0.0 <= lr < math.inf):
-        raise ValueError(f"invalid lr: {lr!r} (must be a finite float >= 0)")
+    if isinstance(lr, Tensor):
+        # a tensor LR is read by the kernels on the device: its value is not checked here, as
+        # that would read it on the host (a sync)
+        if lr.numel() != 1 or lr.dtype not in FLOAT_DTYPES or lr.requires_grad or lr.is_sparse:
+            raise ValueError(f"invalid lr: a tensor LR must be one floating value without grad, got shape "
+                             f"{tuple(lr.shape)}, {lr.dtype}{', requires_grad' if lr.requires_grad else ''}")
+    elif not (is_number(lr) and 0.0 <= lr < math.inf):
+        raise ValueError(f"invalid lr: {lr!r} (must be a finite float >= 0, or a one-element tensor)")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ValueError(f"invalid betas: {betas!r} (must be a pair (beta1, beta2))")
     for name, b in (("betas[0]", betas[0]), ("betas[1]", betas[1])):
@@ -394,7 +401,14 @@ class TricksOptimizer(Optimizer):
 
     @_not_traced
     @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+    def step(self, closure: Optional[Callable[[], Any]] = None,
+             grad_divisor: Union[Tensor, float, None] = None) -> Any:
+        """One step over every param with a gradient. ``grad_divisor``: divide the grads by it
+        inside the step (a one-element tensor, read on the device, or a number), as if the loss
+        had been divided by it: the sum of micro-batch losses over their total token count, say,
+        known only once the last micro-batch ran. Folded with GradScaler's division; clipping
+        (``max_grad_norm``, ``clip_value``, AGC) sees the divided grads, and ``last_grad_norm``
+        their norm."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -431,6 +445,8 @@ class TricksOptimizer(Optimizer):
                 backend = self._backend_for(device, dtype)
                 check_params(backend, [_local(p) for p in params])
                 plans.append((gi, group, device, dtype, params, backend))
+        if grad_divisor is not None and plans:
+            grad_scale = self._with_divisor(grad_scale, grad_divisor, plans[0][2])
         if self.max_grad_norm is not None and plans:
             grads = [p.grad for *_, params, _ in plans for p in params]
             # the C++ norm where every bucket runs the CPU kernels; DTensor grads need get_total_norm's all-reduce
@@ -454,6 +470,25 @@ class TricksOptimizer(Optimizer):
             for st, local in zip(states, local_states):
                 st["step"] = local["step"]  # a fused backend may have moved the counter to the device
         return loss
+
+    def _with_divisor(self, grad_scale: Optional[Tensor], divisor: Union[Tensor, float], device: torch.device
+                      ) -> Tensor:
+        """GradScaler's scale times ``divisor``, the one divisor the kernels apply (float32; a
+        number becomes a tensor on ``device``, a fill there, not a copy from the host)."""
+        name = type(self).__name__
+        if isinstance(divisor, Tensor):
+            if divisor.numel() != 1 or not (divisor.is_floating_point() or divisor.dtype in _INT_DTYPES) or \
+                    divisor.requires_grad:
+                raise ValueError(f"{name}: grad_divisor must be one number without grad, got a tensor of shape "
+                                 f"{tuple(divisor.shape)} and {divisor.dtype}")
+            divisor = divisor.detach().reshape(()).to(torch.float32)
+        elif not (is_number(divisor) and 0.0 < divisor < math.inf):
+            raise ValueError(f"{name}: grad_divisor must be a finite number > 0 or a one-element tensor, got {divisor!r}")
+        if grad_scale is None:
+            return divisor if isinstance(divisor, Tensor) else torch.full((), float(divisor), dtype=torch.float32,
+                                                                              device=device)
+        grad_scale = grad_scale.to(torch.float32)
+        return grad_scale * (divisor.to(grad_scale.device) if isinstance(divisor, Tensor) else float(divisor))
 
     def _clip_scale(self, grads: List[Tensor], grad_scale: Optional[Tensor], fast: bool) -> Tensor:
         """clip_grad_norm_ folded into the step: the total L2 norm of ``grads`` (all-reduced for
