@@ -37,6 +37,14 @@ def _split_index(e, P):
 
 
 @triton.jit
+def _place(e, P, n, c0, s_n, s_c, s_p):
+    """(channel, element offset) of in-group index e of sample n, the group starting at c0."""
+    ch, pos = _split_index(e, P)
+    c = c0 + ch
+    return c, n * s_n + c * s_c + pos * s_p
+
+
+@triton.jit
 def _group(pid, groups, C, P):
     """(n, channels per group, elements per group, first channel) of program pid, divided in 32
     bits (C and the grid are < 2^31; a 64-bit division is a subroutine call, see _split_index)."""
@@ -77,9 +85,7 @@ def _write(X, Y, V, WEIGHT, BIAS, n, c0, P, s_n, s_c, s_p, e0, e1, r, ACC: tl.co
     for e_off in range(0, e1 - e0, BLOCK):
         e = e0 + e_off + tl.arange(0, BLOCK)
         m = e < e1
-        ch, pos = _split_index(e, P)
-        c = c0 + ch
-        off = n * s_n + c * s_c + pos * s_p
+        c, off = _place(e, P, n, c0, s_n, s_c, s_p)
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)
         gc = tl.load(WEIGHT + c, mask=m, other=0.0).to(ACC)
@@ -188,9 +194,7 @@ def _bwd_kernel(DY, X, V, WEIGHT, MEAN, RSTD, DX, PART, groups, C, P, s_n, s_c, 
     for e0 in range(0, M, BLOCK):
         e = e0 + tl.arange(0, BLOCK)
         m = e < M
-        ch, pos = _split_index(e, P)
-        c = c0 + ch
-        off = n * s_n + c * s_c + pos * s_p
+        c, off = _place(e, P, n, c0, s_n, s_c, s_p)
         xv = tl.load(X + off, mask=m, other=0.0).to(ACC)
         d = tl.load(DY + off, mask=m, other=0.0).to(ACC)
         vc = tl.load(V + c, mask=m, other=0.0).to(ACC)

@@ -61,13 +61,17 @@ def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off, 
 
 
 @triton.jit
+def _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC: tl.constexpr):
+    """This program's row, its offset, and the smoothing and its per-class share in ACC."""
+    i = tl.program_id(0).to(tl.int64)
+    return i, i * C, _rejoin(smoothing_hi, smoothing_lo, ACC), _rejoin(off_hi, off_lo, ACC)
+
+
+@triton.jit
 def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64)
-    base = i * C
-    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
-    off = _rejoin(off_hi, off_lo, ACC)
+    i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     acc = tl.zeros([BLOCK], ACC)
     for c0 in range(0, C, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
@@ -88,10 +92,7 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi
 def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64)
-    base = i * C
-    label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
-    off = _rejoin(off_hi, off_lo, ACC)
+    i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     if not PER_ELEMENT:
         g = tl.load(G).to(ACC)
     for c0 in range(0, C, BLOCK):

@@ -24,6 +24,15 @@ _TILE = 1024
 
 
 @triton.jit
+def _tile(n_rows, K, ACC: tl.constexpr, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """This program's ROWS rows of K: their indices and mask, each row's offset, the column
+    offsets of one BLOCK_K sweep, and K in ACC (1 for an empty row)."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    return (rows, rows < n_rows, rows.to(tl.int64)[:, None] * K, tl.arange(0, BLOCK_K)[None, :],
+            tl.maximum(K, 1).to(ACC))
+
+
+@triton.jit
 def _gain(GAIN, rows, row_ok, HAS_GAIN: tl.constexpr, ROWS: tl.constexpr, ACC: tl.constexpr):
     """The rows' multipliers: the per-channel gain, or 1."""
     if HAS_GAIN:
@@ -35,11 +44,7 @@ def _gain(GAIN, rows, row_ok, HAS_GAIN: tl.constexpr, ROWS: tl.constexpr, ACC: t
 def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
                                    HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
                                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    row_ok = rows < n_rows
-    base = rows.to(tl.int64)[:, None] * K
-    cols = tl.arange(0, BLOCK_K)[None, :]
-    kf = tl.maximum(K, 1).to(ACC)
+    rows, row_ok, base, cols, kf = _tile(n_rows, K, ACC, ROWS, BLOCK_K)
     # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
     first = row_ok[:, None] & (cols == 0) & (cols < K)
     pivot = tl.sum(tl.load(W + base + cols, mask=first, other=0.0).to(ACC), axis=1)[:, None]
@@ -71,11 +76,7 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
 def _weight_standardize_bwd_kernel(GO, W, GAIN, MEAN, RSTD, GW, GGAIN, n_rows, K,
                                    HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
                                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    row_ok = rows < n_rows
-    base = rows.to(tl.int64)[:, None] * K
-    cols = tl.arange(0, BLOCK_K)[None, :]
-    kf = tl.maximum(K, 1).to(ACC)
+    rows, row_ok, base, cols, kf = _tile(n_rows, K, ACC, ROWS, BLOCK_K)
     mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(ACC)
     rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(ACC)
     s1 = tl.zeros([ROWS, BLOCK_K], ACC)

@@ -196,11 +196,7 @@ TRICKS_CPU_CLONES void run_items(const Item* items, int64_t begin, int64_t end, 
   }
 }
 
-void optim_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
-                    const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                    const c10::optional<at::Tensor>& grad_scale,
-                    const c10::optional<at::Tensor>& lr_tensor TRICKS_OPTIM_ARGS) {
+void optim_step_cpu(TRICKS_OPTIM_TENSOR_ARGS TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device cpu(c10::kCPU);

@@ -9,11 +9,7 @@ namespace tricks {
 namespace optim {
 namespace {
 
-void optim_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                     at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,
-                     const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,
-                     const c10::optional<at::Tensor>& grad_scale,
-                     const c10::optional<at::Tensor>& lr_tensor TRICKS_OPTIM_ARGS) {
+void optim_step_cuda(TRICKS_OPTIM_TENSOR_ARGS TRICKS_OPTIM_ARGS) {
   const int64_t n = static_cast<int64_t>(params.size());
   if (n == 0) return;
   const c10::Device device = params[0].device();

@@ -85,6 +85,13 @@ const T* scalar_ptr(const c10::optional<at::Tensor>& t, const char* name, c10::D
   return t->data_ptr<T>();
 }
 
+// The op's tensor arguments, in the schema's order (tricks_ext/ops/optim.py, _TENSOR_ARGS).
+#define TRICKS_OPTIM_TENSOR_ARGS                                                                                  \
+  at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,              \
+      at::TensorList slows, at::TensorList emas, at::TensorList steps, const at::Tensor& work,                    \
+      const c10::optional<at::Tensor>& ptrs, const c10::optional<at::Tensor>& found_inf,                           \
+      const c10::optional<at::Tensor>& grad_scale, const c10::optional<at::Tensor>& lr_tensor
+
 // The op's arguments after its tensors, one per Hyperparams field (math.h).
 #define TRICKS_OPTIM_ARG(type, name) , type name
 #define TRICKS_OPTIM_ARGS TRICKS_OPTIM_HYPERPARAMS(TRICKS_OPTIM_ARG)
