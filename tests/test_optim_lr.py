@@ -46,9 +46,8 @@ def test_tensor_lr_changed_in_place_equals_float_lr(backend_device, name, make):
     backend, device = backend_device
     lrs = [1e-2 * (0.7 ** i) for i in range(STEPS)]
     expected = trajectory(backend, device, make, lrs)
-    for got in (trajectory(backend, device, make, lrs, torch.float64),):
-        for a, b in zip(got, expected):
-            assert torch.equal(a, b), name
+    for a, b in zip(trajectory(backend, device, make, lrs, torch.float64), expected):
+        assert torch.equal(a, b), name
     # a float32 tensor LR is its float32 value
     lrs32 = [float(torch.tensor(v, dtype=torch.float32)) for v in lrs]
     for a, b in zip(trajectory(backend, device, make, lrs32, torch.float32),
@@ -154,10 +153,8 @@ def test_grad_divisor_number_equals_tensor(backend_device):
                 p.grad = g * 4
             opt.step(grad_divisor=divisor)
         outs.append(params)
-    ref_params = make_params(device)
     for a, b in zip(*outs):
         assert torch.equal(a, b)
-    del ref_params
 
 
 def test_a_copied_optimizer_keeps_its_tensor_lr():

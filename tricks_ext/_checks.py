@@ -78,3 +78,21 @@ def renamed(op: str, old: str, old_value: object, new: str, new_value: object, d
     warnings.warn(f"{op}: {old}= is renamed {new}= and the old name goes in the next release", FutureWarning,
                   stacklevel=3)
     return old_value
+
+
+def check_count(op: str, name: str, value: object, low: int = 0) -> int:
+    """``value`` as an int >= ``low``; ValueError naming ``op`` and ``name`` otherwise."""
+    if not is_int(value) or value < low:
+        raise ValueError(f"{op}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_range(op: str, name: str, value: object, low: float = 0.0, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float in [low, high] (an end excluded where ``*_open``); ValueError naming
+    ``op`` and ``name`` otherwise."""
+    ok = not isinstance(value, bool) and is_number(value) and low <= value <= high
+    if not ok or (low_open and value == low) or (high_open and value == high):
+        raise ValueError(f"{op}: {name} must be a number in {'(' if low_open else '['}{low}, {high}"
+                         f"{')' if high_open else ']'}, got {value!r}")
+    return float(value)

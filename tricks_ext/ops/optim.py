@@ -294,7 +294,9 @@ def _fused(launch: Callable, kind: str) -> Callable:
 
 def lr_tensor(lr: Any, device: torch.device) -> Optional[Tensor]:
     """A tensor LR as the kernels read it, float64 on ``device`` (the tensor itself when it is
-    one already: an in-place change reaches the next step); None for a float LR."""
+    one already: an in-place change reaches the next step); None for a float LR. A tensor on
+    another device is copied each step: a CPU LR for CUDA params is a copy from host memory per
+    step, which is why the docs ask for the LR on the params' device."""
     if not isinstance(lr, Tensor):
         return None
     return lr.detach().to(device=device, dtype=torch.float64).reshape(())

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from tricks_ext._checks import is_int, is_number
+from tricks_ext._checks import check_count, check_range
 
 __all__ = ["PlateauController", "fluctuation_reference"]
 
@@ -25,18 +25,11 @@ MODES = ("fluctuation", "torch", "keras")
 
 def _number(name: str, value: Any, low: float = 0.0, high: float = math.inf, low_open: bool = False,
             high_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and is_number(value) and low <= value <= high
-    ok = ok and not (low_open and value == low) and not (high_open and value == high)
-    if not ok:
-        raise ValueError(f"PlateauController: {name} must be a number in {'(' if low_open else '['}{low}, "
-                         f"{high}{')' if high_open else ']'}, got {value!r}")
-    return float(value)
+    return check_range("PlateauController", name, value, low, high, low_open, high_open)
 
 
 def _count(name: str, value: Any, low: int = 0) -> int:
-    if not is_int(value) or value < low:
-        raise ValueError(f"PlateauController: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
+    return check_count("PlateauController", name, value, low)
 
 
 class PlateauController:

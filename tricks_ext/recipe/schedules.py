@@ -15,7 +15,7 @@ from typing import List
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
-from tricks_ext._checks import is_int, is_number
+from tricks_ext._checks import check_count, check_range
 
 __all__ = ["OneCycle", "FlatCos", "WarmupCosine", "WSD"]
 
@@ -25,18 +25,6 @@ class OneCycle(OneCycleLR):
     and beta1 (momentum cycling writes ``betas[0]`` of the tricks_ext optimizers' groups, a host
     float the kernels take as an argument). fastai's ``fit_one_cycle`` is ``pct_start=0.25,
     div_factor=25, final_div_factor=1e5, base_momentum=0.85, max_momentum=0.95``."""
-
-
-def _count(name: str, value: object, low: int = 0) -> int:
-    if not is_int(value) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _ratio(name: str, value: object, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not is_number(value) or not 0.0 <= value <= 1.0 or (high_open and value == 1.0):
-        raise ValueError(f"{name} must be in [0, 1{')' if high_open else ']'}, got {value!r}")
-    return float(value)
 
 
 class _PeakSchedule(LRScheduler):
@@ -63,11 +51,9 @@ class FlatCos(_PeakSchedule):
 
     def __init__(self, optimizer: Optimizer, total_steps: int, pct_start: float = 0.75, div_final: float = 1e5,
                  last_epoch: int = -1) -> None:
-        self.total_steps = _count("FlatCos: total_steps", total_steps, 1)
-        self.pct_start = _ratio("FlatCos: pct_start", pct_start, high_open=True)
-        if isinstance(div_final, bool) or not is_number(div_final) or not 1.0 <= div_final < math.inf:
-            raise ValueError(f"FlatCos: div_final must be a finite number >= 1, got {div_final!r}")
-        self.div_final = float(div_final)
+        self.total_steps = check_count("FlatCos", "total_steps", total_steps, 1)
+        self.pct_start = check_range("FlatCos", "pct_start", pct_start, 0.0, 1.0, high_open=True)
+        self.div_final = check_range("FlatCos", "div_final", div_final, 1.0, math.inf, high_open=True)
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, peak: float, step: int) -> float:
@@ -89,11 +75,11 @@ class WarmupCosine(_PeakSchedule):
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0,
                  last_epoch: int = -1) -> None:
-        self.warmup_steps = _count("WarmupCosine: warmup_steps", warmup_steps)
-        self.total_steps = _count("WarmupCosine: total_steps", total_steps, 1)
+        self.warmup_steps = check_count("WarmupCosine", "warmup_steps", warmup_steps)
+        self.total_steps = check_count("WarmupCosine", "total_steps", total_steps, 1)
         if self.warmup_steps > self.total_steps:
             raise ValueError(f"WarmupCosine: warmup_steps ({warmup_steps}) > total_steps ({total_steps})")
-        self.min_lr_ratio = _ratio("WarmupCosine: min_lr_ratio", min_lr_ratio)
+        self.min_lr_ratio = check_range("WarmupCosine", "min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, peak: float, step: int) -> float:
@@ -115,10 +101,10 @@ class WSD(_PeakSchedule):
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, stable_steps: int, decay_steps: int,
                  min_lr_ratio: float = 0.0, decay: str = "1-sqrt", last_epoch: int = -1) -> None:
-        self.warmup_steps = _count("WSD: warmup_steps", warmup_steps)
-        self.stable_steps = _count("WSD: stable_steps", stable_steps)
-        self.decay_steps = _count("WSD: decay_steps", decay_steps, 1)
-        self.min_lr_ratio = _ratio("WSD: min_lr_ratio", min_lr_ratio)
+        self.warmup_steps = check_count("WSD", "warmup_steps", warmup_steps)
+        self.stable_steps = check_count("WSD", "stable_steps", stable_steps)
+        self.decay_steps = check_count("WSD", "decay_steps", decay_steps, 1)
+        self.min_lr_ratio = check_range("WSD", "min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         if decay not in self.DECAYS:
             raise ValueError(f"WSD: decay must be one of {', '.join(self.DECAYS)}, got {decay!r}")
         self.decay = decay
