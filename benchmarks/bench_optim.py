@@ -27,6 +27,7 @@ import torch
 from benchmarks.common import Case, Provider, Unavailable, ours
 from benchmarks.peers import load_pytorch_optimizer, load_timm
 from tricks_ext.optim import Ranger
+from tricks_ext.recipe import WarmupCosine
 
 OP = "optim_step"
 K = 6
@@ -88,9 +89,11 @@ def _ema_after_step(params: List[torch.Tensor]):
     return lambda step: torch._foreach_lerp_(copies, [p.detach() for p in params], 1.0 - EMA_DECAY)
 
 
-def _setup(make_opt, fused: bool = False):
+def _setup(make_opt, fused: bool = False, schedule: bool = False):
     """``make_opt(params, options)``; ``fused``: the optimizer takes the case's clipping and EMA
-    as options (ours), else it gets clip_grad_norm_ before and the EMA after every step."""
+    as options (ours), else it gets clip_grad_norm_ before and the EMA after every step;
+    ``schedule``: a recipe.WarmupCosine steps after every step (it writes the LR: a fill of a
+    tensor LR, no sync)."""
     def setup(case: Case, device: torch.device):
         params = [torch.randn(s, device=device, dtype=case.dtype).mul_(0.02).requires_grad_(True)
                   for s in case.params["shapes"]]
@@ -104,6 +107,7 @@ def _setup(make_opt, fused: bool = False):
             options["ema_decay"] = EMA_DECAY
         opt = make_opt(params, options)
         ema_update = _ema_after_step(params) if ema and not fused else None
+        sched = WarmupCosine(opt, warmup_steps=K, total_steps=10 ** 6) if schedule else None
         count = [0]
 
         def step():
@@ -113,6 +117,8 @@ def _setup(make_opt, fused: bool = False):
             if ema_update is not None:
                 count[0] += 1
                 ema_update(count[0])
+            if sched is not None:
+                sched.step()
         for _ in range(2 * K):
             step()
 
@@ -123,12 +129,21 @@ def _setup(make_opt, fused: bool = False):
     return setup
 
 
-def _ranger(backend: str):
-    return _setup(lambda ps, options: Ranger(ps, k=K, backend=backend, **options), fused=True)
+def _ranger(backend: str, tensor_lr: bool = False):
+    def make(params, options):
+        lr = torch.tensor(1e-3, dtype=torch.float64, device=params[0].device) if tensor_lr else 1e-3
+        return Ranger(params, lr=lr, k=K, backend=backend, **options)
+    return _setup(make, fused=True, schedule=tensor_lr)
 
 
 def _ours(backend: str) -> Provider:
     return ours(OP, backend, _ranger, " Ranger")
+
+
+def _ours_scheduled(backend: str) -> Provider:
+    """The same step with its LR a device tensor written by a schedule at every step: the cost of
+    a sync-free LR, to compare with the float-LR row (target: <= 1.02x)."""
+    return ours(OP, backend, lambda b: _ranger(b, tensor_lr=True), " Ranger tensor LR + schedule")
 
 
 def _pytorch_optimizer_ranger(params, _options=None):
@@ -148,4 +163,6 @@ def providers(device: torch.device) -> List[Provider]:
         _ours("cpu"),
         _ours("cuda"),
         _ours("triton"),
+        _ours_scheduled("cpu"),
+        _ours_scheduled("cuda"),
     ]

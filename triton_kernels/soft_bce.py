@@ -129,6 +129,27 @@ def _constexprs(logits, mode, pos_weight, target_threshold, per_element):
                 **FUSED)
 
 
+def loss_grad(grad: torch.Tensor, logits: torch.Tensor, reduction: int) -> torch.Tensor:
+    """dL/dloss: the elements' (N, C) for 'none', else one value in the statistics dtype (divided
+    by N * C for 'mean')."""
+    if reduction == NONE:
+        return grad.contiguous()
+    g = grad.to(stats_dtype(logits.dtype))
+    return g / logits.numel() if reduction == MEAN else g
+
+
+def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, pos_weight: Optional[torch.Tensor],
+                      target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+    """The gradient for dense targets, d loss / d t = -z + (pos_weight - 1) softplus(-z); 0
+    through a target_threshold (a step). Tensor ops, not a kernel: targets rarely need a gradient."""
+    acc = stats_dtype(logits.dtype)
+    z = logits.to(acc)
+    d = -z if pos_weight is None else -z + (pos_weight.to(acc) - 1) * torch.nn.functional.softplus(-z)
+    if target_threshold is not None:
+        d = torch.zeros_like(d)
+    return (d * loss_grad(grad, logits, reduction).to(acc)).to(logits.dtype)
+
+
 @on_input_device
 def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                  lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
@@ -158,12 +179,7 @@ def soft_bce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Ten
     """``tricks_ext::soft_bce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
     rows = logits.shape[0]
     per_element = reduction == NONE
-    if per_element:
-        g = grad.contiguous()
-    else:
-        g = grad.to(stats_dtype(logits.dtype))
-        if reduction == MEAN:
-            g = g / logits.numel()
+    g = loss_grad(grad, logits, reduction)
     dz = torch.empty_like(logits)
     mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
     if rows:

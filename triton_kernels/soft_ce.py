@@ -188,6 +188,14 @@ def row_grads(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.T
     return g / _mean_divisor(a, b, ignore_index, rows, g.dtype, g.device)
 
 
+def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, reduction: int) -> torch.Tensor:
+    """The gradient for dense targets, d loss_i / d t_ic = lse_i - z_ic, from the forward's stats
+    (lse = shift + log_sum); tensor ops, not a kernel: targets rarely need a gradient."""
+    g = row_grads(grad, None, None, 0, reduction, logits.shape[0])
+    g = g[:, None] if g.dim() else g
+    return ((stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)) * g).to(logits.dtype)
+
+
 @on_input_device
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
                 dense: Optional[torch.Tensor], label_smoothing: float, ignore_index: int,

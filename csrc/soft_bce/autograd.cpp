@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "common/autograd_graph.h"
+#include "soft_bce/prepare.h"
 
 namespace {
 
@@ -87,16 +88,8 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
     }
     if (logits_grad)
       dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
-    if (dense_grad) {
-      // d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a target_threshold (a step)
-      const auto acc = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-      const Tensor z = logits.to(acc);
-      Tensor d = pos_weight.has_value() ? -z + (pos_weight->to(acc) - 1) * at::softplus(-z) : -z;
-      if (target_threshold.has_value()) d = at::zeros_like(d);
-      Tensor g = grad.to(acc);
-      if (reduction == 2) g = g / static_cast<double>(logits.numel());
-      ddense = (d * g).to(dense->scalar_type());
-    }
+    if (dense_grad)
+      ddense = tricks::soft_bce::dense_target_grad(grad, logits, pos_weight, target_threshold, reduction);
     return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };

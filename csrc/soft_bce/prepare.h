@@ -66,9 +66,34 @@ inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, int64_t red
   return total.to(logits.scalar_type());
 }
 
+// dL/dloss: the elements' (N, C) in the logits' dtype for 'none', else one value in the statistics
+// dtype (divided by N * C for 'mean').
+inline at::Tensor loss_grad(const at::Tensor& grad, const at::Tensor& logits, int64_t reduction) {
+  if (reduction == kNone) {
+    TORCH_CHECK(grad.sizes() == logits.sizes(), "soft_bce_bwd: grad must be (N, C) for reduction none, got ",
+                grad.sizes());
+    return grad.contiguous();
+  }
+  TORCH_CHECK(grad.dim() == 0, "soft_bce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
+  const at::Tensor g = grad.to(stats_dtype(logits));
+  return reduction == kMean ? g / static_cast<double>(logits.numel()) : g;
+}
+
+// Gradient for dense targets, d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a
+// target_threshold (a step). Tensor ops, not a kernel: targets rarely need a gradient.
+inline at::Tensor dense_target_grad(const at::Tensor& grad, const at::Tensor& logits,
+                                    const c10::optional<at::Tensor>& pos_weight,
+                                    c10::optional<double> target_threshold, int64_t reduction) {
+  const auto acc = stats_dtype(logits);
+  const at::Tensor z = logits.to(acc);
+  at::Tensor d = pos_weight.has_value() ? -z + (pos_weight->to(acc) - 1) * at::softplus(-z) : -z;
+  if (target_threshold.has_value()) d = at::zeros_like(d);
+  return (d * loss_grad(grad, logits, reduction).to(acc)).to(logits.scalar_type());
+}
+
 struct Bwd {
   Params params;
-  at::Tensor dlogits, grad;  // grad: the elements' (N, C) for 'none', else one value in the statistics dtype
+  at::Tensor dlogits, grad;  // grad: loss_grad's
 };
 
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
@@ -80,15 +105,7 @@ inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c
   check_same_device(logits, "logits", grad, "grad");
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_bce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());
-  if (reduction == kNone) {
-    TORCH_CHECK(grad.sizes() == logits.sizes(), "soft_bce_bwd: grad must be (N, C) for reduction none, got ",
-                grad.sizes());
-    r.grad = grad.contiguous();
-  } else {
-    TORCH_CHECK(grad.dim() == 0, "soft_bce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
-    r.grad = grad.to(stats_dtype(logits));
-    if (reduction == kMean) r.grad = r.grad / static_cast<double>(logits.numel());
-  }
+  r.grad = loss_grad(grad, logits, reduction);
   r.params.grad = r.grad.data_ptr();
   r.params.dlogits = r.dlogits.data_ptr();
   return r;

@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "common/autograd_graph.h"
+#include "soft_ce/prepare.h"
 
 namespace {
 
@@ -81,13 +82,8 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
     }
     if (logits_grad)
       dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
-    if (dense_grad) {  // d loss_i / d t_ic = lse_i - z_ic
-      const Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
-      // dL/dloss_i: per row ('none'), or shared and divided by N ('mean' of dense targets)
-      Tensor g = grad.to(stats.scalar_type());
-      g = reduction == 0 ? g.unsqueeze(1) : (reduction == 2 ? g / static_cast<double>(logits.size(0)) : g);
-      ddense = ((lse - logits.to(stats.scalar_type())) * g).to(dense->scalar_type());
-    }
+    if (dense_grad)
+      ddense = tricks::soft_ce::dense_target_grad(grad, logits, *dense, stats, label_smoothing, reduction);
     return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
   }
 };

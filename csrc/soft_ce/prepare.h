@@ -103,9 +103,34 @@ inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, const c10::
   return total.to(logits.scalar_type());
 }
 
+// dL/dloss_i in the statistics dtype: (N,) for 'none', else one value that every row shares,
+// 1/divisor applied for 'mean'.
+inline at::Tensor loss_grad(const at::Tensor& grad, const Params& q, const at::Tensor& logits,
+                            const c10::optional<at::Tensor>& a, int64_t reduction) {
+  const auto acc = stats_dtype(logits);
+  if (reduction == kNone) {
+    TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0),
+                "soft_ce_bwd: grad must be (N,) for reduction none, got ", grad.sizes());
+    return grad.to(acc).contiguous();
+  }
+  TORCH_CHECK(grad.dim() == 0, "soft_ce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
+  return reduction == kMean ? grad.to(acc) / mean_divisor(q, logits, a) : grad.to(acc);
+}
+
+// Gradient for dense targets, d loss_i / d t_ic = lse_i - z_ic, from the forward's stats (lse =
+// shift + log_sum). Tensor ops, not a kernel: targets rarely need a gradient.
+inline at::Tensor dense_target_grad(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& dense,
+                                    const at::Tensor& stats, double label_smoothing, int64_t reduction) {
+  const Params q = prepare(logits, c10::nullopt, c10::nullopt, c10::nullopt, dense, label_smoothing, 0);
+  at::Tensor g = loss_grad(grad, q, logits, c10::nullopt, reduction);
+  if (reduction == kNone) g = g.unsqueeze(1);
+  const at::Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
+  return ((lse - logits.to(stats.scalar_type())) * g).to(dense.scalar_type());
+}
+
 struct Bwd {
   Params params;
-  at::Tensor dlogits, grad;  // grad: dL/dloss_i in the statistics dtype, 1/divisor applied for 'mean'
+  at::Tensor dlogits, grad;  // grad: loss_grad's
 };
 
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
@@ -119,15 +144,7 @@ inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c
   const auto acc = stats_dtype(logits);
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_ce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());
-  if (reduction == kNone) {
-    TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0),
-                "soft_ce_bwd: grad must be (N,) for reduction none, got ",
-                grad.sizes());
-    r.grad = grad.to(acc).contiguous();
-  } else {
-    TORCH_CHECK(grad.dim() == 0, "soft_ce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
-    r.grad = reduction == kMean ? grad.to(acc) / mean_divisor(r.params, logits, a) : grad.to(acc);
-  }
+  r.grad = loss_grad(grad, r.params, logits, a, reduction);
   TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
                   stats.size(1) == kStats && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, ",
               kStats, ")");

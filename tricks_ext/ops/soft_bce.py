@@ -21,7 +21,7 @@ from tricks_ext.ops.soft_ce import _REDUCTION_NAMES, REDUCTIONS
 from tricks_ext.reference.soft_bce import reduce_elements, soft_bce_elements
 
 OP = "soft_bce"
-_NONE, _MEAN = REDUCTIONS["none"], REDUCTIONS["mean"]
+_NONE = REDUCTIONS["none"]
 
 
 def _check_args(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
@@ -70,16 +70,8 @@ def _make_backward(bwd: Callable) -> Callable:
             dlogits = bwd(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.label_smoothing, ctx.target_threshold,
                           ctx.reduction)
         if dense is not None and ctx.needs_input_grad[4]:
-            # d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a target_threshold (a step)
-            acc = stats_dtype(logits.dtype)
-            z = logits.to(acc)
-            d = -z if pos_weight is None else -z + (pos_weight.to(acc) - 1) * torch.nn.functional.softplus(-z)
-            if ctx.target_threshold is not None:
-                d = torch.zeros_like(d)
-            g = grad_loss.to(acc)
-            if ctx.reduction == _MEAN:
-                g = g / logits.numel()
-            ddense = (d * g).to(dense.dtype)
+            from tricks_ext.triton_kernels.soft_bce import dense_target_grad
+            ddense = dense_target_grad(grad_loss, logits, pos_weight, ctx.target_threshold, ctx.reduction)
         return dlogits, None, None, None, ddense, None, None, None, None
     return backward
 

@@ -87,11 +87,9 @@ def _make_backward(bwd: Callable) -> Callable:
         if ctx.needs_input_grad[0]:
             dlogits = bwd(grad_loss, logits, a, b, lam, dense, stats, ctx.label_smoothing, ctx.ignore_index,
                           ctx.reduction)
-        if dense is not None and ctx.needs_input_grad[4]:  # d loss_i / d t_ic = lse_i - z_ic
-            from tricks_ext.triton_kernels.soft_ce import row_grads
-            g = row_grads(grad_loss, a, b, ctx.ignore_index, ctx.reduction, logits.shape[0])
-            g = g[:, None] if g.dim() else g
-            ddense = ((stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)) * g).to(dense.dtype)
+        if dense is not None and ctx.needs_input_grad[4]:
+            from tricks_ext.triton_kernels.soft_ce import dense_target_grad
+            ddense = dense_target_grad(grad_loss, logits, stats, ctx.reduction)
         return dlogits, None, None, None, ddense, None, None, None
     return backward
 
