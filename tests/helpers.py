@@ -2,6 +2,7 @@
 opcheck, gradcheck, torch.compile and bad-input checks."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable, Optional, Sequence
 
 import pytest
@@ -211,3 +212,26 @@ def loss_and_grad(fn: Callable, logits: torch.Tensor, cot: torch.Tensor,
     c = cot if loss.dim() else cot.sum()
     loss.backward(c.to(cot_dtype or loss.dtype).to(loss.dtype))
     return loss.detach(), z.grad
+
+
+# The Python-level ways to read a tensor's value on the host.
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+
+
+class HostRead(RuntimeError):
+    """A host read inside host_reads_raise()."""
+
+
+@contextlib.contextmanager
+def host_reads_raise():
+    """Every Python-level host read of a tensor raises inside: item, tolist, __bool__,
+    __float__, __int__, __index__, cpu() and numpy(). Reads inside C++ (the CPU kernels reading
+    CPU memory, which is no sync) are not seen."""
+    def deny(name):
+        def read(*args, **kwargs):
+            raise HostRead(name)
+        return read
+    with pytest.MonkeyPatch.context() as mp:
+        for name in HOST_READS:
+            mp.setattr(torch.Tensor, name, deny(name))
+        yield

@@ -239,6 +239,28 @@ def test_state_dict_resume_is_exact(backend_device):
 
 
 @pytest.mark.parametrize("backend_device", ALL_BACKENDS)
+def test_loading_a_live_optimizer_shares_no_state(backend_device):
+    """torch's loader keeps the saved tensors: loaded from a live optimizer's state_dict() (no
+    copy), both go on as two runs that never stopped, each stepping its own counter."""
+    backend, device = backend_device
+    a = make_params(device)
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    opt_a = Ranger(a, lr=1e-2, ema_decay=0.9, backend=backend)
+    run(opt_a, a, steps=8)
+    with torch.no_grad():
+        for p, q in zip(a, b):
+            q.copy_(p)
+    opt_b = Ranger(b, lr=1e-2, ema_decay=0.9, backend=backend)
+    opt_b.load_state_dict(opt_a.state_dict())
+    mine = {id(v) for st in opt_a.state.values() for v in st.values() if isinstance(v, torch.Tensor)}
+    assert not mine & {id(v) for st in opt_b.state.values() for v in st.values() if isinstance(v, torch.Tensor)}
+    run(opt_a, a, steps=8, start=8)
+    run(opt_b, b, steps=8, start=8)
+    assert max_rel(b, a) == 0.0
+    assert opt_a.state[a[0]]["step"].item() == opt_b.state[b[0]]["step"].item() == 16
+
+
+@pytest.mark.parametrize("backend_device", ALL_BACKENDS)
 def test_loads_torch_adamw_state(backend_device):
     backend, device = backend_device
     a = make_params(device)
@@ -541,8 +563,8 @@ def test_opcheck_fused_step():
     plan.set_grads(grads)
     run_opcheck(torch.ops.tricks_ext.optim_step_,
                 (ps, grads, m, v, slow, ema, steps, plan.work, plan.ptrs, None, None,
-                 torch.tensor(1e-3, dtype=torch.float64), float("nan"), 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True, False, float("inf"), 0.01, 1e-3,
-                 0.999, 0.0, 0, 1.0, 2 / 3, True))
+                 torch.tensor(1e-3, dtype=torch.float64), float("nan"), 0.9, 0.999, 1e-8, 0.01, True, 0.5, 7, True,
+                 False, float("inf"), 0.01, 1e-3, 0.999, 0.0, 0, 1.0, 2 / 3, True))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -550,7 +572,8 @@ def test_gc_rows_longer_than_on_chip(backend_device):
     """Rows past ROW_MAX take the two-level GC path on the device backends; same numbers."""
     from tricks_ext.ops.optim import ROW_MAX
     backend, device = backend_device
-    ps = [torch.randn(2, ROW_MAX + 5, device=device, requires_grad=True), torch.randn(3, 4, device=device, requires_grad=True)]
+    ps = [torch.randn(2, ROW_MAX + 5, device=device, requires_grad=True),
+          torch.randn(3, 4, device=device, requires_grad=True)]
     _, init, ref = side_by_side(ps, backend, 3, k=2)
     assert update_err(ps, ref, init) <= UPDATE_TOL
 

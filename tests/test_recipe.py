@@ -1,13 +1,12 @@
 """tricks_ext.recipe: schedules against torch / fastai / Hugging Face formulas, the plateau
 controller against torch's ReduceLROnPlateau, Keras' rule and its own reference, the loss meter,
 and a training loop that reads nothing on the host."""
-import contextlib
 import math
 
 import pytest
 import torch
 
-from helpers import expect_error
+from helpers import HostRead, expect_error, host_reads_raise
 from tricks_ext import _backend
 from tricks_ext.optim import FusedAdamW, Ranger
 from tricks_ext.recipe import WSD, FlatCos, LossMeter, OneCycle, PlateauController, WarmupCosine, \
@@ -222,25 +221,6 @@ def test_loss_meter():
     expect_error(ValueError, lambda: meter.update(torch.ones(2)), "one-element")
 
 
-class _HostRead(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def host_reads_raise():
-    """Every Python-level host read of a tensor raises inside: item, tolist, __bool__,
-    __float__, __int__, __index__, cpu() and numpy(). Reads inside C++ (the CPU kernels reading
-    CPU memory, which is no sync) are not seen."""
-    def deny(name):
-        def read(*args, **kwargs):
-            raise _HostRead(name)
-        return read
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
-            mp.setattr(torch.Tensor, name, deny(name))
-        yield
-
-
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_a_training_loop_reads_nothing_on_the_host(backend):
     """Schedule + plateau controller + fused step (clipping, GradScaler-style scale, grad
@@ -256,7 +236,7 @@ def test_a_training_loop_reads_nothing_on_the_host(backend):
     ctl = PlateauController(opt, patience=4)
     meter = LossMeter()
     scale = torch.tensor(8.0)
-    with host_reads_raise(), pytest.raises(_HostRead):
+    with host_reads_raise(), pytest.raises(HostRead):
         float(scale)
     with host_reads_raise():
         for _ in range(30):

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from helpers import expect_error
+from helpers import HOST_READS, expect_error
 from tricks_ext import nn as tnn
 from tricks_ext.optim import FusedAdam, Ranger
 from tricks_ext.recipe import lr_range_test
@@ -136,7 +136,7 @@ def _counting_reads():
             return original(self, *args, **kwargs)
         return read
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
+        for name in HOST_READS:
             mp.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
         yield reads
 

@@ -83,7 +83,7 @@ def _soft_bce_dense():
 
 def _soft_bce_mixed():
     targets = MixedTargets(torch.tensor([0, 5, 1, 2]), torch.tensor([2, 1, 5, 0]), torch.rand(4), 0.0, 6)
-    return (lambda z, be: F.soft_target_binary_cross_entropy(z, targets, smoothing=0.1, target_threshold=0.3,
+    return (lambda z, be: F.soft_target_binary_cross_entropy(z, targets, label_smoothing=0.1, target_threshold=0.3,
                                                              backend=be), (_leaf(4, 6),))
 
 

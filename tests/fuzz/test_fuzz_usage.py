@@ -81,7 +81,7 @@ def _op_case(r: random.Random, g: torch.Generator, dtype: torch.dtype) -> Tuple[
             [t(n, c), t(n, c)]
     targets = labels if target_kind == "labels" else \
         MixedTargets(labels, labels.flip(0), torch.rand(n, generator=g), 0.0, c)
-    return kind, (lambda z, be: F.soft_target_binary_cross_entropy(z, targets, smoothing=0.1, backend=be)), [t(n, c)]
+    return kind, (lambda z, be: F.soft_target_binary_cross_entropy(z, targets, label_smoothing=0.1, backend=be)), [t(n, c)]
 
 
 def _second(fn, inputs, backend, g):
@@ -139,7 +139,7 @@ def test_numpy_scalars_are_numbers(seed):
         "dropout": lambda v: F.dropout(x, v, seed_offset=so),
         "drop_path": lambda v: F.drop_path(x, v, seed_offset=so),
         "soft_ce": lambda v: F.soft_target_cross_entropy(x[0], torch.tensor([0, 2, 4, 1]), label_smoothing=v),
-        "soft_bce": lambda v: F.soft_target_binary_cross_entropy(x[0], torch.tensor([0, 2, 4, 1]), smoothing=v * 0.9),
+        "soft_bce": lambda v: F.soft_target_binary_cross_entropy(x[0], torch.tensor([0, 2, 4, 1]), label_smoothing=v * 0.9),
         "ws_scale": lambda v: F.weight_standardize(x, scale=v + 0.5),
         "evonorm_eps": lambda v: F.evonorm_s0(x, *[torch.ones(4)] * 3, groups=2, eps=type(v)(eps)),
         "lr": lambda v: _one_step(lambda ps: Ranger(ps, lr=v * 0.1, weight_decay=type(v)(0.01))),

@@ -1,9 +1,11 @@
 """Optimizers: Ranger (GC + RAdam + Lookahead) and FusedAdam/AdamW/RAdam with gc= and
 lookahead_k= options; all share tricks_ext.optim._base.TricksOptimizer. ``create_optimizer``
-builds one with timm's parameter groups."""
+builds one with timm's parameter groups. ``SASA`` is statopt's SASA+ (SGD with QHM momentum and an
+LR drop decided by a statistical test) with its test on the device."""
 from tricks_ext.optim._base import TricksOptimizer
 from tricks_ext.optim.factory import create_optimizer, param_groups_weight_decay
 from tricks_ext.optim.optimizers import FusedAdam, FusedAdamW, FusedRAdam, Ranger
+from tricks_ext.optim.sasa import SASA, StationarityTest
 
-__all__ = ["TricksOptimizer", "FusedAdam", "FusedAdamW", "FusedRAdam", "Ranger", "create_optimizer",
+__all__ = ["TricksOptimizer", "FusedAdam", "FusedAdamW", "FusedRAdam", "Ranger", "SASA", "StationarityTest", "create_optimizer",
            "param_groups_weight_decay"]

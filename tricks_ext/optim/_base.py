@@ -330,7 +330,9 @@ class TricksOptimizer(Optimizer):
         optimizer's defaults, moments become fp32 (fp64 for fp64 params). ``amsgrad``,
         ``capturable`` and ``differentiable`` set to True are refused; ``foreach``/``fused``
         (implementation choices of torch) are dropped. Everything is checked before anything
-        changes: a refused state dict leaves the optimizer as it was."""
+        changes: a refused state dict leaves the optimizer as it was. The state is copied, as
+        ``nn.Module.load_state_dict`` copies into its parameters: the optimizer shares no tensor
+        with ``state_dict``, so two optimizers loaded from one state step apart."""
         self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
         for group in self.param_groups:
@@ -343,17 +345,18 @@ class TricksOptimizer(Optimizer):
                 st = self.state.get(p)
                 if not st:
                     continue
+                # copies: torch's loader keeps the saved tensors themselves, and the step writes
+                # them in place, so an optimizer loaded from a live one would share its state
                 acc = stats_dtype(p.dtype)
-                for key in ("exp_avg", "exp_avg_sq"):
+                for key in ("exp_avg", "exp_avg_sq", "ema"):
                     if key in st:
-                        st[key] = st[key].to(device=p.device, dtype=acc)
-                if "ema" in st:
-                    st["ema"] = st["ema"].to(device=p.device, dtype=acc)
+                        st[key] = st[key].to(device=p.device, dtype=acc, copy=True)
                 if "slow_buffer" in st:
                     st["slow_buffer"] = st["slow_buffer"].to(
-                        device=p.device, dtype=p.dtype if group["slow_in_param_dtype"] else acc)
-                if not isinstance(st.get("step"), Tensor):
-                    st["step"] = torch.tensor(float(st.get("step", 0)), dtype=torch.float32)
+                        device=p.device, dtype=p.dtype if group["slow_in_param_dtype"] else acc, copy=True)
+                step = st.get("step", 0)
+                st["step"] = step.to(dtype=torch.float32, copy=True) if isinstance(step, Tensor) \
+                    else torch.tensor(float(step), dtype=torch.float32)
 
     def _check_state_dict(self, state_dict: Dict[str, Any]) -> None:
         name = type(self).__name__

@@ -1,13 +1,15 @@
 """The training-loop tricks around the step, above the ops: LR schedules that write a device LR
 (:class:`OneCycle`, :class:`FlatCos`, :class:`WarmupCosine`, :class:`WSD`), the plateau rule
-(:class:`PlateauController`), on-device loss accumulation (:class:`LossMeter`) and the LR range
-test (:func:`lr_range_test`, which leaves model, optimizer and RNG as it found them). They use
-only the public API of ``tricks_ext.optim`` and torch, and read nothing on the host inside a
-training loop (each read that remains is named in its docstring)."""
+(:class:`PlateauController`), SASA+'s LR drop for any optimizer (:class:`SASAController`),
+on-device loss accumulation (:class:`LossMeter`) and the LR range test (:func:`lr_range_test`,
+which leaves model, optimizer and RNG as it found them). They use only the public API of
+``tricks_ext.optim`` and torch, and read nothing on the host inside a training loop (each read
+that remains is named in its docstring)."""
 from tricks_ext.recipe.lr_finder import LRRangeTest, lr_range_test
 from tricks_ext.recipe.meter import LossMeter
 from tricks_ext.recipe.plateau import PlateauController, fluctuation_reference
+from tricks_ext.recipe.sasa_controller import SASAController
 from tricks_ext.recipe.schedules import WSD, FlatCos, OneCycle, WarmupCosine
 
 __all__ = ["OneCycle", "FlatCos", "WarmupCosine", "WSD", "PlateauController", "fluctuation_reference",
-           "LossMeter", "lr_range_test", "LRRangeTest"]
+           "LossMeter", "lr_range_test", "LRRangeTest", "SASAController"]

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from tricks_ext._checks import check_count, check_range
+from tricks_ext.recipe._lr import device_lrs
 
 __all__ = ["PlateauController", "fluctuation_reference"]
 
@@ -95,7 +96,6 @@ class PlateauController:
         if len(mins) != len(groups):
             raise ValueError(f"PlateauController: min_lr has {len(mins)} values for {len(groups)} param groups")
         self.min_lrs = [_number("min_lr", m) for m in mins]
-        self.lrs: List[Tensor] = [self._device_lr(g) for g in groups]
         device = self.lrs[0].device
         f64 = dict(dtype=torch.float64, device=device)
         i64 = dict(dtype=torch.int64, device=device)
@@ -112,17 +112,11 @@ class PlateauController:
             "cuts": torch.zeros((), **i64),
         }
 
-    @staticmethod
-    def _device_lr(group: Dict[str, Any]) -> Tensor:
-        lr = group["lr"]
-        if isinstance(lr, Tensor):
-            if lr.dtype != torch.float64 or lr.numel() != 1:
-                raise ValueError("PlateauController: a tensor LR must be one float64 value (the controller "
-                                 f"writes it in place), got {lr.dtype} of shape {tuple(lr.shape)}")
-            return lr
-        device = next((p.device for p in group["params"]), torch.device("cpu"))
-        group["lr"] = torch.tensor(float(lr), dtype=torch.float64, device=device)
-        return group["lr"]
+    @property
+    def lrs(self) -> List[Tensor]:
+        """The groups' LR tensors, looked up at each use as torch's schedulers do: after the
+        optimizer's ``load_state_dict`` they are the loaded ones."""
+        return device_lrs("PlateauController", self.optimizer)
 
     def step(self, loss: Tensor) -> Tensor:
         """Take one loss (a one-element tensor; a number is accepted, as torch's); returns the
