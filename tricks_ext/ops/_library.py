@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -132,6 +132,18 @@ def differentiable_vjp(fn: Callable[..., Tensor], inputs: Sequence[Optional[Tens
             for i, g in zip(wanted, found):
                 grads[i] = torch.zeros_like(args[i]) if g is None else g
         return grads
+
+
+def loss_input_grads(ctx, dense: Optional[Tensor], n_inputs: int, logits_grad: Callable[[], Tensor],
+                     dense_grad: Callable[[], Tensor]) -> Tuple[Optional[Tensor], ...]:
+    """A loss op's input grads, inputs (logits, a, b, lam, dense, ...): ``logits_grad()`` and
+    ``dense_grad()`` where autograd asks for them (dense targets given), None elsewhere."""
+    grads: List[Optional[Tensor]] = [None] * n_inputs
+    if ctx.needs_input_grad[0]:
+        grads[0] = logits_grad()
+    if dense is not None and ctx.needs_input_grad[4]:
+        grads[4] = dense_grad()
+    return tuple(grads)
 
 
 def define_graph_backward(name: str, schema: str, impl: Callable) -> None:

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
+from tricks_ext.ops._library import (Twin, define_graph_backward, differentiable_vjp, loss_input_grads,
+                                     register_autograd)
 from tricks_ext.ops.soft_ce import _REDUCTION_NAMES, REDUCTIONS
 from tricks_ext.reference.soft_bce import reduce_elements, soft_bce_elements
 
@@ -65,14 +66,13 @@ def _setup_context(ctx, inputs, output):
 def _make_backward(bwd: Callable) -> Callable:
     def backward(ctx, grad_loss):
         logits, a, b, lam, dense, pos_weight = ctx.saved_tensors
-        dlogits = ddense = None
-        if ctx.needs_input_grad[0]:
-            dlogits = bwd(grad_loss, logits, a, b, lam, dense, pos_weight, ctx.label_smoothing, ctx.target_threshold,
-                          ctx.reduction)
-        if dense is not None and ctx.needs_input_grad[4]:
+
+        def dense_grad() -> Tensor:
             from tricks_ext.triton_kernels.soft_bce import dense_target_grad
-            ddense = dense_target_grad(grad_loss, logits, pos_weight, ctx.target_threshold, ctx.reduction)
-        return dlogits, None, None, None, ddense, None, None, None, None
+            return dense_target_grad(grad_loss, logits, pos_weight, ctx.target_threshold, ctx.reduction)
+        return loss_input_grads(ctx, dense, 9, lambda: bwd(grad_loss, logits, a, b, lam, dense, pos_weight,
+                                                           ctx.label_smoothing, ctx.target_threshold, ctx.reduction),
+                                dense_grad)
     return backward
 
 

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from tricks_ext import _backend
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
+from tricks_ext.ops._library import (Twin, define_graph_backward, differentiable_vjp, loss_input_grads,
+                                     register_autograd)
 from tricks_ext.reference.soft_ce import reduce_rows, soft_ce_rows
 
 OP = "soft_ce"
@@ -83,14 +84,13 @@ def _setup_context(ctx, inputs, output):
 def _make_backward(bwd: Callable) -> Callable:
     def backward(ctx, grad_loss, _grad_stats):
         logits, a, b, lam, dense, stats = ctx.saved_tensors
-        dlogits = ddense = None
-        if ctx.needs_input_grad[0]:
-            dlogits = bwd(grad_loss, logits, a, b, lam, dense, stats, ctx.label_smoothing, ctx.ignore_index,
-                          ctx.reduction)
-        if dense is not None and ctx.needs_input_grad[4]:
+
+        def dense_grad() -> Tensor:
             from tricks_ext.triton_kernels.soft_ce import dense_target_grad
-            ddense = dense_target_grad(grad_loss, logits, stats, ctx.reduction)
-        return dlogits, None, None, None, ddense, None, None, None
+            return dense_target_grad(grad_loss, logits, stats, ctx.reduction)
+        return loss_input_grads(ctx, dense, 8, lambda: bwd(grad_loss, logits, a, b, lam, dense, stats,
+                                                           ctx.label_smoothing, ctx.ignore_index, ctx.reduction),
+                                dense_grad)
     return backward
 
 
