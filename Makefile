@@ -10,7 +10,7 @@ DEPS := triton:triton ninja:ninja pybind11:pybind11 pytest:pytest xdist:pytest-x
 # The peers the tests and benchmarks compare against, installed without their dependencies:
 # each would otherwise ask for a torch (and timm for torchvision), which pulls a CUDA build.
 PEERS := timm:timm==1.0.29 pytorch_optimizer:pytorch-optimizer==4.1.0 torch_lr_finder:torch-lr-finder==0.2.2 \
-	statopt:statopt==0.2
+	statopt:statopt==0.2 sklearn_compat:sklearn-compat==0.1.6 imblearn:imbalanced-learn==0.14.2
 PYTEST_ARGS ?= -q -ra
 # One pytest worker per core (pytest-xdist; each keeps one torch thread, tests/conftest.py): most
 # of the suite is the Triton interpreter and the simt emulator, one core each. On 2 cores the

@@ -33,7 +33,8 @@ class LossMeter:
             raise ValueError(f"LossMeter.update: n must be a number >= 0 or a tensor, got {n!r}")
         if self.sum is None or self.sum.device != value.device:
             if self.sum is not None:
-                raise ValueError(f"LossMeter.update: a loss on {value.device}, the meter's sums are on {self.sum.device}")
+                raise ValueError(f"LossMeter.update: a loss on {value.device}, the meter's sums are on "
+                                 f"{self.sum.device}")
             self.sum = torch.zeros((), dtype=torch.float64, device=value.device)
             self.count = torch.zeros((), dtype=torch.float64, device=value.device)
         self.sum.add_(value * weight)
