@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import tricks_ext  # noqa: E402
+from examples._table import commit_label, results_table  # noqa: E402
 from examples.train_digits import BATCH, LR, WEIGHT_DECAY, build_model, load_data, tricks_layers  # noqa: E402
 from tricks_ext.recipe import Oversampler, class_weights, init_output_bias  # noqa: E402
 
@@ -88,26 +87,13 @@ def train(remedy: str, data: Dict[str, torch.Tensor], steps: int, seed: int) -> 
 def table(steps: int, seeds: int) -> str:
     data = imbalanced(load_data())
     counts = torch.bincount(data["y_train"], minlength=10)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    runs = {r: [train(r, data, steps, s) for s in range(seeds)] for r in REMEDIES}
-    keys = list(runs["none"][0])
     others = torch.cat([counts[:RARE], counts[RARE + 1:]])
-    lines = [f"Digits with digit {RARE} cut to {counts[RARE].item()} training images (the others "
+    runs = {r: [train(r, data, steps, s) for s in range(seeds)] for r in REMEDIES}
+    title = (f"Digits with digit {RARE} cut to {counts[RARE].item()} training images (the others "
              f"{others.min().item()}-{others.max().item()}); {steps} steps of Ranger, batch {BATCH}, "
-             f"seeds 0-{seeds - 1}: mean (min-max). CPU, commit {commit}{'+dirty' if dirty else ''}, "
-             f"`python examples/train_digits_imbalanced.py --steps {steps} --seeds {seeds}`.", "",
-             "| remedy | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for remedy, results in runs.items():
-        cells = []
-        for k in keys:
-            v = np.array([r[k] for r in results])
-            cells.append(f"{v.mean():.{3 if 'loss' in k else 1}f} ({v.min():.{3 if 'loss' in k else 1}f}-"
-                         f"{v.max():.{3 if 'loss' in k else 1}f})")
-        lines.append(f"| {remedy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+             f"seeds 0-{seeds - 1}: mean (min-max). CPU, commit {commit_label()}, "
+             f"`python examples/train_digits_imbalanced.py --steps {steps} --seeds {seeds}`.")
+    return results_table(title, "remedy", runs, {"first 20 steps' loss": 3})
 
 
 def main(argv: Optional[List[str]] = None) -> None:
