@@ -11,10 +11,9 @@ prints a Markdown table and writes it to ``--out`` (the README's table is that f
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict
 
 import torch
 
@@ -23,8 +22,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import tricks_ext  # noqa: E402
-from examples._table import commit_label, results_table  # noqa: E402
-from examples.train_digits import BATCH, MIX, build_model, load_data, tricks_layers  # noqa: E402
+from examples._common import commit_label, fit, results_table, run_main  # noqa: E402
+from examples.train_digits import BATCH, MIX, batch_indices, build_model, load_data, tricks_layers  # noqa: E402
 from tricks_ext import nn as tnn  # noqa: E402
 from tricks_ext.optim import SASA, FusedAdamW, Ranger  # noqa: E402
 
@@ -44,23 +43,11 @@ def train(make_opt: Callable, data: Dict[str, torch.Tensor], steps: int, seed: i
     model = build_model(tricks_layers(None))
     opt = make_opt(model.parameters())
     mixup, loss_fn = tricks_ext.data.Mixup(**MIX), tnn.SoftTargetCrossEntropy()
-    order = torch.Generator().manual_seed(seed)
-    n = len(data["y_train"])
-    perm, at = torch.randperm(n, generator=order), 0
-    losses = []
-    model.train()
-    for _ in range(steps):
-        if at + BATCH > n:
-            perm, at = torch.randperm(n, generator=order), 0
-        idx = perm[at:at + BATCH]
-        at += BATCH
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
         x, targets = mixup(data["x_train"][idx], data["y_train"][idx])
-        loss = loss_fn(model(x), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    model.eval()
+        return loss_fn(model(x), targets)
+    losses = fit(model, opt, batch_indices(len(data["y_train"]), steps, seed), loss_of)
     with torch.no_grad():
         accuracy = 100.0 * (model(data["x_test"]).argmax(1) == data["y_test"]).float().mean().item()
     drops = opt.state["sasa"]["drops"].item() if isinstance(opt, SASA) else 0
@@ -77,18 +64,5 @@ def table(steps: int, seeds: int) -> str:
     return results_table(title, "optimizer", runs, {"last 100 steps' loss": 3, "LR drops": 0})
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--out", default=None, help="also write the table to this file")
-    args = parser.parse_args(argv)
-    text = table(args.steps, args.seeds)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-
-
 if __name__ == "__main__":
-    main()
+    run_main(__doc__, table, steps=2000, seeds=2)

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from types import SimpleNamespace
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -123,6 +123,18 @@ def _setup(impl: str, backend: Optional[str], model: nn.Module):
             po.Ranger(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, degenerated_to_sgd=True))
 
 
+def batch_indices(n: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """``steps`` batches of BATCH indices in [0, n): passes over a fresh permutation each, from
+    their own generator seeded with ``seed`` (the torch and numpy generators are left alone)."""
+    order = torch.Generator().manual_seed(seed)
+    perm, at = torch.randperm(n, generator=order), 0
+    for _ in range(steps):
+        if at + BATCH > n:
+            perm, at = torch.randperm(n, generator=order), 0
+        yield perm[at:at + BATCH]
+        at += BATCH
+
+
 def train(impl: str = "tricks", backend: Optional[str] = None, steps: int = 200, seed: int = 0,
           init_state: Optional[dict] = None, data: Optional[Dict[str, torch.Tensor]] = None,
           progress: Optional[Callable[[int, float], None]] = None) -> Run:
@@ -143,19 +155,12 @@ def train(impl: str = "tricks", backend: Optional[str] = None, steps: int = 200,
     if init_state is not None:
         model.load_state_dict(init_state)
     mixup, loss_fn, opt = _setup(impl, backend, model)
-    order = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    n = len(data["y_train"])
-    perm, at = torch.randperm(n, generator=order), 0
     losses = []
     start = time.process_time()
     model.train()
-    for step in range(steps):
-        if at + BATCH > n:
-            perm, at = torch.randperm(n, generator=order), 0
-        idx = perm[at:at + BATCH]
-        at += BATCH
+    for step, idx in enumerate(batch_indices(len(data["y_train"]), steps, seed)):
         x, targets = mixup(data["x_train"][idx].clone(), data["y_train"][idx])
         loss = loss_fn(model(x), targets)
         opt.zero_grad(set_to_none=True)

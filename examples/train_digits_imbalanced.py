@@ -11,10 +11,9 @@ prints a Markdown table and writes it to ``--out`` (the README's table is that f
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
@@ -23,7 +22,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import tricks_ext  # noqa: E402
-from examples._table import commit_label, results_table  # noqa: E402
+from examples._common import commit_label, fit, results_table, run_main  # noqa: E402
 from examples.train_digits import BATCH, LR, WEIGHT_DECAY, build_model, load_data, tricks_layers  # noqa: E402
 from tricks_ext.recipe import Oversampler, class_weights, init_output_bias  # noqa: E402
 
@@ -68,15 +67,9 @@ def train(remedy: str, data: Dict[str, torch.Tensor], steps: int, seed: int) -> 
         init_output_bias(model[-1], data["y_train"], "softmax")
     weight = class_weights(data["y_train"], 10).float() if remedy == "class weights" else None
     opt = tricks_ext.optim.Ranger(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    losses = []
-    model.train()
-    for idx in _batches(data["y_train"], remedy, seed, steps):
-        loss = torch.nn.functional.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx], weight=weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    model.eval()
+    losses = fit(model, opt, _batches(data["y_train"], remedy, seed, steps),
+                 lambda idx: torch.nn.functional.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx],
+                                                               weight=weight))
     with torch.no_grad():
         predicted = model(data["x_test"]).argmax(1)
     return {"balanced accuracy": 100.0 * balanced_accuracy_score(data["y_test"].numpy(), predicted.numpy()),
@@ -96,18 +89,5 @@ def table(steps: int, seeds: int) -> str:
     return results_table(title, "remedy", runs, {"first 20 steps' loss": 3})
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default=None, help="also write the table to this file")
-    args = parser.parse_args(argv)
-    text = table(args.steps, args.seeds)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-
-
 if __name__ == "__main__":
-    main()
+    run_main(__doc__, table, steps=200, seeds=3)
