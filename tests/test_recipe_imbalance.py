@@ -65,6 +65,13 @@ def test_sigmoid_bias_multilabel_and_unseen_class():
     assert layer.bias.grad[:2].abs().max().item() < 1e-12
 
 
+def test_one_sigmoid_output_takes_binary_labels():
+    layer = torch.nn.Linear(3, 1).double()
+    init_output_bias(layer, torch.tensor([1, 0, 0, 0]), "sigmoid")
+    assert torch.sigmoid(layer.bias).item() == pytest.approx(0.25, rel=1e-12)
+    expect_error(ValueError, lambda: init_output_bias(layer, torch.tensor([2, 0]), "sigmoid"), "[0, 1]")
+
+
 def test_linear_bias_is_the_mean_and_errors():
     layer = torch.nn.Linear(3, 2)
     values = torch.tensor([[1.0, 10.0], [3.0, 20.0]])

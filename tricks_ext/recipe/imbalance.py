@@ -53,7 +53,7 @@ def _prior(op: str, targets: Tensor, outputs: int, kind: str) -> Tensor:
     if not isinstance(targets, Tensor):
         targets = torch.as_tensor(targets)
     if not targets.dtype.is_floating_point:
-        if kind == "linear":
+        if kind == "linear" or (kind == "sigmoid" and outputs == 1):  # values; one sigmoid: 0/1 labels
             targets = targets.to(torch.float64)
         else:
             labels, _, counts = check_labels(op, targets, outputs, every_class=False)
@@ -77,7 +77,8 @@ def init_output_bias(layer: nn.Module, targets: Any, kind: str, eps: float = 1e-
     themselves learning it; returns the bias (changed in place).
 
     ``targets``: int class labels (N,), or float values (N,) / (N, outputs) (one-hot, soft or
-    multi-label targets; regression values for "linear"). p is the mean target per output.
+    multi-label targets; regression values for "linear"; for one sigmoid output, 0/1 labels).
+    p is the mean target per output.
 
     - ``"linear"``: b = p, the mean target (MSE at zero weights is minimized there).
     - ``"sigmoid"``: b = logit(p), p clamped to [eps, 1 - eps] (a class never seen would be
