@@ -1,7 +1,8 @@
 """SASA+'s step over the ResNet-50 parameter set (25.6M params, 161 tensors), fp32: ours (the
 statistic and the test on the device), statopt 0.2's (two host reads per tensor per step), and
 the step both ride on without any statistic: torch's SGD with momentum 0.9 and dampening 0.9,
-which is QHM with qhm_nu = 1 (h = 0.9 h + 0.1 g, x -= lr h).
+which is QHM with qhm_nu = 1 (h = 0.9 h + 0.1 g, x -= lr h), as foreach and as fused (one
+kernel per tensor list: the fastest form of that step torch has).
 
 Each timed call is TESTFREQ steps after WARM steps, so it holds one stationarity test on a
 bucket of more than minN_stats values (leak_ratio 1 keeps every value: statopt's least
@@ -61,6 +62,8 @@ def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("torch SGD foreach momentum 0.9 dampening 0.9 (no statistic)",
                  _setup(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, dampening=0.9, foreach=True))),
+        Provider("torch SGD fused momentum 0.9 dampening 0.9 (no statistic)",
+                 _setup(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, dampening=0.9, fused=True))),
         Provider("statopt SASA", _setup(_statopt)),
         Provider("tricks_ext SASA", _setup(lambda ps: SASA(ps, **SASA_ARGS)), ours=True),
     ]

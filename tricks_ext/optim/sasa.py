@@ -25,7 +25,8 @@ _MIN_CAPACITY = 1024
 # statopt's QHM treats |momentum| or |qhm_nu| below this as 0, and |qhm_nu - 1| below it as 1.
 _QHM_TINY = 1e-12
 # 2^18 elements (1 MiB of fp32 per array, 4 arrays): on the ResNet-50 set and 2 EPYC threads a
-# step took 23.0 ms at 2^18, 22.5 at 2^16, 24.5 at 2^20, 26.2 at 2^22 and 33.1 as one run.
+# step took 23.0 ms at 2^18, 22.5 at 2^16, 24.5 at 2^20, 26.2 at 2^22 and 33.1 as one run; 2^16
+# and 2^18 are within the noise, and 2^18 makes a quarter of the runs (Python calls).
 _CPU_BLOCK = 1 << 18
 
 
