@@ -3,11 +3,13 @@
 torch.compile of them.
 
 Floor: the forward reads the logits (N x C), the backward reads them and writes dlogits:
-3 x N x C x bytes; the compact targets (two labels and lam per row) are O(N).
+3 x N x C x bytes; the compact targets (two labels and lam per row) are O(N), the class weights
+of the weighted case C values. timm's soft-target losses take no class weights: the weighted
+case's peer is torch's ``cross_entropy(weight=)`` on the same Mixup targets, dense.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -23,13 +25,16 @@ LAM, SMOOTHING = 0.7, 0.1
 
 
 def loss_cases(label: str, quick: bool) -> List[Case]:
-    """The cases of a classification loss on (N, C) logits, fwd+bwd, with the 3 N C bytes floor."""
-    shapes = [(32, 1000)] if quick else [(256, 1000), (32, 131072)]
+    """The cases of a classification loss on (N, C) logits, fwd+bwd, with the 3 N C bytes floor
+    (plus the C fp32 class weights of the weighted case, at the ImageNet size)."""
+    shapes = [(32, 1000, False)] if quick else [(256, 1000, False), (32, 131072, False), (256, 1000, True)]
     out = []
-    for n, c in shapes:
+    for n, c, weighted in shapes:
         for dtype in ([torch.float32] if quick else [torch.float32, torch.bfloat16]):
             size = torch.tensor([], dtype=dtype).element_size()
-            out.append(Case(f"{label} {n}x{c}", dtype, "fwd+bwd", 3 * n * c * size, {"logits": (n, c)}))
+            name = f"{label} {'weighted ' if weighted else ''}{n}x{c}"
+            out.append(Case(name, dtype, "fwd+bwd", 3 * n * c * size + (4 * c if weighted else 0),
+                            {"logits": (n, c), "weighted": weighted}))
     return out
 
 
@@ -45,13 +50,22 @@ def timm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def mixup_loss(fn, backend: str, dense: bool = False):
-    """fn(logits, targets, backend=) on this benchmark's Mixup targets: compact (MixedTargets),
-    or dense as timm's ``mixup_target`` builds them (built inside the timed call, as timm's are)."""
-    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """fn(logits, targets, backend=, weight=) on this benchmark's Mixup targets: compact
+    (MixedTargets), or dense as timm's ``mixup_target`` builds them (built inside the timed call,
+    as timm's are)."""
+    def loss(logits: torch.Tensor, labels: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         lam = torch.full((labels.numel(),), LAM, device=labels.device)
         make = mixed_targets if dense else MixedTargets
-        return fn(logits, make(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1]), backend=backend)
+        return fn(logits, make(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1]), backend=backend,
+                  weight=weight)
     return loss
+
+
+def torch_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """torch's cross_entropy with class weights on the Mixup targets, dense (built in the call)."""
+    lam = torch.full((labels.numel(),), LAM, device=labels.device)
+    targets = mixed_targets(labels, labels.flip(0), lam, SMOOTHING, logits.shape[1], logits.dtype)
+    return torch.nn.functional.cross_entropy(logits, targets, weight=weight.to(logits.dtype))
 
 
 def ours_providers(op: str, fn) -> List[Provider]:
@@ -81,16 +95,35 @@ def logits_and_labels(shape, dtype, device):
     return logits, labels
 
 
-def _runner(loss):
+def _runner(loss, weights: Optional[bool] = None):
+    """The timed call of ``loss`` on a case. ``weights``: whether ``loss`` takes class weights
+    (None: it takes them when the case has them); a case it cannot run is Unavailable."""
     def setup(case: Case, device: torch.device):
+        weighted = case.params.get("weighted", False)
+        if weights is not None and weights != weighted:
+            raise Unavailable("takes no class weights" if weighted else "a weighted-case peer")
         logits, labels = logits_and_labels(case.params["logits"], case.dtype, device)
-        return lambda: torch.autograd.grad(loss(logits, labels), logits)
+        weight = case_weight(case, device)
+        if weight is None:
+            return lambda: torch.autograd.grad(loss(logits, labels), logits)
+        return lambda: torch.autograd.grad(loss(logits, labels, weight), logits)
     return setup
+
+
+def case_weight(case: Case, device: torch.device) -> Optional[torch.Tensor]:
+    """The weighted case's class weights (fp32, in [0.5, 1.5)), None for the others."""
+    if not case.params.get("weighted", False):
+        return None
+    return torch.rand(case.params["logits"][1], generator=torch.Generator().manual_seed(1)).to(device) + 0.5
 
 
 def providers(device: torch.device) -> List[Provider]:
     return [
-        Provider("timm", lambda case, dev: _runner(timm_module_loss())(case, dev)),
-        Provider("timm formulas, eager", _runner(timm_loss)),
-        Provider("timm formulas, torch.compile", lambda case, dev: _runner(torch.compile(timm_loss))(case, dev)),
+        Provider("timm", lambda case, dev: _runner(timm_module_loss(), weights=False)(case, dev)),
+        Provider("timm formulas, eager", _runner(timm_loss, weights=False)),
+        Provider("timm formulas, torch.compile",
+                 lambda case, dev: _runner(torch.compile(timm_loss), weights=False)(case, dev)),
+        Provider("torch cross_entropy weight=, eager", _runner(torch_weighted_loss, weights=True)),
+        Provider("torch cross_entropy weight=, torch.compile",
+                 lambda case, dev: _runner(torch.compile(torch_weighted_loss), weights=True)(case, dev)),
     ] + ours_providers(OP, F.soft_target_cross_entropy)

@@ -116,7 +116,7 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
     """Launcher calls on meta tensors covering every choice of every launcher, per dtype."""
     import torch
 
-    from tricks_ext.triton_kernels import (dropout, evonorm, mask_boxes, mixup, optim, soft_bce, soft_ce,
+    from tricks_ext.triton_kernels import (dropout, evonorm, mask_boxes, mixup, optim, soft_bce, soft_ce, soft_f1,
                                           weight_standardize)
 
     meta = torch.device("meta")
@@ -160,27 +160,29 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
             mask = mask_boxes.mask_boxes_ if same else mask_boxes.mask_boxes
             yield (f"mask_boxes {dname} inner={inner} same={same}",
                    lambda x=x, boxes=boxes, inner=inner, mask=mask: mask(x, boxes, 0.0, 33, 35, inner))
-        # soft CE: every BLOCK, the three target modes, one or per-row upstream gradients
+        # soft CE: every BLOCK, the three target modes, class weights or none, one or per-row
+        # upstream gradients
         for classes in (10, 20, 40, 100, 200, 400, 1000, 1500, 3000, 5000):
             z = t(8, classes, dtype=dt)
             labels = t(8, dtype=torch.int64)
-            for mode in ("hard", "mixed", "dense"):
+            for mode, weighted in itertools.product(("hard", "mixed", "dense"), (False, True)):
                 a = labels if mode != "dense" else None
                 b = labels if mode == "mixed" else None
                 lam = t(8) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
-                yield (f"soft_ce_fwd {dname} C={classes} {mode}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense:
-                       soft_ce.soft_ce_fwd(z, a, b, lam, dense, 0.1, -100, soft_ce.NONE))
+                w = t(classes, dtype=acc) if weighted else None
+                yield (f"soft_ce_fwd {dname} C={classes} {mode} weight={weighted}",
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, w=w:
+                       soft_ce.soft_ce_fwd(z, a, b, lam, dense, w, 0.1, -100, soft_ce.NONE))
                 for per_row in (False, True):
                     grad = t(8, dtype=acc) if per_row else t((), dtype=acc)
                     stats = t(8, soft_ce.STATS_COLUMNS, dtype=acc)
                     reduction = soft_ce.NONE if per_row else soft_ce.MEAN
-                    yield (f"soft_ce_bwd {dname} C={classes} {mode} per_row={per_row}",
-                           lambda z=z, a=a, b=b, lam=lam, dense=dense, grad=grad, stats=stats, r=reduction:
-                           soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, stats, 0.1, -100, r))
-        # soft BCE: every BLOCK, the three target modes, threshold and pos_weight on and off,
-        # per-element or reduced
+                    yield (f"soft_ce_bwd {dname} C={classes} {mode} weight={weighted} per_row={per_row}",
+                           lambda z=z, a=a, b=b, lam=lam, dense=dense, w=w, grad=grad, stats=stats, r=reduction:
+                           soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, w, stats, 0.1, -100, r))
+        # soft BCE: every BLOCK, the three target modes, threshold, pos_weight and class weights
+        # all on (the most registers) or all off, per-element or reduced
         for classes in (10, 100, 1000, 5000):
             z = t(8, classes, dtype=dt)
             labels = t(8, dtype=torch.int64)
@@ -189,15 +191,26 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                 b = labels if mode == "mixed" else None
                 lam = t(8) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
-                pw, thr = (t(classes, dtype=acc), 0.5) if extras else (None, None)
+                pw, w, thr = (t(classes, dtype=acc), t(classes, dtype=acc), 0.5) if extras else (None, None, None)
                 reduction = soft_ce.NONE if per_element else soft_ce.MEAN
                 yield (f"soft_bce_fwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, r=reduction:
-                       soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, 0.1, thr, r))
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, w=w, thr=thr, r=reduction:
+                       soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, w, 0.1, thr, r))
                 grad = t(8, classes, dtype=dt) if per_element else t((), dtype=acc)
                 yield (f"soft_bce_bwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
-                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, thr=thr, grad=grad, r=reduction:
-                       soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, 0.1, thr, r))
+                       lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, w=w, thr=thr, grad=grad, r=reduction:
+                       soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, w, 0.1, thr, r))
+        # soft F1: every BLOCK of the row sweeps, labels or dense targets, sigmoid or softmax
+        for classes in (10, 100, 1000, 2000, 5000):
+            z = t(300, classes, dtype=dt)
+            for labelled, multi_label in itertools.product((False, True), (False, True)):
+                a = t(300, dtype=torch.int64) if labelled else None
+                dense = None if labelled else z
+                yield (f"soft_f1_sums {dname} C={classes} labels={labelled} multi_label={multi_label}",
+                       lambda z=z, a=a, dense=dense, m=multi_label: soft_f1.soft_f1_sums(z, a, dense, m))
+                yield (f"soft_f1_sums_bwd {dname} C={classes} labels={labelled} multi_label={multi_label}",
+                       lambda z=z, a=a, dense=dense, m=multi_label, g=t(3, classes, dtype=acc):
+                       soft_f1.soft_f1_sums_bwd(g, z, a, dense, m))
         # weight standardization: every (ROWS, BLOCK_K) tile the table gives, gain or not
         for rows, k in ((512, 9), (256, 27), (64, 49), (128, 147), (64, 576), (32, 1152), (16, 2304), (8, 4608),
                         (4, 20000), (3, 7)):

@@ -214,6 +214,20 @@ def loss_and_grad(fn: Callable, logits: torch.Tensor, cot: torch.Tensor,
     return loss.detach(), z.grad
 
 
+def assert_same_loss_and_grad(ours: Callable, theirs: Callable, z: torch.Tensor, rtol: float,
+                              atol: Optional[Callable[[torch.Tensor], float]] = None, check_dtype: bool = True) -> None:
+    """Two losses of ``z`` equal, and their gradients (backward of ones): to ``rtol``, and to
+    ``atol(their tensor)`` absolute (default rtol)."""
+    results = []
+    for fn in (ours, theirs):
+        zz = z.detach().clone().requires_grad_(True)
+        loss = fn(zz)
+        loss.backward(torch.ones_like(loss))
+        results.append((loss.detach(), zz.grad))
+    for x, y in zip(*results):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=rtol if atol is None else atol(y), check_dtype=check_dtype)
+
+
 # The Python-level ways to read a tensor's value on the host.
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
 

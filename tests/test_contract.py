@@ -36,6 +36,7 @@ CONTRACTS = {
     "mask_boxes": ("mask_boxes.mask_boxes", "mask_boxes"),
     "soft_target_cross_entropy": ("soft_ce.soft_ce_rows", "soft_ce_fwd"),
     "soft_target_binary_cross_entropy": ("soft_bce.soft_bce_elements", "soft_bce_fwd"),
+    "soft_f1_loss": ("soft_f1.soft_f1_loss", "soft_f1_sums"),
 }
 
 # Arguments of a layer that the public function does not have, by reason.
@@ -124,7 +125,7 @@ def test_public_reference_and_op_share_names_and_order(public):
 def _launchers():
     """(op name, Triton launcher) for every op whose Triton twin exists."""
     out = []
-    for module in ("dropout", "evonorm", "mask_boxes", "mixup", "optim", "soft_bce", "soft_ce",
+    for module in ("dropout", "evonorm", "mask_boxes", "mixup", "optim", "soft_bce", "soft_ce", "soft_f1",
                    "weight_standardize"):
         mod = importlib.import_module(f"tricks_ext.triton_kernels.{module}")
         for name, fn in vars(mod).items():
@@ -137,7 +138,7 @@ def _launchers():
 @needs_triton
 def test_every_triton_launcher_has_its_ops_signature():
     launchers = _launchers()
-    assert len(launchers) == 15
+    assert len(launchers) == 17
     for name, fn in launchers:
         assert list(inspect.signature(fn).parameters) == _schema_names(name), name
         if name != "optim_step_":  # the fused step has no Triton op: the optimizer calls the launcher

@@ -17,7 +17,7 @@ needs_c = pytest.mark.skipif(not tricks_ext.HAS_C, reason="C++ extension not bui
 # Registry key -> the torch.library op that implements it.
 OPS = {"dropout_apply": "dropout_apply", "evonorm_s0": "evonorm_s0_fwd", "mask_boxes": "mask_boxes",
        "mixup_apply": "mixup_apply", "optim_step": "optim_step_", "soft_bce": "soft_bce_fwd", "soft_ce": "soft_ce_fwd",
-       "weight_standardize": "weight_standardize_fwd"}
+       "soft_f1": "soft_f1_sums", "weight_standardize": "weight_standardize_fwd"}
 
 
 def test_registry_keys_are_op_names():
@@ -78,10 +78,11 @@ def test_constants_come_from_the_extension():
     assert torch.ops.tricks_ext.dropout_apply_bwd_partial_elements("cuda") == 1024
     expect_error(RuntimeError, lambda: torch.ops.tricks_ext.dropout_apply_bwd_partial_elements("tpu"), "tpu")
     logits = torch.randn(5, 7)
-    _loss, stats = FWD.cxx(logits, torch.arange(5), None, None, None, 0.0, -100, 0)
+    _loss, stats = FWD.cxx(logits, torch.arange(5), None, None, None, None, 0.0, -100, 0)
     assert stats.shape == (5, torch.ops.tricks_ext.soft_ce_stats_columns())
     with FakeTensorMode():
-        fake_stats = FWD.cxx(torch.empty(5, 7), torch.zeros(5, dtype=torch.int64), None, None, None, 0.0, -100, 0)[1]
+        fake_stats = FWD.cxx(torch.empty(5, 7), torch.zeros(5, dtype=torch.int64), None, None, None, None, 0.0, -100,
+                             0)[1]
     assert fake_stats.shape == stats.shape
     x = torch.randn(3 << 16)
     seed = torch.tensor([1, 2])
@@ -103,7 +104,7 @@ def test_constants_come_from_the_extension():
     (lambda: torch.ops.tricks_ext.evonorm_s0_fwd(torch.empty(2, 6, 5), torch.empty(6), torch.empty(6), torch.empty(6),
                                                  4, 1e-5, 1), ("divisible",)),
     (lambda: torch.ops.tricks_ext.soft_ce_fwd(torch.empty(4, 3), torch.empty(5, dtype=torch.int64), None, None, None,
-                                              0.0, -100, 0), ("(4,)",)),
+                                              None, 0.0, -100, 0), ("(4,)",)),
     (lambda: torch.ops.tricks_ext.mixup_apply(torch.empty(4, 3, 2, 2), torch.empty(4, 2), torch.empty(4, 4),
                                               2, 2, 1), ("int32",)),
     (lambda: torch.ops.tricks_ext.mask_boxes(torch.empty(4, 3, 2, 2), torch.empty(4, 4, dtype=torch.int32), 0.0,
@@ -120,7 +121,7 @@ def test_fake_kernels_validate(call, words):
 LAUNCHERS = {"dropout": ["dropout_apply", "dropout_apply_bwd"], "evonorm": ["evonorm_s0_fwd", "evonorm_s0_bwd"],
              "mask_boxes": ["mask_boxes", "mask_boxes_"], "mixup": ["mixup_apply", "mixup_apply_"],
              "optim": ["optim_step_"], "soft_ce": ["soft_ce_fwd", "soft_ce_bwd"],
-             "soft_bce": ["soft_bce_fwd", "soft_bce_bwd"],
+             "soft_bce": ["soft_bce_fwd", "soft_bce_bwd"], "soft_f1": ["soft_f1_sums", "soft_f1_sums_bwd"],
              "weight_standardize": ["weight_standardize_fwd", "weight_standardize_bwd"]}
 
 

@@ -161,6 +161,8 @@ def test_every_cuda_kernel_instance_is_executed():
             F.soft_target_cross_entropy(z, t, backend="simt").backward()
             F.soft_target_cross_entropy(z, torch.tensor([1, 2, 0]), label_smoothing=0.1, backend="simt").backward()
             F.soft_target_binary_cross_entropy(z, t, backend="simt").backward()
+            for multi_label in (False, True):  # the softmax stats kernel, the column sums, the backward
+                F.soft_f1_loss(z, torch.tensor([1, 2, 0]), multi_label=multi_label, backend="simt").backward()
         for shape in ((6, 3, 3, 3), (5, 1100)):  # a warp per row; a block per row
             wt = torch.randn(shape, generator=g).to(dtype).requires_grad_(True)
             F.weight_standardize(wt, backend="simt").sum().backward()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import peers
-from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     loss_and_grad, run_gradcheck, run_opcheck, saved_bytes)
+from helpers import (assert_matches_reference, assert_same_loss_and_grad, backend_op, backend_params, expect_error,
+                     loss_and_grad, run_compiled, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
@@ -39,16 +39,18 @@ def dense_of(logits, targets, smoothing, threshold):
     return soft_bce_targets(logits.double(), targets, None, None, None, smoothing, threshold)
 
 
-def term_scales(z64, t64, pos_weight, cot, reduction, t_exact):
+def term_scales(z64, t64, pos_weight, cot, reduction, t_exact, weight=None):
     """The tolerance rule's floor per output element, in fp64 from the quantized inputs. The
     loss (1 - t) z + lw softplus(-z) has terms |1 - t| |z| and lw softplus(-z), plus |t| |z| for
     the rounding of a target the kernel computes (t_exact: dense or thresholded targets, read or
     set exactly); dz = g ((1 - t) - lw sigmoid(-z)) likewise. Where t = 1 exactly and z >> 0
-    only lw softplus(-z) ~ exp(-z) is left, so a log(1 + x) that loses x fails."""
+    only lw softplus(-z) ~ exp(-z) is left, so a log(1 + x) that loses x fails. Class weights
+    scale both."""
     lw = 1.0 if pos_weight is None else (1.0 + (pos_weight.double() - 1.0) * t64).abs()
     t_err = 0.0 if t_exact else t64.abs()
-    loss_floor = z64.abs() * ((1 - t64).abs() + t_err) + lw * torch.nn.functional.softplus(-z64)
-    g = cot.abs() if cot.dim() else cot.abs().expand_as(z64)
+    w = 1.0 if weight is None else weight.double()
+    loss_floor = w * (z64.abs() * ((1 - t64).abs() + t_err) + lw * torch.nn.functional.softplus(-z64))
+    g = w * (cot.abs() if cot.dim() else cot.abs().expand_as(z64))
     if reduction == "mean":
         loss_floor, g = loss_floor.mean(), g / z64.numel()
     elif reduction == "sum":
@@ -89,20 +91,23 @@ def test_matches_reference(backend_device, dtype, shape, kind, reduction):
 @pytest.mark.parametrize("backend_device", BACKENDS)
 @pytest.mark.parametrize("kind", ["mixed", "hard", "dense"])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
-def test_threshold_and_pos_weight(backend_device, kind, reduction):
-    """timm's target_threshold (targets become exactly 0 / 1) with per-class pos_weight, fp32 and
-    bf16; logits of scale 20, so that many classes with target 1 have z > 17, where the loss is
-    log(1 + exp(-z)) alone (below 4e-8)."""
+@pytest.mark.parametrize("weighted", [False, True])
+def test_threshold_and_pos_weight(backend_device, kind, reduction, weighted):
+    """timm's target_threshold (targets become exactly 0 / 1) with per-class pos_weight (and
+    class weights, one at 0), fp32 and bf16; logits of scale 20, so that many classes with
+    target 1 have z > 17, where the loss is log(1 + exp(-z)) alone (below 4e-8)."""
     backend, device = backend_device
     n, c = 9, 300
     gen = torch.Generator().manual_seed(c)
     targets = make_targets(kind, n, c, device, gen)
     pos_weight = (torch.rand(c, generator=gen) * 3).to(device)
+    weight = (torch.rand(c, generator=gen) * 1.5 + 0.25).index_fill(0, torch.tensor([0]), 0.0).to(device)
     for dtype in (torch.float32, torch.bfloat16):
         x = (torch.randn(n, c, generator=gen) * 20).to(device, dtype)
         tgt = targets.to(dtype) if kind == "dense" else targets
         cot = torch.randn((n, c) if reduction == "none" else (), generator=gen, dtype=torch.float64).to(device)
-        kw = dict(target_threshold=0.05 if kind != "dense" else 0.5, pos_weight=pos_weight, reduction=reduction)
+        kw = dict(target_threshold=0.05 if kind != "dense" else 0.5, pos_weight=pos_weight, reduction=reduction,
+                  weight=weight if weighted else None)
 
         def loss_fn(be, tg):
             return lambda z: F.soft_target_binary_cross_entropy(z, tg, 0.1, backend=be, **kw)
@@ -113,7 +118,8 @@ def test_threshold_and_pos_weight(backend_device, kind, reduction):
         loss_64, dz_64 = loss_and_grad(loss_fn("torch", tgt64), x.double(), cot, dtype)
         t64 = dense_of(x, tgt64, 0.1, kw["target_threshold"])
         assert set(t64.unique().tolist()) == {0.0, 1.0}
-        loss_floor, dz_floor = term_scales(x.double(), t64, pos_weight, cot, reduction, t_exact=True)
+        loss_floor, dz_floor = term_scales(x.double(), t64, pos_weight, cot, reduction, t_exact=True,
+                                           weight=kw["weight"])
         assert_matches_reference(loss, loss_s, loss_64, name="loss", floor=loss_floor,
                                  terms=1 if reduction == "none" else n * c)
         assert_matches_reference(dz, dz_s, dz_64, name="grad logits", floor=dz_floor)
@@ -147,15 +153,17 @@ def test_equals_timm_and_torch(backend_device):
          lambda t: torch.nn.functional.binary_cross_entropy_with_logits(t, dense, pos_weight=pw, reduction="none"),
          1e-12),
     ]
+    # class weights, timm's weight= (broadcast over the rows) and torch's, with pos_weight
+    w = (torch.rand(50, generator=gen, dtype=torch.float64) * 2).to(device)
+    for reduction in ("none", "sum", "mean"):
+        cases.append((lambda t, r=reduction: F.soft_target_binary_cross_entropy(t, dense, pos_weight=pw, weight=w,
+                                                                                reduction=r, backend=backend),
+                      lambda t, r=reduction: torch.nn.functional.binary_cross_entropy_with_logits(
+                          t, dense, weight=w, pos_weight=pw, reduction=r), 1e-12))
+    cases.append((lambda t: F.soft_target_binary_cross_entropy(t, a, 0.2, weight=w, backend=backend),
+                  lambda t: BCE(smoothing=0.2, weight=w)(t, a), 1e-12))
     for ours, theirs, tol in cases:
-        results = []
-        for fn in (ours, theirs):
-            zz = z.clone().requires_grad_(True)
-            loss = fn(zz)
-            loss.backward(torch.ones_like(loss))
-            results.append((loss.detach(), zz.grad))
-        for x, y in zip(*results):
-            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+        assert_same_loss_and_grad(ours, theirs, z, tol)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -214,12 +222,13 @@ def test_opcheck(backend_device):
     lam = torch.rand(5, device=device)
     dense = torch.rand(5, 11, device=device)
     pw = torch.rand(11, device=device)
+    w = torch.rand(11, device=device) + 0.5
     for args in ((a, a.flip(0), lam, None), (a, None, None, None), (None, None, None, dense)):
-        for extra in ((None, None), (pw, 0.3)):
+        for pos_weight, weight, threshold in ((None, None, None), (pw, None, 0.3), (None, w, None), (pw, w, 0.3)):
             for reduction in (0, 2):
-                run_opcheck(fwd, (z,) + args + (extra[0], 0.1, extra[1], reduction))
+                run_opcheck(fwd, (z,) + args + (pos_weight, weight, 0.1, threshold, reduction))
                 grad = torch.randn((5, 11) if reduction == 0 else (), device=device)
-                run_opcheck(bwd, (grad, z.detach()) + args + (extra[0], 0.1, extra[1], reduction))
+                run_opcheck(bwd, (grad, z.detach()) + args + (pos_weight, weight, 0.1, threshold, reduction))
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -259,6 +268,9 @@ class TestBadInput:
         expect_error(ValueError, lambda: f(z, torch.arange(4), pos_weight=torch.ones(5, requires_grad=True)),
                      "pos_weight", "detached")
         expect_error(TypeError, lambda: f(z, torch.arange(4), pos_weight="2"), "pos_weight")
+        expect_error(ValueError, lambda: f(z, torch.arange(4), weight=torch.ones(2, 5)), "weight", "C=5")
+        expect_error(ValueError, lambda: f(z, torch.arange(4), weight=torch.ones(5, requires_grad=True)),
+                     "weight", "detached")
         mt = MixedTargets(torch.arange(4), torch.arange(4), torch.ones(4), 0.1, 7)
         expect_error(ValueError, lambda: f(z, mt), "num_classes=7", "5")
         expect_error(TypeError, lambda: f(z, [1, 2, 3, 4]), "targets", "list")

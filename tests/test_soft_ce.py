@@ -1,14 +1,17 @@
 """Soft-target cross-entropy on every backend vs the reference (loss and gradients), against
 timm's SoftTargetCrossEntropy and torch's cross_entropy, with O(N) saved target memory."""
+import itertools
+
 import pytest
 import torch
 
 import peers
-from helpers import (assert_matches_reference, backend_op, backend_params, expect_error, run_compiled,
-                     loss_and_grad, run_gradcheck, run_opcheck, saved_bytes)
+from helpers import (assert_matches_reference, assert_same_loss_and_grad, backend_op, backend_params, expect_error,
+                     loss_and_grad, run_compiled, run_gradcheck, run_opcheck, saved_bytes)
 from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
+from tricks_ext.targets import mixed_targets
 
 OP = "soft_ce"
 BACKENDS = backend_params(OP)
@@ -39,20 +42,31 @@ def make_targets(kind, n, c, device, gen):
     return torch.softmax(torch.randn(n, c, generator=gen), -1).to(device), {}
 
 
-def term_scales(logits64, targets64, loss_grad, reduction):
+def term_scales(logits64, targets64, loss_grad, reduction, divisor=None):
     """Per output element, the size of the terms it is formed from (the tolerance rule's floor),
-    in fp64 from the quantized inputs: loss_i = lse_i - sum_c t_ic z_ic cancels terms of size
-    |lse_i| + sum_c |t_ic z_ic|; dz_ic = g_i (p_ic - t_ic) with p = exp(z - lse), whose error
-    is p times that of z - lse, i.e. p (|z| + |lse|)."""
+    in fp64 from the quantized inputs (targets with their class weights): loss_i = lse_i T_i -
+    sum_c t_ic z_ic (T_i = sum_c t_ic, 1 without class weights) cancels terms of size
+    |lse_i| T_i + sum_c |t_ic z_ic|; dz_ic = g_i (p_ic T_i - t_ic) with p = exp(z - lse), whose
+    error is p T_i times that of z - lse, i.e. p T_i (|z| + |lse|). 'mean' divides by
+    ``divisor`` (N unless given)."""
     lse = torch.logsumexp(logits64, -1, keepdim=True)
     finite = torch.where(torch.isfinite(logits64), logits64, 0.0)
-    loss_floor = lse.abs().squeeze(-1) + (targets64 * finite).abs().sum(-1)
+    total = targets64.sum(-1, keepdim=True).abs().clamp(min=1.0)
+    loss_floor = (lse.abs() * total).squeeze(-1) + (targets64 * finite).abs().sum(-1)
     p = torch.exp(logits64 - lse)
     g = loss_grad.abs()[:, None] if loss_grad.dim() else loss_grad.abs()
     if reduction == "mean":
-        loss_floor, g = loss_floor.mean(), g / logits64.shape[0]
-    dz_floor = g * (p * (1 + finite.abs() + lse.abs()) + targets64.abs())
+        divisor = logits64.shape[0] if divisor is None else divisor
+        loss_floor, g = loss_floor.sum() / divisor, g / divisor
+    dz_floor = g * (p * total * (1 + finite.abs() + lse.abs()) + targets64.abs())
     return loss_floor, dz_floor
+
+
+def class_weights(c, device, gen):
+    """Class weights in [0.25, 1.75], class 0's at 0 (it takes no part)."""
+    w = torch.rand(c, generator=gen, dtype=torch.float64) * 1.5 + 0.25
+    w[0] = 0.0
+    return w.to(device)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -61,12 +75,29 @@ def term_scales(logits64, targets64, loss_grad, reduction):
 @pytest.mark.parametrize("kind", ["mixed", "hard", "dense"])
 @pytest.mark.parametrize("reduction", ["none", "mean"])
 def test_matches_reference(backend_device, dtype, shape, kind, reduction):
-    backend, device = backend_device
+    check_against_reference(*backend_device, dtype, shape, kind, reduction, weighted=False)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(37, 1000, 4.0), (2, 70_001, 30.0), (16, 257, 1e3)], ids=str)
+@pytest.mark.parametrize("kind", ["mixed", "hard", "dense"])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_class_weights_match_reference(backend_device, dtype, shape, kind, reduction):
+    """weight=: every target scaled by its class weight (one class at 0), and 'mean' over hard
+    labels divided by the weights of the labels kept, on every backend."""
+    check_against_reference(*backend_device, dtype, shape, kind, reduction, weighted=True)
+
+
+def check_against_reference(backend, device, dtype, shape, kind, reduction, weighted):
     n, c, scale = shape
     gen = torch.Generator().manual_seed(n * c)
     logits = (torch.randn(n, c, generator=gen) * scale).to(device)
     targets, kw = make_targets(kind, n, c, device, gen)
     grad = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
+    weight = class_weights(c, device, gen).float() if weighted else None
+    if weighted:
+        kw = dict(kw, weight=weight)
 
     def ours(z):
         return F.soft_target_cross_entropy(z, targets, reduction=reduction, backend=backend, **kw)
@@ -82,7 +113,12 @@ def test_matches_reference(backend_device, dtype, shape, kind, reduction):
     loss_s, dz_s = loss_and_grad(ref, x, grad)
     loss_64, dz_64 = loss_and_grad(ref, x.double(), grad, dtype)  # quantized logits and cotangent
     dense64 = targets.double() if kind == "dense" else dense_of(targets, kw, c).double()
-    loss_floor, dz_floor = term_scales(x.double(), dense64, grad, reduction)
+    divisor = None
+    if weighted:
+        dense64 = dense64 * weight.double()
+        if kind == "hard":
+            divisor = torch.where(targets != -100, weight.double()[targets.clamp(min=0)], 0.0).sum()
+    loss_floor, dz_floor = term_scales(x.double(), dense64, grad, reduction, divisor)
     assert_matches_reference(loss, loss_s, loss_64, name="loss", floor=loss_floor, terms=c)
     assert_matches_reference(dz, dz_s, dz_64, name="grad logits", floor=dz_floor, terms=c)
 
@@ -108,14 +144,34 @@ def test_equals_timm_and_torch(backend_device):
     cases.append((lambda t: F.soft_target_cross_entropy(t, labels, label_smoothing=0.2, backend=backend),
                   lambda t: torch.nn.functional.cross_entropy(t, labels, label_smoothing=0.2), 1e-12))
     for ours, theirs, tol in cases:
-        results = []
-        for fn in (ours, theirs):
-            zz = z.clone().requires_grad_(True)
-            loss = fn(zz)
-            loss.backward()
-            results.append((loss.detach(), zz.grad))
-        for x, y in zip(*results):
-            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+        assert_same_loss_and_grad(ours, theirs, z, tol)
+
+
+@pytest.mark.parametrize("backend_device", backend_params(OP, torch_backend=True))
+def test_class_weights_equal_torch_cross_entropy(backend_device):
+    """fp64 against torch's cross_entropy(weight=): integer labels with label_smoothing and
+    ignore_index ('mean' divides by the kept labels' weights), and class-probability targets
+    (mixed, dense: 'mean' over N), every reduction, losses and gradients."""
+    backend, device = backend_device
+    gen = torch.Generator().manual_seed(1)
+    n, c = 12, 40
+    z = (torch.randn(n, c, generator=gen, dtype=torch.float64) * 3).to(device)
+    w = class_weights(c, device, gen)
+    labels = torch.randint(0, c, (n,), generator=gen).to(device)
+    labels[2], labels[5], labels[7] = -100, 0, 0  # an ignored row, two rows of the weight-0 class
+    mixed = MixedTargets(labels.clamp(min=1), labels.flip(0).clamp(min=1),
+                         torch.rand(n, generator=gen, dtype=torch.float64).to(device), 0.1, c)
+    dense = torch.softmax(torch.randn(n, c, generator=gen, dtype=torch.float64), -1).to(device)
+    ce = torch.nn.functional.cross_entropy
+    cases = [(labels, {"label_smoothing": 0.2, "ignore_index": -100}, labels, {"label_smoothing": 0.2}),
+             (mixed, {}, mixed_targets(mixed.a, mixed.b, mixed.lam, 0.1, c, torch.float64), {}),
+             (dense, {}, dense, {})]
+    for targets, theirs_kw, their_targets, ours_kw in cases:
+        theirs_kw = {k: v for k, v in theirs_kw.items() if k != "ignore_index"}
+        for reduction in ("none", "sum", "mean"):
+            assert_same_loss_and_grad(
+                lambda t: F.soft_target_cross_entropy(t, targets, reduction, weight=w, backend=backend, **ours_kw),
+                lambda t: ce(t, their_targets, weight=w, reduction=reduction, **theirs_kw), z, 1e-12)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)
@@ -207,7 +263,10 @@ def test_opcheck(backend_device):
     a = torch.randint(0, 11, (5,), device=device)
     lam = torch.rand(5, device=device)
     dense = torch.softmax(torch.randn(5, 11, device=device), -1)
-    for args in ((a, a.flip(0), lam, None), (a, None, None, None), (None, None, None, dense)):
+    weight = torch.rand(11, device=device) + 0.5
+    for targets, w in itertools.product(((a, a.flip(0), lam, None), (a, None, None, None), (None, None, None, dense)),
+                                        (None, weight)):
+        args = targets + (w,)
         smoothing = 0.1 if args[3] is None else 0.0
         for reduction in (0, 1, 2):
             run_opcheck(fwd, (z,) + args + (smoothing, -100, reduction))
@@ -251,3 +310,9 @@ class TestBadInput:
         expect_error(ValueError, lambda: F.soft_target_cross_entropy(z, mt, label_smoothing=0.1), "smoothing")
         expect_error(TypeError, lambda: F.soft_target_cross_entropy(z, [1, 2, 3, 4]), "targets", "list")
         expect_error(TypeError, lambda: F.soft_target_cross_entropy(z.long(), torch.arange(4)), "logits", "int64")
+        labels = torch.arange(4)
+        expect_error(ValueError, lambda: F.soft_target_cross_entropy(z, labels, weight=torch.ones(4)), "weight", "C=5")
+        ce = F.soft_target_cross_entropy
+        expect_error(TypeError, lambda: ce(z, labels, weight=torch.ones(5, dtype=torch.int64)), "weight")
+        expect_error(ValueError, lambda: ce(z, labels, weight=torch.ones(5, requires_grad=True)), "weight", "gradient")
+        expect_error(TypeError, lambda: F.soft_target_cross_entropy(z, labels, weight=[1.0] * 5), "weight", "list")

@@ -17,7 +17,8 @@ from tricks_ext._gradients import centralize
 from tricks_ext.targets import MixedTargets
 
 __all__ = ["weight_standardize", "centralize_gradients_", "dropout", "dropout_add", "drop_path", "draw_seed_offset",
-           "mixup", "soft_target_cross_entropy", "soft_target_binary_cross_entropy", "flood", "mask_boxes", "cutout", "spec_augment", "evonorm_s0"]
+           "mixup", "soft_target_cross_entropy", "soft_target_binary_cross_entropy", "soft_f1_loss", "flood", "mask_boxes",
+           "cutout", "spec_augment", "evonorm_s0"]
 
 
 def _autocast_fp32(t: Tensor) -> Tensor:
@@ -304,7 +305,8 @@ def _split_targets(op: str, logits: Tensor, targets: object):
 
 
 def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = "mean", label_smoothing: float = 0.0,
-                              ignore_index: int = -100, backend: Optional[str] = None) -> Tensor:
+                              ignore_index: int = -100, backend: Optional[str] = None, *,
+                              weight: Optional[Tensor] = None) -> Tensor:
     """Cross-entropy against soft targets in one forward and one backward kernel, with the
     targets kept compact: loss_i = -sum_c t_ic log_softmax(logits_i)_c.
 
@@ -317,6 +319,14 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
       ignore_index=...)``; 'mean' divides by the number of rows not ignored (NaN when all are).
     * a dense floating (N, C) tensor: timm ``SoftTargetCrossEntropy`` (targets need not sum to
       1; a dtype other than the logits' is handled by promoting both to the common dtype).
+
+    ``weight``: C class weights (torch ``cross_entropy``'s ``weight=``): every target is scaled,
+    t_ic -> w_c t_ic, the label-smoothing term included, so on integer labels the loss equals
+    ``cross_entropy(logits, labels, weight=w, label_smoothing=, ignore_index=)`` and 'mean'
+    divides by the sum of the weights of the labels not ignored; on mixed or dense targets it is
+    the dense formula -sum_c w_c t_ic log_softmax(logits_i)_c, 'mean' over the N rows (torch's
+    rule for class-probability targets). A constant: it gets no gradient. Its values are not
+    checked (that would read the device); see :func:`tricks_ext.recipe.class_weights`.
 
     Statistics in fp32 (fp64 for fp64 logits) whatever the logits' dtype; the result has the
     logits' dtype, like torch. Any C: rows stream through an online log-sum-exp on the GPU
@@ -334,14 +344,36 @@ def soft_target_cross_entropy(logits: Tensor, targets: object, reduction: str = 
     if label_smoothing and dense is not None:
         raise ValueError(f"{op}: label_smoothing applies to integer labels, not dense targets")
     smoothing = float(label_smoothing) if mix_smoothing is None else mix_smoothing
+    weight = _class_vector(op, "weight", weight, logits)
     return _backend.implementation("soft_ce", logits.device, backend, caller=op)(
-        logits, a, b, lam, dense, smoothing, int(ignore_index), reduction)
+        logits, a, b, lam, dense, weight, smoothing, int(ignore_index), reduction)
+
+
+def _class_vector(op: str, name: str, v: Union[Tensor, float, None], logits: Tensor) -> Optional[Tensor]:
+    """A per-class constant of a loss (``weight``, ``pos_weight``) as C values in the statistics
+    dtype: a number is broadcast, a tensor must hold 1 or C values on the logits' device and
+    must not require grad (the kernels give it none)."""
+    if v is None:
+        return None
+    classes = logits.shape[1]
+    if is_number(v) and not isinstance(v, Tensor):
+        return torch.full((classes,), float(v), dtype=stats_dtype(logits.dtype), device=logits.device)
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{op}: {name} must be a number, a tensor or None, got {type(v).__name__}")
+    check_float_tensor(op, name, v)
+    check_same_device(op, name, v, logits, "logits")
+    if v.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{op}: {name} gets no gradient here; pass it detached")
+    if v.numel() not in (1, classes) or v.dim() > 1:
+        raise ValueError(f"{op}: {name} must be a number or have C={classes} elements, got shape {tuple(v.shape)}")
+    return v.reshape(-1).expand(classes)
 
 
 def soft_target_binary_cross_entropy(logits: Tensor, targets: object, label_smoothing: float = 0.1,
                                      target_threshold: Optional[float] = None,
                                      pos_weight: Union[Tensor, float, None] = None, reduction: str = "mean",
-                                     backend: Optional[str] = None, *, smoothing: Optional[float] = None) -> Tensor:
+                                     backend: Optional[str] = None, *, smoothing: Optional[float] = None,
+                                     weight: Union[Tensor, float, None] = None) -> Tensor:
     """Binary cross-entropy with logits against soft targets (timm ``BinaryCrossEntropy``, the
     loss of its mixup/cutmix recipes) in one forward and one backward kernel, the targets kept
     compact: per element ``(1 - t) z + lw log(1 + exp(-z))`` with ``lw = 1 + (pos_weight - 1) t``.
@@ -359,6 +391,9 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, label_smoo
     ``target_threshold``: targets become 1 where ``t > target_threshold``, else 0 (timm).
     ``pos_weight``: a number or C weights of the positive term (torch's ``pos_weight``; a
     constant: it gets no gradient).
+    ``weight``: a number or C class weights that scale each element's loss (torch's ``weight=``
+    broadcast over the rows, timm's ``weight``; a constant: it gets no gradient); 'mean' still
+    divides by N * C, as torch does.
     ``reduction``: 'mean' over all N * C elements (torch's), 'sum', or 'none' ((N, C) losses).
     Math in fp32 (fp64 for fp64 logits); the result has the logits' dtype. A label outside
     [0, C) makes its row NaN rather than raising (no device-to-host sync).
@@ -375,25 +410,52 @@ def soft_target_binary_cross_entropy(logits: Tensor, targets: object, label_smoo
     if target_threshold is not None and not (is_number(target_threshold) and math.isfinite(target_threshold)):
         raise ValueError(f"{op}: target_threshold must be a finite number or None, got {target_threshold!r}")
     logits, a, b, lam, dense, mix_smoothing = _split_targets(op, logits, targets)
-    classes = logits.shape[1]
-    if pos_weight is not None:
-        if is_number(pos_weight) and not isinstance(pos_weight, Tensor):
-            pos_weight = torch.full((classes,), float(pos_weight), dtype=stats_dtype(logits.dtype), device=logits.device)
-        elif isinstance(pos_weight, Tensor):
-            check_float_tensor(op, "pos_weight", pos_weight)
-            check_same_device(op, "pos_weight", pos_weight, logits, "logits")
-            if pos_weight.requires_grad and torch.is_grad_enabled():
-                raise ValueError(f"{op}: pos_weight gets no gradient here; pass it detached")
-            if pos_weight.numel() not in (1, classes) or pos_weight.dim() > 1:
-                raise ValueError(f"{op}: pos_weight must be a number or have C={classes} elements, "
-                                 f"got shape {tuple(pos_weight.shape)}")
-            pos_weight = pos_weight.reshape(-1).expand(classes)
-        else:
-            raise TypeError(f"{op}: pos_weight must be a number, a tensor or None, got {type(pos_weight).__name__}")
+    pos_weight = _class_vector(op, "pos_weight", pos_weight, logits)
+    weight = _class_vector(op, "weight", weight, logits)
     label_smoothing = float(label_smoothing) if mix_smoothing is None else mix_smoothing
     return _backend.implementation("soft_bce", logits.device, backend, caller=op)(
-        logits, a, b, lam, dense, pos_weight, label_smoothing, None if target_threshold is None else float(target_threshold),
-        reduction)
+        logits, a, b, lam, dense, pos_weight, weight, label_smoothing,
+        None if target_threshold is None else float(target_threshold), reduction)
+
+
+def soft_f1_loss(logits: Tensor, targets: object, average: str = "macro", beta: float = 1.0, eps: float = 1e-6,
+                 multi_label: Optional[bool] = None, backend: Optional[str] = None) -> Tensor:
+    """Soft F-beta loss from logits, 1 - F: the batch's soft counts TP_c = sum_i t_ic p_ic,
+    FP_c = sum_i (1 - t_ic) p_ic and FN_c = sum_i t_ic (1 - p_ic) reduced by one fused kernel
+    (the probabilities never stored), then P = TP / (TP + FP + eps), R = TP / (TP + FN + eps)
+    and F = (1 + beta^2) P R / (beta^2 P + R + eps).
+
+    ``targets``: integer labels (N,) (multi-class: one-hot), a dense floating (N, C) tensor, or
+    :class:`tricks_ext.data.MixedTargets` (expanded to dense). ``multi_label``: p = sigmoid(logits)
+    per class (True) or the softmax of each row (False); None takes True for dense targets and
+    False otherwise. ``average``: 'macro' (F per class, averaged) or 'micro' (F of the counts
+    summed over the classes; pytorch-optimizer's ``SoftF1Loss(beta, eps)`` applied to p, whose
+    precision and recall exchange names: the same F at beta = 1). A ratio whose denominator is 0
+    (eps = 0 only) counts as 0. A label outside [0, C) makes the loss NaN (no host sync). Counts
+    in fp32 (fp64 for fp64 logits); the result has the logits' dtype.
+    """
+    op = "soft_f1_loss"
+    _check_logits_and_reduction(op, logits, "mean")
+    logits = _autocast_fp32(logits)
+    if average not in ("macro", "micro"):
+        raise ValueError(f"{op}: average must be 'macro' or 'micro', got {average!r}")
+    if not (is_number(beta) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"{op}: beta must be a finite number > 0, got {beta!r}")
+    if not (is_number(eps) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r}")
+    if multi_label is not None and not isinstance(multi_label, bool):
+        raise TypeError(f"{op}: multi_label must be a bool or None, got {type(multi_label).__name__}")
+    if isinstance(targets, MixedTargets):
+        if targets.num_classes != logits.shape[1]:
+            raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have "
+                             f"{logits.shape[1]} classes")
+        targets = targets.dense().to(logits.device)
+        multi_label = False if multi_label is None else multi_label
+    logits, a, _b, _lam, dense, _smoothing = _split_targets(op, logits, targets)
+    if multi_label is None:
+        multi_label = dense is not None
+    return _backend.implementation("soft_f1", logits.device, backend, caller=op)(
+        logits, a, dense, average, float(beta), float(eps), multi_label)
 
 
 def flood(loss: Tensor, b: float) -> Tensor:

@@ -1,7 +1,8 @@
 """Soft-target binary cross-entropy in Triton (math: csrc/soft_bce/math.h). One program per
 row, sweeping it in BLOCK-wide chunks: the forward writes the elements' losses (reduction
 'none') or sums them (one fp32 / fp64 value per row), the backward writes dz in one pass.
-MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a)."""
+MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a); HAS_W: class weights W (C,)
+scale each element's loss and gradient."""
 from __future__ import annotations
 
 from typing import Optional
@@ -15,9 +16,11 @@ from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_inpu
 from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MEAN, MIXED, NONE, _rejoin, _split
 
 
-def _block(classes: int) -> int:
-    """Columns per sweep: up to 1024 (4 warps, 8 elements of each array per thread)."""
-    return min(1024, max(16, triton.next_power_of_2(classes)))
+def _block(classes: int, dtype: torch.dtype) -> int:
+    """Columns per sweep: up to 1024 (4 warps, 8 elements of each array per thread), 512 for
+    fp64, whose kernels with pos_weight, class weights and a threshold spilled 4-8 B at 1024 on
+    sm_80 and sm_90 (compile-check)."""
+    return min(512 if dtype == torch.float64 else 1024, max(16, triton.next_power_of_2(classes)))
 
 
 @triton.jit
@@ -61,6 +64,16 @@ def _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off, 
 
 
 @triton.jit
+def _weighted(x, W, cols, mask, HAS_W: tl.constexpr, ACC: tl.constexpr):
+    """x times the class weights of ``cols`` (x without them). Loaded after the element's
+    divisions: a weight live across fp64 division calls spilled 8 B on sm_90 (compile-check)."""
+    if HAS_W:
+        return x * tl.load(W + cols, mask=mask, other=0.0).to(ACC)
+    else:
+        return x
+
+
+@triton.jit
 def _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC: tl.constexpr):
     """This program's row, its offset, and the smoothing and its per-class share in ACC."""
     i = tl.program_id(0).to(tl.int64)
@@ -68,9 +81,9 @@ def _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
-                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
-                ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
+                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
+                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     acc = tl.zeros([BLOCK], ACC)
     for c0 in range(0, C, BLOCK):
@@ -79,6 +92,7 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi
         z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
                                      target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         loss = (1.0 - t) * z + lw * (_log1p(tl.exp(-tl.abs(z))) + tl.maximum(-z, 0.0))
+        loss = _weighted(loss, W, cols, mask, HAS_W, ACC)
         loss = tl.where(invalid, float("nan"), loss)
         if PER_ELEMENT:
             tl.store(LOSS + base + cols, cast_to(loss, LOSS.dtype.element_ty), mask=mask)
@@ -89,9 +103,9 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, LOSS, C, smoothing_hi, smoothing_lo, off_hi
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
-                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr,
-                ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
+                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
+                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     if not PER_ELEMENT:
         g = tl.load(G).to(ACC)
@@ -102,7 +116,7 @@ def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_h
                                      target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         e = tl.exp(-tl.abs(z))
         sig_neg = tl.where(z >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
-        d = (1.0 - t) - lw * sig_neg
+        d = _weighted((1.0 - t) - lw * sig_neg, W, cols, mask, HAS_W, ACC)
         if PER_ELEMENT:
             d = d * tl.load(G + base + cols, mask=mask, other=0.0).to(ACC)
         else:
@@ -111,10 +125,11 @@ def _bwd_kernel(G, Z, A, B, LAM, T, PW, DZ, C, smoothing_hi, smoothing_lo, off_h
         tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
 
 
-def _inputs(logits, a, b, lam, dense, pos_weight):
-    """(MODE, the target and pos_weight pointers with the logits standing in for absent ones)."""
+def _inputs(logits, a, b, lam, dense, pos_weight, weight):
+    """(MODE, the target, pos_weight and weight pointers with the logits standing in for absent
+    ones)."""
     mode = DENSE if dense is not None else (MIXED if b is not None else HARD)
-    return mode, tuple(logits if t is None else t for t in (a, b, lam, dense, pos_weight))
+    return mode, tuple(logits if t is None else t for t in (a, b, lam, dense, pos_weight, weight))
 
 
 def _scalars(logits, label_smoothing, target_threshold):
@@ -123,10 +138,10 @@ def _scalars(logits, label_smoothing, target_threshold):
             0.0 if target_threshold is None else float(target_threshold))
 
 
-def _constexprs(logits, mode, pos_weight, target_threshold, per_element):
-    return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_THRESHOLD=target_threshold is not None,
-                PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype), BLOCK=_block(logits.shape[1]), num_warps=4,
-                **FUSED)
+def _constexprs(logits, mode, pos_weight, weight, target_threshold, per_element):
+    return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_W=weight is not None,
+                HAS_THRESHOLD=target_threshold is not None, PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype),
+                BLOCK=_block(logits.shape[1], logits.dtype), num_warps=4, **FUSED)
 
 
 def loss_grad(grad: torch.Tensor, logits: torch.Tensor, reduction: int) -> torch.Tensor:
@@ -139,12 +154,14 @@ def loss_grad(grad: torch.Tensor, logits: torch.Tensor, reduction: int) -> torch
 
 
 def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, pos_weight: Optional[torch.Tensor],
-                      target_threshold: Optional[float], reduction: int) -> torch.Tensor:
-    """The gradient for dense targets, d loss / d t = -z + (pos_weight - 1) softplus(-z); 0
+                      weight: Optional[torch.Tensor], target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+    """The gradient for dense targets, d loss / d t = w (-z + (pos_weight - 1) softplus(-z)); 0
     through a target_threshold (a step). Tensor ops, not a kernel: targets rarely need a gradient."""
     acc = stats_dtype(logits.dtype)
     z = logits.to(acc)
     d = -z if pos_weight is None else -z + (pos_weight.to(acc) - 1) * torch.nn.functional.softplus(-z)
+    if weight is not None:
+        d = d * weight.to(acc)
     if target_threshold is not None:
         d = torch.zeros_like(d)
     return (d * loss_grad(grad, logits, reduction).to(acc)).to(logits.dtype)
@@ -153,17 +170,18 @@ def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, pos_weight: Opti
 @on_input_device
 def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                  lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
-                 label_smoothing: float, target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+                 weight: Optional[torch.Tensor], label_smoothing: float, target_threshold: Optional[float],
+                 reduction: int) -> torch.Tensor:
     """``tricks_ext::soft_bce_fwd`` in Triton: the loss in the logits' dtype, (N, C) for
     reduction 'none', else reduced ('mean' divides the sum of the N * C elements by N * C)."""
     rows = logits.shape[0]
     per_element = reduction == NONE
     loss = (torch.empty_like(logits) if per_element
             else torch.empty(rows, dtype=stats_dtype(logits.dtype), device=logits.device))
-    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
+    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight, weight)
     if rows:
         _fwd_kernel[(rows,)](logits, *inputs, loss, *_scalars(logits, label_smoothing, target_threshold),
-                             **_constexprs(logits, mode, pos_weight, target_threshold, per_element))
+                             **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
     if per_element:
         return loss
     total = torch.sum(loss)
@@ -175,14 +193,15 @@ def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[to
 @on_input_device
 def soft_bce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
                  lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], pos_weight: Optional[torch.Tensor],
-                 label_smoothing: float, target_threshold: Optional[float], reduction: int) -> torch.Tensor:
+                 weight: Optional[torch.Tensor], label_smoothing: float, target_threshold: Optional[float],
+                 reduction: int) -> torch.Tensor:
     """``tricks_ext::soft_bce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
     rows = logits.shape[0]
     per_element = reduction == NONE
     g = loss_grad(grad, logits, reduction)
     dz = torch.empty_like(logits)
-    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight)
+    mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight, weight)
     if rows:
         _bwd_kernel[(rows,)](g, logits, *inputs, dz, *_scalars(logits, label_smoothing, target_threshold),
-                             **_constexprs(logits, mode, pos_weight, target_threshold, per_element))
+                             **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
     return dz

@@ -1,7 +1,8 @@
 """Soft-target cross-entropy in Triton (math: csrc/soft_ce/math.h). One program per
 row; the forward streams the row once in BLOCK-wide chunks with a per-lane online
 log-sum-exp (so C of 128k+ needs no second pass), the backward writes dz in one pass.
-MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a, ignore_index)."""
+MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a, ignore_index); HAS_W: class
+weights W (C,) scale every target (t_ic -> w_c t_ic)."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -76,9 +77,9 @@ def _weighted(w, z):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
+def _fwd_kernel(Z, A, B, LAM, T, W, LOSS, STATS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
                 N_STATS: tl.constexpr,
-                MODE: tl.constexpr, ACC: tl.constexpr,
+                MODE: tl.constexpr, HAS_W: tl.constexpr, ACC: tl.constexpr,
                 BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
@@ -100,9 +101,15 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off
         s = s * tl.exp(m - ref) + tl.exp(v - ref)
         m = m_new
         vz = tl.where(mask, v, 0.0)
-        sz += vz
+        if HAS_W:
+            wv = tl.load(W + c0 + lanes, mask=mask, other=0.0).to(ACC)
+            sz += _weighted(wv, vz)  # sum_c w_c z_c
+        else:
+            sz += vz
         if MODE == 0:
             tv = tl.load(T + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
+            if HAS_W:
+                tv = tv * wv
             st += tv
             stz += _weighted(tv, vz)
     mx = tl.max(m, axis=0)
@@ -114,13 +121,24 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off
         total = tl.sum(st, axis=0)
         loss = lse * total - tl.sum(stz, axis=0)
     else:
-        total = lse * 0.0 + 1.0
         a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE, ACC)
         ok = (~ignored) & (~invalid)
         za = tl.load(Z + base + a, mask=ok, other=0.0).to(ACC)
         zb = tl.load(Z + base + b, mask=ok, other=0.0).to(ACC)
-        loss = lse - (_weighted(wa.to(ACC), za) + _weighted(wb.to(ACC), zb) +
-                      _weighted(off, tl.sum(sz, axis=0)))
+        if HAS_W:
+            # sum_c w_c in a sweep of its own: one more accumulator in the row's loop spilled
+            # fp64 at i64 sizes on sm_80 (compile-check); W is C values, read from L2
+            sw = tl.zeros([BLOCK], ACC)
+            for c0 in range(0, C, BLOCK):
+                lanes = tl.arange(0, BLOCK)
+                sw += tl.load(W + c0 + lanes, mask=lanes < tl.minimum(C - c0, BLOCK).to(tl.int32), other=0.0).to(ACC)
+            wa = wa * tl.load(W + a, mask=ok, other=0.0).to(ACC)
+            wb = wb * tl.load(W + b, mask=ok, other=0.0).to(ACC)
+            total = wa + wb + off * tl.sum(sw, axis=0)
+        else:
+            total = lse * 0.0 + 1.0
+        loss = lse * total - (_weighted(wa.to(ACC), za) + _weighted(wb.to(ACC), zb) +
+                              _weighted(off, tl.sum(sz, axis=0)))
         loss = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), loss))
     tl.store(LOSS + i, loss)
     tl.store(STATS + N_STATS * i, mx)
@@ -129,9 +147,9 @@ def _fwd_kernel(Z, A, B, LAM, T, LOSS, STATS, C, smoothing_hi, smoothing_lo, off
 
 
 @triton.jit
-def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
-                N_STATS: tl.constexpr,
-                MODE: tl.constexpr,
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, W, STATS, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo,
+                ignore_index, N_STATS: tl.constexpr,
+                MODE: tl.constexpr, HAS_W: tl.constexpr,
                 ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     base = i * C
@@ -144,61 +162,84 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, STATS, DZ, C, smoothing_hi, smooth
     if MODE != 0:
         a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
-        cols = c0 + tl.arange(0, BLOCK)
-        mask = cols < C
-        v = tl.load(Z + base + cols, mask=mask, other=0.0).to(ACC)
+        # 32-bit lanes off scalar offsets, as in the forward: with 64-bit columns the weighted
+        # fp64 backward spilled 8 B at i64 sizes on sm_80 (compile-check)
+        lanes = tl.arange(0, BLOCK)
+        mask = lanes < tl.minimum(C - c0, BLOCK).to(tl.int32)
+        v = tl.load(Z + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
         p = tl.exp((v - shift) - log_sum)
         if MODE == 0:
-            t = tl.load(T + base + cols, mask=mask, other=0.0).to(ACC)
+            t = tl.load(T + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
+        else:
+            t = off + tl.where(lanes == _lane_of(a, c0, BLOCK), wa, 0.0).to(ACC) + \
+                tl.where(lanes == _lane_of(b, c0, BLOCK), wb, 0.0).to(ACC)
+        if HAS_W:
+            d = g * (p * total - t * tl.load(W + c0 + lanes, mask=mask, other=0.0).to(ACC))
+        elif MODE == 0:
             d = g * (p * total - t)
         else:
-            t = off + tl.where(cols == a, wa, 0.0).to(ACC) + tl.where(cols == b, wb, 0.0).to(ACC)
             d = g * (p - t.to(ACC))
+        if MODE != 0:
             d = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), d))
-        tl.store(DZ + base + cols, cast_to(d, DZ.dtype.element_ty), mask=mask)
+        tl.store(DZ + base + c0 + lanes, cast_to(d, DZ.dtype.element_ty), mask=mask)
 
 
-def _args(logits, a, b, lam, dense):
+@triton.jit
+def _lane_of(label, c0, BLOCK: tl.constexpr):
+    """The lane of column ``label`` in the sweep starting at column c0, as int32; -1 when it lies
+    outside the sweep (a label of any int64 value)."""
+    rel = label - c0
+    return tl.where((rel >= 0) & (rel < BLOCK), rel, -1).to(tl.int32)
+
+
+def _args(logits, a, b, lam, dense, weight):
     mode = DENSE if dense is not None else (MIXED if b is not None else HARD)
     dummy = logits
-    return mode, (a if a is not None else dummy, b if b is not None else dummy, lam if lam is not None else dummy,
-                  dense if dense is not None else dummy)
+    return mode, tuple(dummy if t is None else t for t in (a, b, lam, dense, weight))
 
 
 # The ops' reduction codes (csrc/soft_ce/prepare.h: kNone, kSum, kMean).
 NONE, SUM, MEAN = 0, 1, 2
 
 
-def _mean_divisor(a: Optional[torch.Tensor], b: Optional[torch.Tensor], ignore_index: int, rows: int,
-                  acc: torch.dtype, device: torch.device) -> torch.Tensor:
-    """'mean''s divisor: the rows not ignored when the targets are hard labels (torch
-    cross_entropy), else N; on the device (no sync)."""
+def _mean_divisor(a: Optional[torch.Tensor], b: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+                  ignore_index: int, rows: int, acc: torch.dtype, device: torch.device) -> torch.Tensor:
+    """'mean''s divisor: when the targets are hard labels (torch cross_entropy), the rows not
+    ignored, or the sum of their labels' class weights (a label out of range counts its clamped
+    class: its row is NaN anyway); else N; on the device (no sync)."""
     if a is None or b is not None:
         return torch.tensor(float(rows), dtype=acc, device=device)
-    return torch.count_nonzero(a != ignore_index).to(acc)
+    kept = a != ignore_index
+    if weight is None:
+        return torch.count_nonzero(kept).to(acc)
+    return torch.where(kept, weight[a.clamp(0, weight.shape[0] - 1)], 0).to(acc).sum()
 
 
-def row_grads(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], ignore_index: int,
-              reduction: int, rows: int) -> torch.Tensor:
+def row_grads(grad: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+              ignore_index: int, reduction: int, rows: int) -> torch.Tensor:
     """dL/dloss_i in the statistics dtype: (N,) for 'none', else a 0-dim tensor (divided by
     'mean''s divisor) that every row shares."""
     g = grad.to(stats_dtype(grad.dtype))
     if reduction != MEAN:
         return g.contiguous()
-    return g / _mean_divisor(a, b, ignore_index, rows, g.dtype, g.device)
+    return g / _mean_divisor(a, b, weight, ignore_index, rows, g.dtype, g.device)
 
 
-def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, reduction: int) -> torch.Tensor:
-    """The gradient for dense targets, d loss_i / d t_ic = lse_i - z_ic, from the forward's stats
-    (lse = shift + log_sum); tensor ops, not a kernel: targets rarely need a gradient."""
-    g = row_grads(grad, None, None, 0, reduction, logits.shape[0])
+def dense_target_grad(grad: torch.Tensor, logits: torch.Tensor, weight: Optional[torch.Tensor], stats: torch.Tensor,
+                      reduction: int) -> torch.Tensor:
+    """The gradient for dense targets, d loss_i / d t_ic = w_c (lse_i - z_ic), from the forward's
+    stats (lse = shift + log_sum); tensor ops, not a kernel: targets rarely need a gradient."""
+    g = row_grads(grad, None, None, None, 0, reduction, logits.shape[0])
     g = g[:, None] if g.dim() else g
-    return ((stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)) * g).to(logits.dtype)
+    d = stats[:, :1] + stats[:, 1:2] - logits.to(stats.dtype)
+    if weight is not None:
+        d = d * weight.to(stats.dtype)
+    return (d * g).to(logits.dtype)
 
 
 @on_input_device
 def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor], lam: Optional[torch.Tensor],
-                dense: Optional[torch.Tensor], label_smoothing: float, ignore_index: int,
+                dense: Optional[torch.Tensor], weight: Optional[torch.Tensor], label_smoothing: float, ignore_index: int,
                 reduction: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``tricks_ext::soft_ce_fwd`` in Triton: (the loss reduced by ``reduction`` in the logits'
     dtype, stats (N, STATS_COLUMNS): shift, log_sum, T in the statistics dtype)."""
@@ -206,34 +247,34 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     acc = stats_dtype(logits.dtype)
     loss = torch.empty(rows, dtype=acc, device=logits.device)
     stats = torch.empty(rows, STATS_COLUMNS, dtype=acc, device=logits.device)
-    mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    mode, pointers = _args(logits, a, b, lam, dense, weight)
     block = _block(classes, logits.dtype)
     if rows:
-        _fwd_kernel[(rows,)](logits, a_, b_, lam_, t_, loss, stats, classes, *_split(label_smoothing),
+        _fwd_kernel[(rows,)](logits, *pointers, loss, stats, classes, *_split(label_smoothing),
                              *_split(label_smoothing / classes), int(ignore_index),
-                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
-                             num_warps=_warps(block), **FUSED)
+                             N_STATS=STATS_COLUMNS, MODE=mode, HAS_W=weight is not None, ACC=acc_dtype(logits.dtype),
+                             BLOCK=block, num_warps=_warps(block), **FUSED)
     if reduction == NONE:
         return loss.to(logits.dtype), stats
     total = torch.sum(loss)
     if reduction == MEAN:
-        total = total / _mean_divisor(a, b, ignore_index, rows, acc, logits.device)
+        total = total / _mean_divisor(a, b, weight, ignore_index, rows, acc, logits.device)
     return total.to(logits.dtype), stats
 
 
 @on_input_device
 def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
-                lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], stats: torch.Tensor, label_smoothing: float,
-                ignore_index: int, reduction: int) -> torch.Tensor:
+                lam: Optional[torch.Tensor], dense: Optional[torch.Tensor], weight: Optional[torch.Tensor],
+                stats: torch.Tensor, label_smoothing: float, ignore_index: int, reduction: int) -> torch.Tensor:
     """``tricks_ext::soft_ce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
     rows, classes = logits.shape
-    g = row_grads(grad, a, b, ignore_index, reduction, rows)
+    g = row_grads(grad, a, b, weight, ignore_index, reduction, rows)
     dz = torch.empty_like(logits)
-    mode, (a_, b_, lam_, t_) = _args(logits, a, b, lam, dense)
+    mode, pointers = _args(logits, a, b, lam, dense, weight)
     block = _block(classes, logits.dtype)
     if rows:
-        _bwd_kernel[(rows,)](g, 1 if g.dim() else 0, logits, a_, b_, lam_, t_, stats, dz, classes,
+        _bwd_kernel[(rows,)](g, 1 if g.dim() else 0, logits, *pointers, stats, dz, classes,
                              *_split(label_smoothing), *_split(label_smoothing / classes), int(ignore_index),
-                             N_STATS=STATS_COLUMNS, MODE=mode, ACC=acc_dtype(logits.dtype), BLOCK=block,
-                             num_warps=_warps(block), **FUSED)
+                             N_STATS=STATS_COLUMNS, MODE=mode, HAS_W=weight is not None, ACC=acc_dtype(logits.dtype),
+                             BLOCK=block, num_warps=_warps(block), **FUSED)
     return dz

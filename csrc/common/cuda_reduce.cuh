@@ -3,7 +3,23 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
+
 namespace tricks {
+
+// expf, not __expf: __expf's error grows with |x| (2 + 1.2|x| ulp), and the kernels that take
+// exponentials are memory-bound (soft CE at C = 1000: ~10 flops per byte of headroom on an H100).
+__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
+__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
+
+// Merge online (max, sum of exp(x - max)) pairs: the log-sum-exp of a row read once.
+template <typename A>
+__device__ __forceinline__ void lse_merge(A& m, A& s, A m2, A s2) {
+  const A mn = m > m2 ? m : m2;
+  if (mn == -INFINITY) return;  // both empty
+  s = s * exp_dev(m - mn) + s2 * exp_dev(m2 - mn);
+  m = mn;
+}
 
 // Sum of `v` over the TPR consecutive threads that share a row; every one of them gets the sum.
 // TPR is 32 (one warp per row, shuffles only) or a multiple of 32 up to the block (shared memory).

@@ -17,9 +17,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
-__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
-
 __device__ __forceinline__ int64_t offset_of(const Params& q, int64_t n, int64_t c, int64_t p) {
   return n * q.stride_n + c * q.stride_c + p * q.stride_p;
 }

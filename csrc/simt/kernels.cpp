@@ -27,6 +27,8 @@
 #include "soft_bce/cuda_binding.cpp"
 #include "soft_ce/cuda.cu"
 #include "soft_ce/cuda_binding.cpp"
+#include "soft_f1/cuda.cu"
+#include "soft_f1/cuda_binding.cpp"
 #include "weight_standardize/cuda.cu"
 #include "weight_standardize/cuda_binding.cpp"
 

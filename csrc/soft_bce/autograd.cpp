@@ -18,25 +18,26 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 Tensor call_fwd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b, const optional<Tensor>& lam,
-                const optional<Tensor>& dense, const optional<Tensor>& pos_weight, double label_smoothing,
-                optional<double> target_threshold, int64_t reduction) {
+                const optional<Tensor>& dense, const optional<Tensor>& pos_weight, const optional<Tensor>& weight,
+                double label_smoothing, optional<double> target_threshold, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_bce_fwd", "")
                        .typed<Tensor(const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
-                                     const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, double,
-                                     optional<double>, int64_t)>();
-  return op.call(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
+                                     const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
+                                     const optional<Tensor>&, double, optional<double>, int64_t)>();
+  return op.call(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
 }
 
 Tensor call_bwd(const Tensor& grad, const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
                 const optional<Tensor>& lam, const optional<Tensor>& dense, const optional<Tensor>& pos_weight,
-                double label_smoothing, optional<double> target_threshold, int64_t reduction) {
+                const optional<Tensor>& weight, double label_smoothing, optional<double> target_threshold,
+                int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_bce_bwd", "")
                        .typed<Tensor(const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
-                                     const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, double,
-                                     optional<double>, int64_t)>();
-  return op.call(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
+                                     const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
+                                     const optional<Tensor>&, double, optional<double>, int64_t)>();
+  return op.call(grad, logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
 }
 
 optional<Tensor> opt(const Tensor& t) { return t.defined() ? optional<Tensor>(t) : c10::nullopt; }
@@ -45,12 +46,12 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& logits, const optional<Tensor>& a,
                         const optional<Tensor>& b, const optional<Tensor>& lam, const optional<Tensor>& dense,
-                        const optional<Tensor>& pos_weight, double label_smoothing, optional<double> target_threshold,
-                        int64_t reduction) {
+                        const optional<Tensor>& pos_weight, const optional<Tensor>& weight, double label_smoothing,
+                        optional<double> target_threshold, int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView below;
-    Tensor loss = call_fwd(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
+    Tensor loss = call_fwd(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
     ctx->save_for_backward({logits, a.value_or(Tensor()), b.value_or(Tensor()), lam.value_or(Tensor()),
-                            dense.value_or(Tensor()), pos_weight.value_or(Tensor())});
+                            dense.value_or(Tensor()), pos_weight.value_or(Tensor()), weight.value_or(Tensor())});
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["has_target_threshold"] = target_threshold.has_value();
     ctx->saved_data["target_threshold"] = target_threshold.value_or(0.0);
@@ -62,7 +63,7 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
     const auto saved = ctx->get_saved_variables();
     const Tensor& logits = saved[0];
     const optional<Tensor> a = opt(saved[1]), b = opt(saved[2]), lam = opt(saved[3]), dense = opt(saved[4]),
-                           pos_weight = opt(saved[5]);
+                           pos_weight = opt(saved[5]), weight = opt(saved[6]);
     const double label_smoothing = ctx->saved_data["label_smoothing"].toDouble();
     const optional<double> target_threshold =
         ctx->saved_data["has_target_threshold"].toBool()
@@ -74,32 +75,35 @@ class SoftBCE : public torch::autograd::Function<SoftBCE> {
     // needs_input_grad counts the tensors given: dense follows logits and whichever labels are present
     const size_t dense_edge = 1 + a.has_value() + b.has_value() + lam.has_value();
     const bool logits_grad = ctx->needs_input_grad(0), dense_grad = dense.has_value() && ctx->needs_input_grad(dense_edge);
-    if (tricks::wants_graph({grad, logits, dense.value_or(Tensor()), pos_weight.value_or(Tensor())})) {
+    const variable_list none(5);  // pos_weight, weight, label_smoothing, target_threshold, reduction
+    if (tricks::wants_graph({grad, logits, dense.value_or(Tensor()), pos_weight.value_or(Tensor()),
+                             weight.value_or(Tensor())})) {
       static auto graph = tricks::graph_backward<std::vector<Tensor>(
           const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
-          const optional<Tensor>&, const optional<Tensor>&, double, optional<double>, int64_t, bool, bool)>(
-          "tricks_ext::soft_bce_graph_backward");
-      auto out = graph.call(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction,
-                            logits_grad,
-                            dense_grad);
+          const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, double, optional<double>, int64_t,
+          bool, bool)>("tricks_ext::soft_bce_graph_backward");
+      auto out = graph.call(grad, logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold,
+                            reduction, logits_grad, dense_grad);
       if (logits_grad) dlogits = out[0];
       if (dense_grad) ddense = out.back();
-      return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
+    } else {
+      if (logits_grad)
+        dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold,
+                           reduction);
+      if (dense_grad)
+        ddense = tricks::soft_bce::dense_target_grad(grad, logits, pos_weight, weight, target_threshold, reduction);
     }
-    if (logits_grad)
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
-    if (dense_grad)
-      ddense = tricks::soft_bce::dense_target_grad(grad, logits, pos_weight, target_threshold, reduction);
-    return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
+    variable_list out{dlogits, Tensor(), Tensor(), Tensor(), ddense};
+    out.insert(out.end(), none.begin(), none.end());
+    return out;
   }
 };
 
 Tensor soft_bce_fwd_autograd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
                              const optional<Tensor>& lam, const optional<Tensor>& dense,
-                             const optional<Tensor>& pos_weight, double label_smoothing,
-                             optional<double> target_threshold,
-                             int64_t reduction) {
-  return SoftBCE::apply(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
+                             const optional<Tensor>& pos_weight, const optional<Tensor>& weight, double label_smoothing,
+                             optional<double> target_threshold, int64_t reduction) {
+  return SoftBCE::apply(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
 }
 
 }  // namespace

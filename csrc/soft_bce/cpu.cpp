@@ -29,8 +29,8 @@ TRICKS_CPU_INLINE double log1p_acc(double x) { return std::log1p(x); }
 // select: dense or compact targets are a template parameter; a compact row runs the whole row
 // at its off-label target (a constant) and then recomputes the one or two labelled classes
 // (mixing int64 label compares into fp32 lanes kept GCC from vectorizing: 4.3 ms -> see
-// benchmarks/NOTES.md); pos_weight is always an array (ones when none is given); an invalid
-// row is filled apart.
+// benchmarks/NOTES.md); pos_weight and the class weights are always arrays (ones when none is
+// given); an invalid row is filled apart.
 // The target_threshold as values, not read through Params in the loops: a store to the output may
 // alias Params for all GCC knows, so it would reload them on every element and not vectorize.
 // Whether a dense target is thresholded is a template parameter as well: as a run-time
@@ -58,16 +58,23 @@ TRICKS_CPU_INLINE A thresholded(const Threshold<A>& th, A t) {
   return th.on ? dense_target<Targets::DenseStep>(th, t) : t;
 }
 
+// The per-class arrays the loops read: pos_weight and the class weights.
+template <typename A>
+struct ClassArrays {
+  const A* pw;
+  const A* w;
+};
+
 template <typename A, typename T>
-TRICKS_CPU_INLINE A loss_of(const T* z, const A* pw, int64_t c, A t) {
+TRICKS_CPU_INLINE A loss_of(const T* z, const ClassArrays<A>& k, int64_t c, A t) {
   const A v = static_cast<A>(z[c]);
-  return element_loss(v, t, A(1) + (pw[c] - A(1)) * t, log1p_acc(exp_acc(v < A(0) ? v : -v)));
+  return k.w[c] * element_loss(v, t, A(1) + (k.pw[c] - A(1)) * t, log1p_acc(exp_acc(v < A(0) ? v : -v)));
 }
 
 template <typename A, typename T>
-TRICKS_CPU_INLINE A grad_of(const T* z, const A* pw, int64_t c, A t) {
+TRICKS_CPU_INLINE A grad_of(const T* z, const ClassArrays<A>& k, int64_t c, A t) {
   const A v = static_cast<A>(z[c]);
-  return element_grad(v, t, A(1) + (pw[c] - A(1)) * t, exp_acc(v < A(0) ? v : -v));
+  return k.w[c] * element_grad(v, t, A(1) + (k.pw[c] - A(1)) * t, exp_acc(v < A(0) ? v : -v));
 }
 
 // The one or two labelled classes of a compact row, with their targets (b = -1 when b == a).
@@ -90,7 +97,7 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
-  const A* pw = static_cast<const A*>(q.pos_weight);
+  const ClassArrays<A> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
   A buf[kChunk];
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
@@ -101,13 +108,13 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
       if (r.invalid) {
         for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(A(NAN));
       } else if constexpr (kDense) {
-        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c,
+        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, cls, c,
                                                                         dense_target<kT>(th, static_cast<A>(t[c]))));
       } else {
-        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, pw, c, t_off));
+        for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(loss_of(z, cls, c, t_off));
         const Labelled<A> l = labelled(th, r, off);
-        out[l.a] = static_cast<T>(loss_of(z, pw, l.a, l.ta));
-        if (l.b >= 0) out[l.b] = static_cast<T>(loss_of(z, pw, l.b, l.tb));
+        out[l.a] = static_cast<T>(loss_of(z, cls, l.a, l.ta));
+        if (l.b >= 0) out[l.b] = static_cast<T>(loss_of(z, cls, l.b, l.tb));
       }
       continue;
     }
@@ -117,9 +124,9 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
     for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
       const int64_t n = std::min<int64_t>(kChunk, C - c0), nv = n - n % kLanes;
       if constexpr (kDense) {
-        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, pw, c0 + c, dense_target<kT>(th, static_cast<A>(t[c0 + c])));
+        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, cls, c0 + c, dense_target<kT>(th, static_cast<A>(t[c0 + c])));
       } else {
-        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, pw, c0 + c, t_off);
+        for (int64_t c = 0; c < n; ++c) buf[c] = loss_of(z, cls, c0 + c, t_off);
       }
       for (int64_t c = 0; c < nv; c += kLanes)
         for (int k = 0; k < kLanes; ++k) lanes[k] += buf[c + k];
@@ -129,8 +136,8 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
     for (int k = 0; k < kLanes; ++k) sum += lanes[k];
     if (!kDense && !r.invalid) {  // the labelled classes at their own targets
       const Labelled<A> l = labelled(th, r, off);
-      sum += loss_of(z, pw, l.a, l.ta) - loss_of(z, pw, l.a, t_off);
-      if (l.b >= 0) sum += loss_of(z, pw, l.b, l.tb) - loss_of(z, pw, l.b, t_off);
+      sum += loss_of(z, cls, l.a, l.ta) - loss_of(z, cls, l.a, t_off);
+      if (l.b >= 0) sum += loss_of(z, cls, l.b, l.tb) - loss_of(z, cls, l.b, t_off);
     }
     static_cast<A*>(q.loss)[i] = r.invalid ? A(NAN) : sum;
   }
@@ -143,7 +150,7 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
-  const A* pw = static_cast<const A*>(q.pos_weight);
+  const ClassArrays<A> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
   const A g = q.per_element ? A(1) : *static_cast<const A*>(q.grad);
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
@@ -159,29 +166,31 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
     if constexpr (kDense) {
       if (ge != nullptr) {
         for (int64_t c = 0; c < C; ++c)
-          dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
+          dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, cls, c, dense_target<kT>(th, static_cast<A>(t[c]))));
       } else {
-        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, pw, c, dense_target<kT>(th, static_cast<A>(t[c]))));
+        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, cls, c, dense_target<kT>(th, static_cast<A>(t[c]))));
       }
     } else {
       if (ge != nullptr) {
-        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, pw, c, t_off));
+        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(static_cast<A>(ge[c]) * grad_of(z, cls, c, t_off));
       } else {
-        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, pw, c, t_off));
+        for (int64_t c = 0; c < C; ++c) dz[c] = static_cast<T>(g * grad_of(z, cls, c, t_off));
       }
       const Labelled<A> l = labelled(th, r, off);
-      dz[l.a] = static_cast<T>(scale(l.a) * grad_of(z, pw, l.a, l.ta));
-      if (l.b >= 0) dz[l.b] = static_cast<T>(scale(l.b) * grad_of(z, pw, l.b, l.tb));
+      dz[l.a] = static_cast<T>(scale(l.a) * grad_of(z, cls, l.a, l.ta));
+      if (l.b >= 0) dz[l.b] = static_cast<T>(scale(l.b) * grad_of(z, cls, l.b, l.tb));
     }
   }
 }
 
-// The CPU loops read pos_weight unconditionally: ones when the user gives none (C values).
-at::Tensor ones_if_absent(Params& q, const at::Tensor& logits, const c10::optional<at::Tensor>& pos_weight) {
+// The CPU loops read pos_weight and the class weights unconditionally: ones where the user gives
+// none (C values, shared by both).
+at::Tensor ones_if_absent(Params& q, const at::Tensor& logits) {
   at::Tensor ones;
-  if (!pos_weight.has_value()) {
+  if (q.pos_weight == nullptr || q.weight == nullptr) {
     ones = at::ones({q.classes}, logits.options().dtype(stats_dtype(logits)));
-    q.pos_weight = ones.data_ptr();
+    if (q.pos_weight == nullptr) q.pos_weight = ones.data_ptr();
+    if (q.weight == nullptr) q.weight = ones.data_ptr();
   }
   return ones;
 }
@@ -203,9 +212,10 @@ void for_rows(const Params& q, F&& body) {
 at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                             const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
+                            const c10::optional<at::Tensor>& weight,
                             double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
-  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
-  const at::Tensor ones = ones_if_absent(f.params, logits, pos_weight);
+  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
+  const at::Tensor ones = ones_if_absent(f.params, logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_fwd_cpu", [&] {
     for_rows(f.params, [&](auto kT, int64_t s, int64_t e) { fwd_rows<scalar_t, decltype(kT)::value>(f.params, s, e); });
   });
@@ -215,9 +225,11 @@ at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Te
 at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                             const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                             const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
+                            const c10::optional<at::Tensor>& weight,
                             double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction);
-  const at::Tensor ones = ones_if_absent(r.params, logits, pos_weight);
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, weight,
+                       label_smoothing, target_threshold, reduction);
+  const at::Tensor ones = ones_if_absent(r.params, logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_bwd_cpu", [&] {
     for_rows(r.params, [&](auto kT, int64_t s, int64_t e) { bwd_rows<scalar_t, decltype(kT)::value>(r.params, s, e); });
   });

@@ -1,7 +1,7 @@
 // Soft-target binary cross-entropy, CUDA: one block per row, each thread a strided set of the
 // row's classes (coalesced), one read of the logits (and dense targets) per pass. Forward: the
 // elements' losses, written out ('none') or summed per row (a block reduction, deterministic);
-// backward: dz = g ((1 - t) - lw sigmoid(-z)) in one pass.
+// backward: dz = g w ((1 - t) - lw sigmoid(-z)) in one pass.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -17,10 +17,8 @@ namespace {
 
 constexpr int kBlock = 256;
 
-// expf / log1pf, not the __ intrinsics: the kernel is memory-bound (about 4 bytes per element
-// against ~20 flops), so libdevice's accuracy costs no time.
-__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
-__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
+// log1pf, not an intrinsic (exp_dev: common/cuda_reduce.cuh): the kernel is memory-bound (about
+// 4 bytes per element against ~20 flops), so libdevice's accuracy costs no time.
 __device__ __forceinline__ float log1p_dev(float x) { return log1pf(x); }
 __device__ __forceinline__ double log1p_dev(double x) { return log1p(x); }
 
@@ -44,7 +42,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   A sum = 0;
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     const A v = to_acc<A>(z[c]), tv = target(q, r, t, c, off);
-    A l = element_loss(v, tv, log_weight(q, c, tv), log1p_dev(exp_dev(v < A(0) ? v : -v)));
+    A l = class_weight<A>(q, c) * element_loss(v, tv, log_weight(q, c, tv), log1p_dev(exp_dev(v < A(0) ? v : -v)));
     if (r.invalid) l = NAN;
     if (out != nullptr) out[c] = from_acc<T>(l);
     else sum += l;
@@ -67,7 +65,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     const A v = to_acc<A>(z[c]), tv = target(q, r, t, c, off);
-    const A d = element_grad(v, tv, log_weight(q, c, tv), exp_dev(v < A(0) ? v : -v));
+    const A d = class_weight<A>(q, c) * element_grad(v, tv, log_weight(q, c, tv), exp_dev(v < A(0) ? v : -v));
     dz[c] = from_acc<T>(r.invalid ? A(NAN) : (ge != nullptr ? to_acc<A>(ge[c]) : g) * d);
   }
 }

@@ -8,6 +8,8 @@
 //   mixed (a, b, lam): t = s/C + (1-s)(lam [c == a] + (1 - lam) [c == b])   (Mixup's label_smoothing s)
 //   hard  (a):         the same with lam = 1 (timm's one-hot with label_smoothing s: off s/C, on 1-s+s/C)
 //   dense (t):         any (N, C) tensor.
+// Class weights w (C,), optional, multiply each element's loss and gradient by w_c (torch's
+// weight= broadcast over the rows).
 // A label outside [0, C) makes its row's losses and gradients NaN (no out-of-bounds read, no
 // host sync). Reductions: 'mean' divides the sum of all N*C elements by N*C (torch's).
 #pragma once
@@ -31,6 +33,7 @@ struct Params {
   const float* lam;        // (rows,) weight of a (mixed)
   const void* dense;       // (rows, classes) targets in the logits' dtype (dense)
   const void* pos_weight;  // (classes,) acc_t, or nullptr
+  const void* weight;      // (classes,) acc_t class weights, or nullptr
   void* loss;              // forward: (rows, classes) in the logits' dtype when per_element, else (rows,) acc_t sums
   const void* grad;        // backward: (rows, classes) logits' dtype when per_element, else one acc_t value
   void* dlogits;           // backward: (rows, classes)
@@ -58,6 +61,12 @@ TRICKS_HD A threshold_target(const Params& q, A t) {
 template <typename A>
 TRICKS_HD A log_weight(const Params& q, int64_t c, A t) {
   return q.pos_weight == nullptr ? A(1) : A(1) + (static_cast<const A*>(q.pos_weight)[c] - A(1)) * t;
+}
+
+// w_c: class c's weight, 1 without class weights.
+template <typename A>
+TRICKS_HD A class_weight(const Params& q, int64_t c) {
+  return q.weight == nullptr ? A(1) : static_cast<const A*>(q.weight)[c];
 }
 
 // loss and gradient of one element from e = exp(-|z|), l1p = log1p(e): the callers supply both

@@ -15,11 +15,12 @@ using soft_ce::kNone;
 // Everything but the outputs; mode from which targets are present.
 inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                      const c10::optional<at::Tensor>& pos_weight, double label_smoothing,
+                      const c10::optional<at::Tensor>& pos_weight,
+                      const c10::optional<at::Tensor>& weight, double label_smoothing,
                       c10::optional<double> target_threshold, int64_t reduction) {
   soft_ce::check_reduction(reduction);
   // The targets' checks are soft CE's (ignore_index plays no part: no label equals it there).
-  const soft_ce::Params t = soft_ce::prepare(logits, a, b, lam, dense, label_smoothing, 0);
+  const soft_ce::Params t = soft_ce::prepare(logits, a, b, lam, dense, c10::nullopt, label_smoothing, 0);
   Params q{};
   q.logits = t.logits;
   q.a = t.a;
@@ -38,6 +39,10 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
     check_vector(*pos_weight, "pos_weight", q.classes, stats_dtype(logits), logits);
     q.pos_weight = pos_weight->data_ptr();
   }
+  if (weight.has_value()) {
+    check_vector(*weight, "weight", q.classes, stats_dtype(logits), logits);
+    q.weight = weight->data_ptr();
+  }
   return q;
 }
 
@@ -48,9 +53,10 @@ struct Fwd {
 
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                        const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                       const c10::optional<at::Tensor>& pos_weight, double label_smoothing,
+                       const c10::optional<at::Tensor>& pos_weight,
+                       const c10::optional<at::Tensor>& weight, double label_smoothing,
                        c10::optional<double> target_threshold, int64_t reduction) {
-  Fwd f{prepare(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction), {}};
+  Fwd f{prepare(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction), {}};
   f.loss = f.params.per_element ? at::empty_like(logits)
                                 : at::empty({logits.size(0)}, logits.options().dtype(stats_dtype(logits)));
   f.params.loss = f.loss.data_ptr();
@@ -79,14 +85,16 @@ inline at::Tensor loss_grad(const at::Tensor& grad, const at::Tensor& logits, in
   return reduction == kMean ? g / static_cast<double>(logits.numel()) : g;
 }
 
-// Gradient for dense targets, d loss / d t = -z + (pos_weight - 1) softplus(-z); 0 through a
+// Gradient for dense targets, d loss / d t = w (-z + (pos_weight - 1) softplus(-z)); 0 through a
 // target_threshold (a step). Tensor ops, not a kernel: targets rarely need a gradient.
 inline at::Tensor dense_target_grad(const at::Tensor& grad, const at::Tensor& logits,
                                     const c10::optional<at::Tensor>& pos_weight,
+                                    const c10::optional<at::Tensor>& weight,
                                     c10::optional<double> target_threshold, int64_t reduction) {
   const auto acc = stats_dtype(logits);
   const at::Tensor z = logits.to(acc);
   at::Tensor d = pos_weight.has_value() ? -z + (pos_weight->to(acc) - 1) * at::softplus(-z) : -z;
+  if (weight.has_value()) d = d * weight->to(acc);
   if (target_threshold.has_value()) d = at::zeros_like(d);
   return (d * loss_grad(grad, logits, reduction).to(acc)).to(logits.scalar_type());
 }
@@ -99,8 +107,9 @@ struct Bwd {
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                        const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
+                       const c10::optional<at::Tensor>& weight,
                        double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
-  Bwd r{prepare(logits, a, b, lam, dense, pos_weight, label_smoothing, target_threshold, reduction),
+  Bwd r{prepare(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction),
         at::empty_like(logits), {}};
   check_same_device(logits, "logits", grad, "grad");
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_bce_bwd: grad must have the logits' dtype ",

@@ -19,25 +19,27 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 std::tuple<Tensor, Tensor> call_fwd(const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
-                                    const optional<Tensor>& lam, const optional<Tensor>& dense, double label_smoothing,
-                                    int64_t ignore_index, int64_t reduction) {
+                                    const optional<Tensor>& lam, const optional<Tensor>& dense,
+                                    const optional<Tensor>& weight, double label_smoothing, int64_t ignore_index,
+                                    int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_ce_fwd", "")
                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, const optional<Tensor>&,
                                                          const optional<Tensor>&, const optional<Tensor>&,
-                                                         const optional<Tensor>&, double, int64_t, int64_t)>();
-  return op.call(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
+                                                         const optional<Tensor>&, const optional<Tensor>&, double,
+                                                         int64_t, int64_t)>();
+  return op.call(logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction);
 }
 
 Tensor call_bwd(const Tensor& grad, const Tensor& logits, const optional<Tensor>& a, const optional<Tensor>& b,
-                const optional<Tensor>& lam, const optional<Tensor>& dense, const Tensor& stats, double label_smoothing,
-                int64_t ignore_index, int64_t reduction) {
+                const optional<Tensor>& lam, const optional<Tensor>& dense, const optional<Tensor>& weight,
+                const Tensor& stats, double label_smoothing, int64_t ignore_index, int64_t reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tricks_ext::soft_ce_bwd", "")
                        .typed<Tensor(const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
-                                     const optional<Tensor>&, const optional<Tensor>&, const Tensor&, double, int64_t,
-                                     int64_t)>();
-  return op.call(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
+                                     const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
+                                     const Tensor&, double, int64_t, int64_t)>();
+  return op.call(grad, logits, a, b, lam, dense, weight, stats, label_smoothing, ignore_index, reduction);
 }
 
 optional<Tensor> opt(const Tensor& t) { return t.defined() ? optional<Tensor>(t) : c10::nullopt; }
@@ -46,11 +48,12 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const optional<Tensor>& a,
                                const optional<Tensor>& b, const optional<Tensor>& lam, const optional<Tensor>& dense,
-                               double label_smoothing, int64_t ignore_index, int64_t reduction) {
+                               const optional<Tensor>& weight, double label_smoothing, int64_t ignore_index,
+                               int64_t reduction) {
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [loss, stats] = call_fwd(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
+    auto [loss, stats] = call_fwd(logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction);
     ctx->save_for_backward({logits, a.value_or(Tensor()), b.value_or(Tensor()), lam.value_or(Tensor()),
-                            dense.value_or(Tensor()), stats});
+                            dense.value_or(Tensor()), weight.value_or(Tensor()), stats});
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["reduction"] = reduction;
@@ -60,8 +63,9 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor &logits = saved[0], &stats = saved[5];
-    const optional<Tensor> a = opt(saved[1]), b = opt(saved[2]), lam = opt(saved[3]), dense = opt(saved[4]);
+    const Tensor &logits = saved[0], &stats = saved[6];
+    const optional<Tensor> a = opt(saved[1]), b = opt(saved[2]), lam = opt(saved[3]), dense = opt(saved[4]),
+                           weight = opt(saved[5]);
     const double label_smoothing = ctx->saved_data["label_smoothing"].toDouble();
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
@@ -73,27 +77,27 @@ class SoftCE : public torch::autograd::Function<SoftCE> {
     if (tricks::wants_graph({grad, logits, dense.value_or(Tensor())})) {
       static auto graph = tricks::graph_backward<std::vector<Tensor>(
           const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
-          const optional<Tensor>&, double, int64_t, int64_t, bool, bool)>("tricks_ext::soft_ce_graph_backward");
-      auto out = graph.call(grad, logits, a, b, lam, dense, label_smoothing, ignore_index, reduction, logits_grad,
-                            dense_grad);
+          const optional<Tensor>&, const optional<Tensor>&, double, int64_t, int64_t, bool, bool)>(
+          "tricks_ext::soft_ce_graph_backward");
+      auto out = graph.call(grad, logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction,
+                            logits_grad, dense_grad);
       if (logits_grad) dlogits = out[0];
       if (dense_grad) ddense = out.back();
-      return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
+      return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
     }
     if (logits_grad)
-      dlogits = call_bwd(grad, logits, a, b, lam, dense, stats, label_smoothing, ignore_index, reduction);
+      dlogits = call_bwd(grad, logits, a, b, lam, dense, weight, stats, label_smoothing, ignore_index, reduction);
     if (dense_grad)
-      ddense = tricks::soft_ce::dense_target_grad(grad, logits, *dense, stats, label_smoothing, reduction);
-    return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor()};
+      ddense = tricks::soft_ce::dense_target_grad(grad, logits, *dense, weight, stats, label_smoothing, reduction);
+    return {dlogits, Tensor(), Tensor(), Tensor(), ddense, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 std::tuple<Tensor, Tensor> soft_ce_fwd_autograd(const Tensor& logits, const optional<Tensor>& a,
                                                 const optional<Tensor>& b, const optional<Tensor>& lam,
-                                                const optional<Tensor>& dense, double label_smoothing,
-                                                int64_t ignore_index,
-                                                int64_t reduction) {
-  auto out = SoftCE::apply(logits, a, b, lam, dense, label_smoothing, ignore_index, reduction);
+                                                const optional<Tensor>& dense, const optional<Tensor>& weight,
+                                                double label_smoothing, int64_t ignore_index, int64_t reduction) {
+  auto out = SoftCE::apply(logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction);
   return {out[0], out[1]};
 }
 

@@ -1,7 +1,7 @@
 // Soft-target cross-entropy, CUDA: one block per row. Forward reads the row once with an online
 // log-sum-exp per thread (running max and sum rescaled when the max grows), so any C works
 // (128k-class rows stream through in one pass) without a second read; the block then merges
-// the (max, sum) pairs. Backward: one pass, dz = g (exp(z - lse) T - t).
+// the (max, sum) pairs. Backward: one pass, dz = g (exp(z - lse) T - w t).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -17,20 +17,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-// expf, not __expf: __expf's error grows with |x| (2 + 1.2|x| ulp), and the kernel is
-// memory-bound at C = 1000 (~10 flops per byte of headroom on an H100).
-__device__ __forceinline__ float exp_dev(float x) { return expf(x); }
-__device__ __forceinline__ double exp_dev(double x) { return exp(x); }
-
-// Merge online (max, sum of exp(x - max)) pairs.
-template <typename A>
-__device__ __forceinline__ void lse_merge(A& m, A& s, A m2, A s2) {
-  const A mn = m > m2 ? m : m2;
-  if (mn == -INFINITY) return;  // both empty
-  s = s * exp_dev(m - mn) + s2 * exp_dev(m2 - mn);
-  m = mn;
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   using A = acc_t<T>;
@@ -39,7 +25,8 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   const int64_t i = blockIdx.x, C = q.classes;
   const T* z = static_cast<const T*>(q.logits) + i * C;
   const T* t = q.mode == Mode::Dense ? static_cast<const T*>(q.dense) + i * C : nullptr;
-  A m = -INFINITY, s = 0, sz = 0, st = 0, stz = 0;
+  // sz: sum_c w_c z_c; sw: sum_c w_c (class weights; 1 each without them)
+  A m = -INFINITY, s = 0, sz = 0, sw = 0, st = 0, stz = 0;
   for (int64_t c = threadIdx.x; c < C; c += kBlock) {
     const A v = to_acc<A>(z[c]);
     if (v > m) {
@@ -48,9 +35,11 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
     } else if (v != -INFINITY) {  // -inf - -inf would be NaN
       s += exp_dev(v - m);
     }
-    sz += v;
+    const A w = class_weight<A>(q, c);
+    sz += weighted(w, v);
+    sw += w;
     if (t != nullptr) {
-      const A tv = to_acc<A>(t[c]);
+      const A tv = to_acc<A>(t[c]) * w;
       st += tv;
       stz += weighted(tv, v);
     }
@@ -71,6 +60,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
 #pragma unroll
   for (int w = 1; w < kBlock / 32; ++w) lse_merge(m, s, sm_m[w], sm_s[w]);
   sz = group_sum<kBlock>(sz, smem);
+  if (q.weight != nullptr) sw = group_sum<kBlock>(sw, smem);
   if (t != nullptr) {
     st = group_sum<kBlock>(st, smem);
     stz = group_sum<kBlock>(stz, smem);
@@ -79,12 +69,14 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   const A log_sum = row_log_sum(m, log(s)), lse = m + log_sum;
   A* loss = static_cast<A*>(q.loss);
   A* stats = static_cast<A*>(q.stats);
-  A total = 1;
+  A total;
   if (t != nullptr) {
     total = st;
     loss[i] = lse * st - stz;
   } else {
-    loss[i] = compact_loss(q, row_target<A>(q, i), lse, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
+    const RowTarget<A> r = row_target<A>(q, i);
+    total = compact_total(q, r, sw);
+    loss[i] = compact_loss(q, r, lse, total, sz, [z](int64_t c) { return to_acc<A>(z[c]); });
   }
   stats[kStats * i] = m;
   stats[kStats * i + 1] = log_sum;
@@ -106,7 +98,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     // fp64: not unrolled, or sm_90's ptxas spills the unrolled exp polynomials (compile-check)
 #pragma unroll(sizeof(A) == 8 ? 1 : 4)
     for (int64_t c = threadIdx.x; c < C; c += kBlock)
-      dz[c] = from_acc<T>(g * (softmax(c) * total - to_acc<A>(t[c])));
+      dz[c] = from_acc<T>(g * (softmax(c) * total - class_weight<A>(q, c) * to_acc<A>(t[c])));
     return;
   }
   const RowTarget<A> r = row_target<A>(q, i);
@@ -115,7 +107,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
     A v;
     if (r.ignored) v = 0;
     else if (r.invalid) v = NAN;
-    else v = g * (softmax(c) - compact_target(r, c, off));
+    else v = g * (softmax(c) * total - class_weight<A>(q, c) * compact_target(r, c, off));
     dz[c] = from_acc<T>(v);
   }
 }

@@ -11,6 +11,10 @@
 // makes its row's loss and gradient NaN instead of reading out of bounds: visible without a
 // host-device sync. A target weight of 0 takes no part in the loss (see weighted()), so rows
 // with -inf logits give torch's value.
+// Class weights w (C,), optional, scale every target: t_ic -> w_c t_ic (torch cross_entropy's
+// weight=, label-smoothing term included). Then T_i = sum_c w_c t_ic is no longer 1 for the
+// compact forms: (1-s)(lam w_a + (1-lam) w_b) + (s/C) sum_c w_c, and the forward sums w_c z_c
+// where it summed z_c.
 #pragma once
 
 #include <cmath>
@@ -29,6 +33,7 @@ struct Params {
   const int64_t* b;      // (rows,) partner labels (mixed)
   const float* lam;      // (rows,) weight of a (mixed)
   const void* dense;     // (rows, classes) targets in the logits' dtype (dense)
+  const void* weight;    // (classes,) class weights in acc_t, or nullptr
   void* loss;            // forward: (rows,) acc_t (fp32; fp64 for fp64 logits), like stats and grad
   void* stats;           // (rows, kStats): shift, log_sum, T (written by forward, read by backward)
   const void* grad;      // backward: dL/dloss_i acc_t, at grad[i * grad_stride]
@@ -93,17 +98,33 @@ TRICKS_HD A row_log_sum(A max, A log_sum) {
 }
 
 
-// loss_i of a compact row from its lse and sum_c z_ic; load(c) reads z_ic (called only for a
-// valid label: an out-of-range one must not be dereferenced).
-template <typename A, typename Load>
-TRICKS_HD A compact_loss(const Params& q, const RowTarget<A>& r, A lse, A sum_z, Load load) {
-  if (r.ignored) return A(0);
-  if (r.invalid) return static_cast<A>(NAN);
-  return lse - (weighted(r.wa, load(r.a)) + weighted(r.wb, load(r.b)) +
-                weighted(static_cast<A>(q.label_smoothing) / A(q.classes), sum_z));
+// w_c: class c's weight, 1 without class weights.
+template <typename A>
+TRICKS_HD A class_weight(const Params& q, int64_t c) {
+  return q.weight == nullptr ? A(1) : static_cast<const A*>(q.weight)[c];
 }
 
-// t_ic of a compact row.
+// T_i of a compact row from sum_w = sum_c w_c: exactly 1 without class weights (or where the
+// row's labels are not read: ignored or invalid).
+template <typename A>
+TRICKS_HD A compact_total(const Params& q, const RowTarget<A>& r, A sum_w) {
+  if (q.weight == nullptr || r.ignored || r.invalid) return A(1);
+  return r.wa * class_weight<A>(q, r.a) + r.wb * class_weight<A>(q, r.b) +
+         static_cast<A>(q.label_smoothing) / A(q.classes) * sum_w;
+}
+
+// loss_i of a compact row from its lse, total T_i and sum_wz = sum_c w_c z_ic; load(c) reads
+// z_ic (called only for a valid label: an out-of-range one must not be dereferenced).
+template <typename A, typename Load>
+TRICKS_HD A compact_loss(const Params& q, const RowTarget<A>& r, A lse, A total, A sum_wz, Load load) {
+  if (r.ignored) return A(0);
+  if (r.invalid) return static_cast<A>(NAN);
+  return lse * total - (weighted(r.wa * class_weight<A>(q, r.a), load(r.a)) +
+                        weighted(r.wb * class_weight<A>(q, r.b), load(r.b)) +
+                        weighted(static_cast<A>(q.label_smoothing) / A(q.classes), sum_wz));
+}
+
+// t_ic of a compact row (before its class weight).
 template <typename A>
 TRICKS_HD A compact_target(const RowTarget<A>& r, int64_t c, A off) {
   return off + (c == r.a ? r.wa : A(0)) + (c == r.b ? r.wb : A(0));

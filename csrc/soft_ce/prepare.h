@@ -18,7 +18,7 @@ inline void check_labels(const at::Tensor& logits, const at::Tensor& t, const ch
 // Fills everything but the outputs; mode from which targets are present.
 inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                       const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                      double label_smoothing, int64_t ignore_index) {
+                      const c10::optional<at::Tensor>& weight, double label_smoothing, int64_t ignore_index) {
   const DType dtype = to_dtype(logits, "logits");
   TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "soft_ce: logits must be contiguous (N, C), got ",
               logits.sizes());
@@ -32,6 +32,10 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
   q.label_smoothing = label_smoothing;
   q.ignore_index = ignore_index;
   q.dtype = dtype;
+  if (weight.has_value()) {
+    check_vector(*weight, "weight", q.classes, stats_dtype(logits), logits);
+    q.weight = weight->data_ptr();
+  }
   if (dense.has_value()) {
     TORCH_CHECK(!a.has_value() && !b.has_value() && !lam.has_value(), "soft_ce: dense targets exclude labels");
     check_same_device(logits, "logits", *dense, "dense");
@@ -69,11 +73,17 @@ inline void check_reduction(int64_t reduction) {
               reduction);
 }
 
-// Divisor of 'mean' (torch cross_entropy): rows not ignored for hard labels (none left: 0 / 0 =
-// NaN), else all rows. A tensor, so that no device-to-host sync is needed.
-inline at::Tensor mean_divisor(const Params& q, const at::Tensor& logits, const c10::optional<at::Tensor>& a) {
-  if (q.mode == Mode::Hard) return a->ne(q.ignore_index).sum().to(stats_dtype(logits));
-  return at::scalar_tensor(static_cast<double>(q.rows), logits.options().dtype(stats_dtype(logits)));
+// Divisor of 'mean' (torch cross_entropy): for hard labels the rows not ignored, or with class
+// weights the sum of their labels' weights (none left: 0 / 0 = NaN; a label out of range counts
+// its clamped class, its row being NaN anyway), else all rows. A tensor, so that no
+// device-to-host sync is needed.
+inline at::Tensor mean_divisor(const Params& q, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
+                               const c10::optional<at::Tensor>& weight) {
+  const auto acc = stats_dtype(logits);
+  if (q.mode != Mode::Hard) return at::scalar_tensor(static_cast<double>(q.rows), logits.options().dtype(acc));
+  const at::Tensor kept = a->ne(q.ignore_index);
+  if (!weight.has_value()) return kept.sum().to(acc);
+  return at::where(kept, weight->index_select(0, a->clamp(0, q.classes - 1)), 0).sum();
 }
 
 struct Fwd {
@@ -83,9 +93,10 @@ struct Fwd {
 
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                        const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
-                       double label_smoothing, int64_t ignore_index, int64_t reduction) {
+                       const c10::optional<at::Tensor>& weight, double label_smoothing, int64_t ignore_index,
+                       int64_t reduction) {
   check_reduction(reduction);
-  Fwd f{prepare(logits, a, b, lam, dense, label_smoothing, ignore_index), {}, {}};
+  Fwd f{prepare(logits, a, b, lam, dense, weight, label_smoothing, ignore_index), {}, {}};
   const auto opts = logits.options().dtype(stats_dtype(logits));
   f.loss = at::empty({logits.size(0)}, opts);
   f.stats = at::empty({logits.size(0), kStats}, opts);
@@ -96,17 +107,18 @@ inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>
 
 // The op's loss from the kernel's per-row losses: reduced, in the logits' dtype (as torch).
 inline at::Tensor finish_fwd(const Fwd& f, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
-                             int64_t reduction) {
+                             const c10::optional<at::Tensor>& weight, int64_t reduction) {
   if (reduction == kNone) return f.loss.to(logits.scalar_type());
   at::Tensor total = f.loss.sum();
-  if (reduction == kMean) total = total / mean_divisor(f.params, logits, a);
+  if (reduction == kMean) total = total / mean_divisor(f.params, logits, a, weight);
   return total.to(logits.scalar_type());
 }
 
 // dL/dloss_i in the statistics dtype: (N,) for 'none', else one value that every row shares,
 // 1/divisor applied for 'mean'.
 inline at::Tensor loss_grad(const at::Tensor& grad, const Params& q, const at::Tensor& logits,
-                            const c10::optional<at::Tensor>& a, int64_t reduction) {
+                            const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& weight,
+                            int64_t reduction) {
   const auto acc = stats_dtype(logits);
   if (reduction == kNone) {
     TORCH_CHECK(grad.dim() == 1 && grad.size(0) == logits.size(0),
@@ -114,18 +126,20 @@ inline at::Tensor loss_grad(const at::Tensor& grad, const Params& q, const at::T
     return grad.to(acc).contiguous();
   }
   TORCH_CHECK(grad.dim() == 0, "soft_ce_bwd: grad must be a scalar for reduction sum or mean, got ", grad.sizes());
-  return reduction == kMean ? grad.to(acc) / mean_divisor(q, logits, a) : grad.to(acc);
+  return reduction == kMean ? grad.to(acc) / mean_divisor(q, logits, a, weight) : grad.to(acc);
 }
 
-// Gradient for dense targets, d loss_i / d t_ic = lse_i - z_ic, from the forward's stats (lse =
-// shift + log_sum). Tensor ops, not a kernel: targets rarely need a gradient.
+// Gradient for dense targets, d loss_i / d t_ic = w_c (lse_i - z_ic), from the forward's stats
+// (lse = shift + log_sum). Tensor ops, not a kernel: targets rarely need a gradient.
 inline at::Tensor dense_target_grad(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& dense,
-                                    const at::Tensor& stats, double label_smoothing, int64_t reduction) {
-  const Params q = prepare(logits, c10::nullopt, c10::nullopt, c10::nullopt, dense, label_smoothing, 0);
-  at::Tensor g = loss_grad(grad, q, logits, c10::nullopt, reduction);
+                                    const c10::optional<at::Tensor>& weight, const at::Tensor& stats,
+                                    double label_smoothing, int64_t reduction) {
+  const Params q = prepare(logits, c10::nullopt, c10::nullopt, c10::nullopt, dense, weight, label_smoothing, 0);
+  at::Tensor g = loss_grad(grad, q, logits, c10::nullopt, weight, reduction);
   if (reduction == kNone) g = g.unsqueeze(1);
-  const at::Tensor lse = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1);
-  return ((lse - logits.to(stats.scalar_type())) * g).to(dense.scalar_type());
+  at::Tensor d = stats.narrow(1, 0, 1) + stats.narrow(1, 1, 1) - logits.to(stats.scalar_type());
+  if (weight.has_value()) d = d * *weight;
+  return (d * g).to(dense.scalar_type());
 }
 
 struct Bwd {
@@ -135,16 +149,16 @@ struct Bwd {
 
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
-                       const c10::optional<at::Tensor>& dense, const at::Tensor& stats, double label_smoothing,
-                       int64_t ignore_index, int64_t reduction) {
+                       const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& weight,
+                       const at::Tensor& stats, double label_smoothing, int64_t ignore_index, int64_t reduction) {
   check_reduction(reduction);
-  Bwd r{prepare(logits, a, b, lam, dense, label_smoothing, ignore_index), at::empty_like(logits), {}};
+  Bwd r{prepare(logits, a, b, lam, dense, weight, label_smoothing, ignore_index), at::empty_like(logits), {}};
   check_same_device(logits, "logits", grad, "grad");
   check_same_device(logits, "logits", stats, "stats");
   const auto acc = stats_dtype(logits);
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_ce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());
-  r.grad = loss_grad(grad, r.params, logits, a, reduction);
+  r.grad = loss_grad(grad, r.params, logits, a, weight, reduction);
   TORCH_CHECK(stats.scalar_type() == acc && stats.dim() == 2 && stats.size(0) == logits.size(0) &&
                   stats.size(1) == kStats && stats.is_contiguous(), "soft_ce_bwd: stats must be contiguous ", acc, " (N, ",
               kStats, ")");

@@ -373,16 +373,19 @@ def test_soft_target_cross_entropy(seed):
     dense = torch.rand(n, c, generator=d.g, dtype=torch.float64)
     dense[dense < 0.5] = 0
     ignore = d.r.choice([-100, 0, int(a[0]) if n else 3])
+    weight = torch.rand(c, generator=d.g) * 2 if d.r.random() < 0.3 else None  # class weights, some near 0
 
     def fn(backend, z_dtype=dtype):
         z = z0.detach().to(z_dtype).requires_grad_(True)
         if form == "labels":
             t = a
-            out = F.soft_target_cross_entropy(z, t, reduction, smoothing, ignore_index=ignore, backend=backend)
+            out = F.soft_target_cross_entropy(z, t, reduction, smoothing, ignore_index=ignore, backend=backend,
+                                              weight=weight)
         elif form == "mixed":
-            out = F.soft_target_cross_entropy(z, MixedTargets(a, b, lam, smoothing, c), reduction, backend=backend)
+            out = F.soft_target_cross_entropy(z, MixedTargets(a, b, lam, smoothing, c), reduction, backend=backend,
+                                              weight=weight)
         else:
-            out = F.soft_target_cross_entropy(z, dense.to(z_dtype), reduction, backend=backend)
+            out = F.soft_target_cross_entropy(z, dense.to(z_dtype), reduction, backend=backend, weight=weight)
         return grads_of(out, [z], seed)
 
     check_statistics("soft_target_cross_entropy", "soft_ce", [z0], fn)
@@ -400,6 +403,7 @@ def test_soft_target_binary_cross_entropy(seed):
     smoothing = d.r.choice([0.0, 0.1, 0.9])
     threshold = d.r.choice([None, None, 0.3])
     pos_weight = torch.rand(c, generator=d.g) * 3 if d.r.random() < 0.4 else None
+    weight = torch.rand(c, generator=d.g) * 2 if d.r.random() < 0.3 else None
     lo, hi = (-1, c + 1) if d.r.random() < 0.2 else (0, c - 1)
     a = torch.randint(lo, hi + 1, (n,), generator=d.g)
     b = torch.randint(0, c, (n,), generator=d.g)
@@ -411,10 +415,35 @@ def test_soft_target_binary_cross_entropy(seed):
         z = z0.detach().to(z_dtype).requires_grad_(True)
         targets = {"labels": a, "mixed": MixedTargets(a, b, lam, smoothing, c), "dense": dense.to(z_dtype)}[form]
         out = F.soft_target_binary_cross_entropy(z, targets, smoothing, threshold, pos_weight, reduction,
-                                                 backend=backend)
+                                                 backend=backend, weight=weight)
         return grads_of(out, [z], seed)
 
     check_statistics("soft_target_binary_cross_entropy", "soft_bce", [z0], fn)
+
+
+@pytest.mark.parametrize("seed", cases("soft_f1"))
+def test_soft_f1_loss(seed):
+    d = Draw(seed)
+    dtype = d.dtype()
+    n, c = d.size(), d.size(allow_zero=False)
+    scale = d.r.choice([1.0, 5.0, 30.0, 1e3 if dtype != torch.float16 else 1e2])
+    z0 = d.layout(d.values([n, c], dtype, scale=scale))
+    form = d.r.choice(["labels", "dense"])
+    multi_label = d.r.choice([None, False, True])
+    average = d.r.choice(["macro", "micro"])
+    beta = d.r.choice([1.0, 0.5, 2.0])
+    eps = d.r.choice([1e-6, 0.0])
+    lo, hi = (-1, c + 1) if d.r.random() < 0.2 else (0, c - 1)
+    a = torch.randint(lo, hi + 1, (n,), generator=d.g)
+    dense = (torch.rand(n, c, generator=d.g) < 0.3).double()
+
+    def fn(backend, z_dtype=dtype):
+        z = z0.detach().to(z_dtype).requires_grad_(True)
+        targets = a if form == "labels" else dense.to(z_dtype)
+        out = F.soft_f1_loss(z, targets, average, beta, eps, multi_label, backend=backend)
+        return grads_of(out, [z], seed)
+
+    check_statistics("soft_f1_loss", "soft_f1", [z0], fn)
 
 
 @pytest.mark.parametrize("seed", cases("evonorm"))

@@ -5,8 +5,9 @@ or dense targets), per element of logits z and target t:
 ``loss = (1 - t) z + lw (log1p(exp(-|z|)) + max(-z, 0))`` with ``lw = 1 + (pos_weight - 1) t``.
 Targets: dense (N, C); hard labels a as timm's smoothed one-hot (off s/C, on 1 - s + s/C); mixed
 (a, b, lam) as timm ``mixup_target`` (label_smoothing s of the mix). ``target_threshold``: t becomes
-``t > target_threshold`` (1 or 0). A label outside [0, C) makes its row's losses and gradients NaN.
-'mean' averages over the N * C elements.
+``t > target_threshold`` (1 or 0). Class weights w (C,) scale each element's loss (torch's
+``weight=`` broadcast over the rows). A label outside [0, C) makes its row's losses and gradients
+NaN. 'mean' averages over the N * C elements.
 """
 from __future__ import annotations
 
@@ -47,14 +48,16 @@ def invalid_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor]) -> Te
 
 
 def soft_bce_elements(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                      dense: Optional[Tensor], pos_weight: Optional[Tensor], label_smoothing: float,
-                      target_threshold: Optional[float]) -> Tensor:
+                      dense: Optional[Tensor], pos_weight: Optional[Tensor], weight: Optional[Tensor],
+                      label_smoothing: float, target_threshold: Optional[float]) -> Tensor:
     """Per-element losses (N, C) in fp32 (fp64 for fp64 logits)."""
     acc = stats_dtype(logits.dtype)
     z = logits.to(acc)
     t = soft_bce_targets(logits, a, b, lam, dense, label_smoothing, target_threshold)
     lw = 1.0 if pos_weight is None else 1.0 + (pos_weight.to(acc) - 1.0) * t
     loss = (1.0 - t) * z + lw * (torch.log1p(torch.exp(-z.abs())) + torch.clamp(-z, min=0.0))
+    if weight is not None:
+        loss = loss * weight.to(acc)
     invalid = invalid_rows(logits, a, b)[:, None]
     # NaN loss and NaN gradient on an invalid row, 0 added elsewhere even where z is not finite
     poison = torch.where(invalid, z, 0.0) * torch.where(invalid, float("nan"), 0.0).to(acc)

@@ -6,6 +6,9 @@ labels a with label label_smoothing s (torch ``cross_entropy(label_smoothing=s)`
 ``ignore_index`` has loss 0). A label outside [0, C) gives that row a NaN loss and gradient. A class whose
 target weight is 0 takes no part (0 * -inf counts as 0), so logits masked with -inf give
 torch's label-target value; torch's dense-target path would give NaN there.
+Class weights w (C,) scale every target: t_ic becomes w_c t_ic (torch ``cross_entropy(weight=w)``,
+whose label-smoothing term is weighted the same way), and 'mean' over hard labels divides by the
+sum of w over the labels of the rows not ignored, as torch does.
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ from tricks_ext.targets import mixed_targets
 
 
 def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: Optional[Tensor],
-                 dense: Optional[Tensor], label_smoothing: float, ignore_index: int) -> Tensor:
+                 dense: Optional[Tensor], weight: Optional[Tensor], label_smoothing: float, ignore_index: int) -> Tensor:
     """Per-row losses in fp32 (fp64 for fp64 logits)."""
     acc = stats_dtype(logits.dtype)
+    w = 1.0 if weight is None else weight.to(acc)
     if dense is not None:
-        return -_weighted(dense.to(acc), torch.log_softmax(logits.to(acc), dim=-1)).sum(-1)
+        return -_weighted(dense.to(acc) * w, torch.log_softmax(logits.to(acc), dim=-1)).sum(-1)
     classes = logits.shape[-1]
     if b is None:
         ignored = a == ignore_index
@@ -38,7 +42,7 @@ def soft_ce_rows(logits: Tensor, a: Optional[Tensor], b: Optional[Tensor], lam: 
     safe = ignored | invalid
     zero = torch.zeros_like(a)
     t = mixed_targets(torch.where(safe, zero, a), torch.where(safe, zero, b), lam, label_smoothing, classes, acc)
-    loss = -_weighted(t, logp).sum(-1)
+    loss = -_weighted(t * w, logp).sum(-1)
     loss = torch.where(ignored, torch.zeros((), dtype=acc, device=loss.device), loss)
     # An invalid row's loss is NaN and so is its gradient (as in the kernels): NaN times the
     # row's logits, which are zeroed in the valid rows so that they see a finite 0 there.
@@ -54,22 +58,30 @@ def _weighted(t: Tensor, logp: Tensor) -> Tensor:
     return torch.where((t == 0) & (logp == -torch.inf), torch.zeros((), dtype=logp.dtype, device=logp.device), t * logp)
 
 
-def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, reduction: str,
-                dtype: torch.dtype) -> Tensor:
+def reduce_rows(rows: Tensor, a: Optional[Tensor], b: Optional[Tensor], weight: Optional[Tensor], ignore_index: int,
+                reduction: str, dtype: torch.dtype) -> Tensor:
     """The loss from per-row losses, in ``dtype``: 'none', 'sum', or 'mean' (torch
-    ``cross_entropy``: over the rows not ignored for hard labels, a without b; NaN when all
-    are; over all rows otherwise)."""
+    ``cross_entropy``: over the rows not ignored for hard labels, a without b, each counted by its
+    label's class weight; NaN when all are ignored; over all rows otherwise)."""
     if reduction == "none":
         return rows.to(dtype)
     total = rows.sum()
     if reduction == "mean":
-        total = total / mean_divisor(a, b, ignore_index, rows.shape[0])
+        total = total / mean_divisor(a, b, weight, ignore_index, rows.shape[0])
     return total.to(dtype)
 
 
-def mean_divisor(a: Optional[Tensor], b: Optional[Tensor], ignore_index: int, rows: int) -> Union[Tensor, int]:
-    """What 'mean' divides by: the rows not ignored for hard labels (a without b), else all rows."""
-    return (a != ignore_index).sum() if a is not None and b is None else rows
+def mean_divisor(a: Optional[Tensor], b: Optional[Tensor], weight: Optional[Tensor], ignore_index: int,
+                 rows: int) -> Union[Tensor, int]:
+    """What 'mean' divides by: for hard labels (a without b) the rows not ignored, or with class
+    weights the sum of their labels' weights (a label out of range counts its clamped class: its
+    row's loss is NaN anyway); else all rows."""
+    if a is None or b is not None:
+        return rows
+    kept = a != ignore_index
+    if weight is None:
+        return kept.sum()
+    return torch.where(kept, weight[a.clamp(0, weight.shape[0] - 1)], 0).to(stats_dtype(weight.dtype)).sum()
 
 
 def timm_soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
