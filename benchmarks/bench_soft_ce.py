@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import torch
 
-from benchmarks.common import Case, Provider, Unavailable, ours
+from benchmarks.common import Case, NotForCase, Provider, Unavailable, ours
 from benchmarks.peers import load_timm
 from tricks_ext import functional as F
 from tricks_ext.data import MixedTargets
@@ -101,7 +101,7 @@ def _runner(loss, weights: Optional[bool] = None):
     def setup(case: Case, device: torch.device):
         weighted = case.params.get("weighted", False)
         if weights is not None and weights != weighted:
-            raise Unavailable("takes no class weights" if weighted else "a weighted-case peer")
+            raise NotForCase("takes no class weights" if weighted else "a weighted-case peer")
         logits, labels = logits_and_labels(case.params["logits"], case.dtype, device)
         weight = case_weight(case, device)
         if weight is None:

@@ -20,6 +20,11 @@ class Unavailable(Exception):
     """A provider cannot run here (peer not installed, backend missing); the reason is shown."""
 
 
+class NotForCase(Exception):
+    """A provider does not run this case (a peer without class weights on the weighted case); it
+    still runs the others."""
+
+
 @dataclass
 class Case:
     """One benchmark point. ``floor_bytes``: the least DRAM traffic any implementation needs."""

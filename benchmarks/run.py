@@ -18,7 +18,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.common import ROOT, Unavailable, copy_bandwidth_gbps, dtype_name, environment, peak_memory_mb, slug, time_all_ms
+from benchmarks.common import (ROOT, NotForCase, Unavailable, copy_bandwidth_gbps, dtype_name, environment, peak_memory_mb,
+                               slug, time_all_ms)
 
 # time_ms is the median over `rounds`; min_ms / max_ms the spread. Rows written before a field
 # existed leave it empty (append_rows rewrites an older header).
@@ -48,6 +49,8 @@ def run_op(op: str, device: torch.device, quick: bool, copy_bw: float, env: Dict
             except Unavailable as exc:
                 skipped[prov.name] = str(exc)
                 print(f"{label} {prov.name}: skipped ({exc})", flush=True)
+            except NotForCase as exc:
+                print(f"{label} {prov.name}: not this case ({exc})", flush=True)
             except Exception as exc:  # a failing provider must not hide the others' numbers
                 print(f"{label} {prov.name}: FAILED {type(exc).__name__}: {exc}", flush=True)
                 traceback.print_exc(limit=3)
