@@ -29,8 +29,9 @@ TRICKS_CPU_INLINE double log1p_acc(double x) { return std::log1p(x); }
 // select: dense or compact targets are a template parameter; a compact row runs the whole row
 // at its off-label target (a constant) and then recomputes the one or two labelled classes
 // (mixing int64 label compares into fp32 lanes kept GCC from vectorizing: 4.3 ms -> see
-// benchmarks/NOTES.md); pos_weight and the class weights are always arrays (ones when none is
-// given); an invalid row is filled apart.
+// benchmarks/NOTES.md); pos_weight is always an array (ones when none is given); the class
+// weights are a template parameter, so the unweighted loops read no second array of C values
+// (at C = 131072 fp32, 512 KB beside each row); an invalid row is filled apart.
 // The target_threshold as values, not read through Params in the loops: a store to the output may
 // alias Params for all GCC knows, so it would reload them on every element and not vectorize.
 // Whether a dense target is thresholded is a template parameter as well: as a run-time
@@ -58,23 +59,29 @@ TRICKS_CPU_INLINE A thresholded(const Threshold<A>& th, A t) {
   return th.on ? dense_target<Targets::DenseStep>(th, t) : t;
 }
 
-// The per-class arrays the loops read: pos_weight and the class weights.
-template <typename A>
+// The per-class arrays the loops read: pos_weight, and the class weights when kW.
+template <typename A, bool kW>
 struct ClassArrays {
   const A* pw;
   const A* w;
 };
 
-template <typename A, typename T>
-TRICKS_CPU_INLINE A loss_of(const T* z, const ClassArrays<A>& k, int64_t c, A t) {
-  const A v = static_cast<A>(z[c]);
-  return k.w[c] * element_loss(v, t, A(1) + (k.pw[c] - A(1)) * t, log1p_acc(exp_acc(v < A(0) ? v : -v)));
+template <typename A, bool kW>
+TRICKS_CPU_INLINE A class_weighted(const ClassArrays<A, kW>& k, int64_t c, A x) {
+  if constexpr (kW) return k.w[c] * x;
+  return x;
 }
 
-template <typename A, typename T>
-TRICKS_CPU_INLINE A grad_of(const T* z, const ClassArrays<A>& k, int64_t c, A t) {
+template <typename A, bool kW, typename T>
+TRICKS_CPU_INLINE A loss_of(const T* z, const ClassArrays<A, kW>& k, int64_t c, A t) {
   const A v = static_cast<A>(z[c]);
-  return k.w[c] * element_grad(v, t, A(1) + (k.pw[c] - A(1)) * t, exp_acc(v < A(0) ? v : -v));
+  return class_weighted(k, c, element_loss(v, t, A(1) + (k.pw[c] - A(1)) * t, log1p_acc(exp_acc(v < A(0) ? v : -v))));
+}
+
+template <typename A, bool kW, typename T>
+TRICKS_CPU_INLINE A grad_of(const T* z, const ClassArrays<A, kW>& k, int64_t c, A t) {
+  const A v = static_cast<A>(z[c]);
+  return class_weighted(k, c, element_grad(v, t, A(1) + (k.pw[c] - A(1)) * t, exp_acc(v < A(0) ? v : -v)));
 }
 
 // The one or two labelled classes of a compact row, with their targets (b = -1 when b == a).
@@ -90,14 +97,14 @@ TRICKS_CPU_INLINE Labelled<A> labelled(const Threshold<A>& th, const RowTarget<A
   return {r.a, same ? -1 : r.b, thresholded(th, off + r.wa + (same ? r.wb : A(0))), thresholded(th, off + r.wb)};
 }
 
-template <typename T, Targets kT>
+template <typename T, Targets kT, bool kW>
 TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   using A = acc_t<T>;
   constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
-  const ClassArrays<A> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
+  const ClassArrays<A, kW> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
   A buf[kChunk];
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
@@ -143,14 +150,14 @@ TRICKS_CPU_CLONES void fwd_rows(const Params& q, int64_t r0, int64_t r1) {
   }
 }
 
-template <typename T, Targets kT>
+template <typename T, Targets kT, bool kW>
 TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   using A = acc_t<T>;
   constexpr bool kDense = kT != Targets::Compact;
   const int64_t C = q.classes;
   const Threshold<A> th(q);
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C), t_off = thresholded(th, off);
-  const ClassArrays<A> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
+  const ClassArrays<A, kW> cls{static_cast<const A*>(q.pos_weight), static_cast<const A*>(q.weight)};
   const A g = q.per_element ? A(1) : *static_cast<const A*>(q.grad);
   for (int64_t i = r0; i < r1; ++i) {
     const T* z = static_cast<const T*>(q.logits) + i * C;
@@ -183,14 +190,12 @@ TRICKS_CPU_CLONES void bwd_rows(const Params& q, int64_t r0, int64_t r1) {
   }
 }
 
-// The CPU loops read pos_weight and the class weights unconditionally: ones where the user gives
-// none (C values, shared by both).
+// The CPU loops read pos_weight unconditionally: ones when the user gives none (C values).
 at::Tensor ones_if_absent(Params& q, const at::Tensor& logits) {
   at::Tensor ones;
-  if (q.pos_weight == nullptr || q.weight == nullptr) {
+  if (q.pos_weight == nullptr) {
     ones = at::ones({q.classes}, logits.options().dtype(stats_dtype(logits)));
-    if (q.pos_weight == nullptr) q.pos_weight = ones.data_ptr();
-    if (q.weight == nullptr) q.weight = ones.data_ptr();
+    q.pos_weight = ones.data_ptr();
   }
   return ones;
 }
@@ -217,7 +222,10 @@ at::Tensor soft_bce_fwd_cpu(const at::Tensor& logits, const c10::optional<at::Te
   auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
   const at::Tensor ones = ones_if_absent(f.params, logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_fwd_cpu", [&] {
-    for_rows(f.params, [&](auto kT, int64_t s, int64_t e) { fwd_rows<scalar_t, decltype(kT)::value>(f.params, s, e); });
+    for_rows(f.params, [&](auto kT, int64_t s, int64_t e) {
+      if (f.params.weight != nullptr) fwd_rows<scalar_t, decltype(kT)::value, true>(f.params, s, e);
+      else fwd_rows<scalar_t, decltype(kT)::value, false>(f.params, s, e);
+    });
   });
   return finish_fwd(f, logits, reduction);
 }
@@ -231,7 +239,10 @@ at::Tensor soft_bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& logits, co
                        label_smoothing, target_threshold, reduction);
   const at::Tensor ones = ones_if_absent(r.params, logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "soft_bce_bwd_cpu", [&] {
-    for_rows(r.params, [&](auto kT, int64_t s, int64_t e) { bwd_rows<scalar_t, decltype(kT)::value>(r.params, s, e); });
+    for_rows(r.params, [&](auto kT, int64_t s, int64_t e) {
+      if (r.params.weight != nullptr) bwd_rows<scalar_t, decltype(kT)::value, true>(r.params, s, e);
+      else bwd_rows<scalar_t, decltype(kT)::value, false>(r.params, s, e);
+    });
   });
   return r.dlogits;
 }
