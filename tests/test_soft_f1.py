@@ -152,6 +152,7 @@ def test_mixed_targets_module_and_autocast():
     a = torch.randint(0, 6, (8,), generator=gen)
     mt = MixedTargets(a, a.flip(0), torch.rand(8, generator=gen), 0.1, 6)
     torch.testing.assert_close(F.soft_f1_loss(z, mt), F.soft_f1_loss(z, mt.dense(), multi_label=False))
+    assert F.soft_f1_loss(z.bfloat16(), mt).dtype == torch.bfloat16  # the expanded targets take the logits' dtype
     module = tnn.SoftF1Loss(average="micro", beta=2.0)
     torch.testing.assert_close(module(z, a), F.soft_f1_loss(z, a, "micro", beta=2.0))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -449,7 +449,7 @@ def soft_f1_loss(logits: Tensor, targets: object, average: str = "macro", beta: 
         if targets.num_classes != logits.shape[1]:
             raise ValueError(f"{op}: targets have num_classes={targets.num_classes} but logits have "
                              f"{logits.shape[1]} classes")
-        targets = targets.dense().to(logits.device)
+        targets = targets.dense().to(logits.device, logits.dtype)  # the logits keep their dtype
         multi_label = False if multi_label is None else multi_label
     logits, a, _b, _lam, dense, _smoothing = _split_targets(op, logits, targets)
     if multi_label is None:
