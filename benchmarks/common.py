@@ -97,16 +97,34 @@ def time_all_ms(fns: List[Callable[[], object]], device: torch.device, quick: bo
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:
-    """Peak CUDA memory one call allocates beyond what was live before it; None on CPU (torch
-    keeps no CPU allocator statistics)."""
-    if device.type != "cuda":
+    """Peak memory one call allocates beyond what was live before it, in MiB: CUDA's allocator
+    statistics, or on CPU the running sum of the allocations and frees that torch's profiler
+    records (torch keeps no CPU peak statistic of its own; the profiler's allocation events
+    carry each block's size, the sum's maximum is the peak)."""
+    if device.type == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if device.type != "cpu":
         return None
-    sync(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+        stack.extend(node.children)
+    live = peak = 0
+    for _, size in sorted(events):
+        live += size
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def copy_bandwidth_gbps(device: torch.device, quick: bool = False) -> float:

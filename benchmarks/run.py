@@ -1,7 +1,7 @@
 """Benchmark suite: ``python -m benchmarks.run [--ops ...] [--quick] [--device ...]``.
 
 Runs every benchmarks/bench_<op>.py on one device: for each case and provider, the median time,
-GB/s of the op's bytes floor, the floor as a percent of measured copy bandwidth, peak memory (CUDA)
+GB/s of the op's bytes floor, the floor as a percent of measured copy bandwidth, peak memory per call
 and the speedup of our best backend over each provider. Prints a table per op, appends rows to
 <results-dir>/results.csv, writes <results-dir>/latest_<device>.md (latest_<device>_<ops>.md for a run of
 some ops) and a PNG per op.

@@ -1,13 +1,13 @@
 """recipe.critical_lr against numpy's eigvalsh (linear regression: the Hessian is 2/n A^T A)
 and against the full Hessian of a small MLP; gradient descent just under and just over it;
-recipe.adam_horizon."""
+recipe.adam_horizon; recipe.rescale_hparams against SGD run at both batch sizes."""
 import numpy as np
 import pytest
 import torch
 
 import tricks_ext.functional as F
 from helpers import backend_params, expect_error, host_reads_raise
-from tricks_ext.recipe import adam_horizon, critical_lr, top_curvature_eigenvalue
+from tricks_ext.recipe import adam_horizon, critical_lr, rescale_hparams, top_curvature_eigenvalue
 
 
 def _regression(n=200, d=6, seed=0):
@@ -101,3 +101,45 @@ def test_errors_and_horizon():
     assert lr == 0.01 and betas == (0.9, 0.9999)
     expect_error(ValueError, lambda: adam_horizon(1), "num_steps")
     expect_error(ValueError, lambda: adam_horizon(100, beta1=1.0), "beta1")
+
+
+def test_rescale_hparams_rules():
+    assert rescale_hparams(0.1, 256, 5e-4, 1024) == (0.4, 5e-4)
+    lr, wd = rescale_hparams(0.1, 256, 5e-4, 1024, rule="sqrt")
+    assert lr == pytest.approx(0.2, rel=1e-15) and wd == pytest.approx(1e-3, rel=1e-15)
+    assert rescale_hparams(0.1, 256, 5e-4, 64).lr == 0.025
+    for rule in ("linear", "sqrt"):
+        for new_b in (3, 64, 1000):
+            new = rescale_hparams(0.03, 48, 2e-3, new_b, rule=rule)
+            # the weight decay's shrink per epoch, g wd ~ lr wd / B, is held by both rules
+            assert new.lr * new.weight_decay / new_b == pytest.approx(0.03 * 2e-3 / 48, rel=1e-13)
+    expect_error(ValueError, lambda: rescale_hparams(0.0, 32, 0.0, 64), "lr")
+    expect_error(ValueError, lambda: rescale_hparams(0.1, 0, 0.0, 64), "batch_size")
+    expect_error(ValueError, lambda: rescale_hparams(0.1, 32, -1e-4, 64), "weight_decay")
+    expect_error(ValueError, lambda: rescale_hparams(0.1, 32, 0.0, 64.0), "new_batch_size")
+    expect_error(ValueError, lambda: rescale_hparams(0.1, 32, 0.0, 64, rule="cube"), "rule")
+
+
+def _sgd_epoch(x, y, batch, lr, weight_decay):
+    """One epoch of plain SGD with L2 decay over (x, y) in order; the final weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(x.shape[1], 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for i in range(0, x.shape[0], batch):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x[i:i + batch]), y[i:i + batch]).backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_rescale_hparams_linear_rule_keeps_the_sgd_epoch():
+    """An epoch at batch 4 and one at batch 32 with the linear rule's LR and weight decay end at
+    nearly the same weights (first order in lr); the sqrt rule's do not."""
+    _, x, y = _regression(n=512)
+    lr, wd = 2e-3, 0.5
+    start = _sgd_epoch(x, y, 4, 0.0, 0.0)
+    small = _sgd_epoch(x, y, 4, lr, wd)
+    moved = (small - start).norm()
+    gaps = {rule: (_sgd_epoch(x, y, 32, *rescale_hparams(lr, 4, wd, 32, rule=rule)) - small).norm() / moved
+            for rule in ("linear", "sqrt")}
+    assert gaps["linear"] < 0.05 and gaps["sqrt"] > 10 * gaps["linear"], gaps  # 0.014 and 0.33 here

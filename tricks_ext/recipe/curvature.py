@@ -1,19 +1,21 @@
-"""The learning rates that curvature and the training horizon give: the critical LR 2 / lambda
-from the loss's top curvature eigenvalue (Lewkowycz et al. 2020, "The large learning rate phase
-of deep learning: the catapult mechanism"), and Adam's settings for a horizon of N steps."""
+"""The learning rates that curvature, the training horizon and the batch size give: the critical
+LR 2 / lambda from the loss's top curvature eigenvalue (Lewkowycz et al. 2020, "The large
+learning rate phase of deep learning: the catapult mechanism"), Adam's settings for a horizon of
+N steps, and LR and weight decay carried to a new batch size at the same SGD noise scale."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from tricks_ext._checks import check_count, check_range
 
-__all__ = ["critical_lr", "top_curvature_eigenvalue", "adam_horizon"]
+__all__ = ["critical_lr", "top_curvature_eigenvalue", "adam_horizon", "rescale_hparams", "RescaledHparams"]
 
 CURVATURES = ("hessian", "gauss_newton")
+BATCH_RULES = ("linear", "sqrt")
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -91,3 +93,45 @@ def adam_horizon(num_steps: int, beta1: float = 0.9) -> Tuple[float, Tuple[float
     n = check_count("adam_horizon", "num_steps", num_steps, 2)
     beta1 = check_range("adam_horizon", "beta1", beta1, 0.0, 1.0, high_open=True)
     return 1.0 / math.sqrt(n), (beta1, 1.0 - 1.0 / n)
+
+
+class RescaledHparams(NamedTuple):
+    """What :func:`rescale_hparams` returns; unpacks as ``lr, weight_decay``."""
+    lr: float
+    weight_decay: float
+
+
+def rescale_hparams(lr: float, batch_size: int, weight_decay: float, new_batch_size: int, *,
+                    rule: str = "linear") -> RescaledHparams:
+    """LR and weight decay for ``new_batch_size`` from settings tuned at ``batch_size``, momentum
+    unchanged.
+
+    Smith & Topin (2018, "A disciplined approach to neural network hyper-parameters: Part 1")
+    tie LR, batch size, momentum and weight decay together through the SGD noise scale of
+    Smith & Le (2018), g = lr N / (B (1 - m)) for N samples, batch B and momentum m: runs at
+    the same g follow the same stochastic differential equation in epochs. With k =
+    new_batch_size / batch_size:
+
+    - ``rule="linear"`` holds g: lr' = k lr (Goyal et al. 2017's linear scaling rule).
+      ``rule="sqrt"`` holds the variance of one update per sample instead: lr' = sqrt(k) lr
+      (Krizhevsky 2014; Hoffer et al. 2017), so g falls by sqrt(k).
+    - Weight decay holds the shrink of the weights per epoch: an epoch of N / B steps of SGD
+      with L2 decay wd (torch's ``weight_decay``, or AdamW's lr-scaled decoupled decay)
+      multiplies them by about exp(-lr wd N / (B (1 - m))) = exp(-g wd), so g wd is held:
+      wd' = wd g / g'. Under ``"linear"`` wd' = wd; under ``"sqrt"`` wd' = sqrt(k) wd.
+
+    The rule is first order in lr: k steps of batch B at lr and one of batch kB at k lr move
+    the weights alike only while the gradient changes little over those k steps, so it breaks
+    down at large lr and large k (Goyal et al. warm up past k = 8 for that reason).
+    """
+    op = "rescale_hparams"
+    lr = check_range(op, "lr", lr, 0.0, low_open=True, high_open=True)
+    weight_decay = check_range(op, "weight_decay", weight_decay, 0.0, high_open=True)
+    b = check_count(op, "batch_size", batch_size, 1)
+    new_b = check_count(op, "new_batch_size", new_batch_size, 1)
+    if rule not in BATCH_RULES:
+        raise ValueError(f"{op}: rule must be one of {BATCH_RULES}, got {rule!r}")
+    k = new_b / b
+    new_lr = lr * (k if rule == "linear" else math.sqrt(k))
+    # g' / g = (new_lr / new_b) / (lr / b); wd' = wd g / g'.
+    return RescaledHparams(new_lr, weight_decay * (lr * k) / new_lr)
