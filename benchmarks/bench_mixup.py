@@ -1,7 +1,7 @@
 """Mixup / CutMix mixing, alone and with its loss, against timm like for like: timm 1.0 mixes
 in place (``Mixup._mix_batch``: ``x_flipped = x.flip(0).mul_(1 - lam); x.mul_(lam).add_(x_flipped)``),
 so our in-place op is timed against timm's own ``Mixup`` (when importable) and against that
-in-place loop written out; our out-of-place op against the out-of-place formula
+in-place loop written out, eager and under torch.compile; our out-of-place op against the out-of-place formula
 ``x * lam + x.flip(0) * (1 - lam)``, eager and under torch.compile. The loss is timm's
 ``mixup_target`` + ``SoftTargetCrossEntropy`` (bench_soft_ce.py).
 
@@ -82,6 +82,8 @@ def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("timm Mixup, in place", _timm_mixup),
         Provider("timm in-place loop, eager", _runner(_timm_inplace_mix, timm_loss)),
+        Provider("timm in-place loop, torch.compile",
+                 lambda case, dev: _runner(torch.compile(_timm_inplace_mix), torch.compile(timm_loss))(case, dev)),
         Provider("out-of-place formula, eager", _runner(_out_of_place_mix, timm_loss)),
         Provider("out-of-place formula, torch.compile",
                  lambda case, dev: _runner(torch.compile(_out_of_place_mix), torch.compile(timm_loss))(case, dev)),

@@ -1,5 +1,6 @@
 """A whole model: one training step (forward, loss, backward) of a small timm ResNetV2-D with
-EvoNorm2dS0 and DropPath, as timm builds it, against the same model after tricks_ext.patch.
+EvoNorm2dS0 and DropPath, as timm builds it (eager and under torch.compile), against the same
+model after tricks_ext.patch.
 
 Floor: a step reads every parameter in the forward and the backward and writes its gradient,
 3 x parameter bytes (a bound far below the activations' traffic; shown for completeness).
@@ -35,23 +36,25 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
                  3 * 4 * params, {})]
 
 
-def _step(patch_backend):
+def _step(patch_backend, compile_it: bool = False):
     def setup(case: Case, device: torch.device):
         model = _model(device).train()
         if patch_backend is not None:
             import tricks_ext
             tricks_ext.patch(model, backend=patch_backend)
+        forward = torch.compile(model) if compile_it else model
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen).to(device)
         y = torch.randint(0, ARCH["num_classes"], (BATCH,), generator=gen).to(device)
 
         def step():
             model.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            torch.nn.functional.cross_entropy(forward(x), y).backward()
         return step
     return setup
 
 
 def providers(device: torch.device) -> List[Provider]:
-    return [Provider("timm, unpatched", _step(None))] + \
+    return [Provider("timm, unpatched", _step(None)),
+            Provider("timm, unpatched, torch.compile", _step(None, compile_it=True))] + \
         [ours("evonorm_s0", b, lambda b_: _step(b_), name_suffix=" (patched)") for b in ("cpu", "cuda", "triton")]

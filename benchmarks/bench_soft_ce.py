@@ -120,6 +120,8 @@ def case_weight(case: Case, device: torch.device) -> Optional[torch.Tensor]:
 def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("timm", lambda case, dev: _runner(timm_module_loss(), weights=False)(case, dev)),
+        Provider("timm, torch.compile",
+                 lambda case, dev: _runner(torch.compile(timm_module_loss()), weights=False)(case, dev)),
         Provider("timm formulas, eager", _runner(timm_loss, weights=False)),
         Provider("timm formulas, torch.compile",
                  lambda case, dev: _runner(torch.compile(timm_loss), weights=False)(case, dev)),

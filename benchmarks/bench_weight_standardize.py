@@ -1,4 +1,5 @@
-"""Weight standardization: per output channel (w - mean) / sqrt(var + eps).
+"""Weight standardization: per output channel (w - mean) / sqrt(var + eps), vs the reference and
+timm StdConv2d's weight path (batch_norm on the weight), each eager and under torch.compile.
 
 Floor: fwd reads w and writes w_hat (2 x bytes(w)); bwd reads grad and w and writes dw
 (3 x bytes(w)); so fwd+bwd = 5 x bytes(w). Per-channel statistics (8 B/channel) are noise.
@@ -74,6 +75,8 @@ def providers(device: torch.device) -> List[Provider]:
         Provider("reference", _runner(lambda w: reference(w, EPS))),
         Provider("reference+compile", _compiled),
         Provider("batch_norm (timm StdConv2d's weight path)", _runner(_batch_norm_weight)),
+        Provider("batch_norm (timm StdConv2d's weight path), torch.compile",
+                 lambda case, dev: _runner(torch.compile(_batch_norm_weight))(case, dev)),
         _ours("cpu"),
         _ours("cuda"),
         _ours("triton"),

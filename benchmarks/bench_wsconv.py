@@ -1,5 +1,6 @@
 """WSConv2d (weight standardization + cuDNN/oneDNN conv) at the ResNet-50 3x3 shapes vs a plain
-nn.Conv2d (the WS overhead) and timm's StdConv2d formula (F.batch_norm on the weight).
+nn.Conv2d (the WS overhead) and timm's StdConv2d formula (F.batch_norm on the weight), eager and
+under torch.compile.
 
 Floor: the convolution's activations, read x and write y (fwd; the weight is small next to
 them); fwd+bwd adds read dy, write dx: the GB/s column is then an activation throughput, and
@@ -31,16 +32,17 @@ def cases(device: torch.device, quick: bool) -> List[Case]:
     return out
 
 
-def _runner(make_conv):
+def _runner(make_conv, compile_it: bool = False):
     def setup(case: Case, device: torch.device):
         n, c, h, w = case.params["shape"]
         torch.manual_seed(0)
-        conv = make_conv(c).to(device, case.dtype)
+        module = make_conv(c).to(device, case.dtype)
+        conv = torch.compile(module) if compile_it else module
         x = torch.randn(case.params["shape"], device=device).to(case.dtype)
         if case.mode == "fwd":
             return lambda: conv(x)
         x.requires_grad_(True)
-        leaves = [x] + list(conv.parameters())
+        leaves = [x] + list(module.parameters())
         dy = torch.randn(case.params["shape"], device=device).to(case.dtype)
         return lambda: torch.autograd.grad(conv(x), leaves, dy)
     return setup
@@ -59,5 +61,7 @@ def providers(device: torch.device) -> List[Provider]:
     return [
         Provider("nn.Conv2d (no WS)", _runner(lambda c: torch.nn.Conv2d(c, c, 3, padding=1, bias=False))),
         Provider("timm StdConv2d formula", _runner(lambda c: _TimmStdConv2d(c, c, 3, padding=1, bias=False))),
+        Provider("timm StdConv2d formula, torch.compile",
+                 _runner(lambda c: _TimmStdConv2d(c, c, 3, padding=1, bias=False), compile_it=True)),
     ] + [ours(OP, b, lambda b_: _runner(lambda c: tnn.WSConv2d(c, c, 3, padding=1, bias=False, backend=b_)))
          for b in ("cpu", "cuda", "triton")]

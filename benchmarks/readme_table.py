@@ -1,14 +1,16 @@
-"""The README's performance table, generated from benchmarks/results/results.csv.
+"""The README's performance and memory tables, generated from benchmarks/results/results.csv.
 
-``python -m benchmarks.readme_table [--commit C] [--device D] [--write README.md | --check README.md]``
+``python -m benchmarks.readme_table [--memory] [--commit C] [--device D] [--write README.md | --check README.md]``
 
 Takes the full (not --quick) runs of one clean commit on one device (a run = the rows of one
 `make bench`, which share its start time), and for each selected case prints our time and every
 other provider's time with how many times faster we are: ranges across the runs (each run's
 median; the speedup within each run, where both sides met the same machine state). In place is
 compared with in place: where we have both, the in-place provider is ours against in-place
-peers and the out-of-place one against out-of-place peers. ``--write`` replaces the block
-between the README's perf-table markers; ``--check`` fails when that block differs from what
+peers and the out-of-place one against out-of-place peers. The memory table gives, for the ops
+that claim to save memory, the peak memory one call allocates (``peak_mb``) for ours and each
+peer, from one full run of the commit it names. ``--write`` replaces the blocks between the
+README's perf-table and memory-table markers; ``--check`` fails when a block differs from what
 the CSV regenerates (tests/test_readme_table.py runs it).
 """
 from __future__ import annotations
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CSV_PATH = ROOT / "benchmarks" / "results" / "results.csv"
 BEGIN = "<!-- perf-table:begin"
 END = "<!-- perf-table:end -->"
+MEM_BEGIN = "<!-- memory-table:begin"
+MEM_END = "<!-- memory-table:end -->"
 OURS_PREFIX = "tricks_ext:"
 
 
@@ -51,10 +55,14 @@ ENTRIES: Tuple[Entry, ...] = (
           "6 steps + clip + EMA", (F32,), ours="tricks_ext:cpu Ranger"),
     Entry("same", "optim", "gpt2-small 124.4M params 148 tensors", "6 steps", (F32,), ours="tricks_ext:cpu Ranger"),
     Entry("Mixup mixing, in place", "mixup", "mixing 256x3x224x224", "fwd", (F32,), ours="tricks_ext:cpu in-place",
-          peers=("timm Mixup, in place", "timm in-place loop, eager")),
+          peers=("timm Mixup, in place", "timm in-place loop, eager", "timm in-place loop, torch.compile")),
     Entry("Mixup mixing, out of place", "mixup", "mixing 256x3x224x224", "fwd", (F32,),
           peers=("out-of-place formula, eager", "out-of-place formula, torch.compile")),
-    Entry("Mixup + soft-target CE", "mixup", "mixup+loss 256x3x224x224, C=1000", "fwd+bwd", (F32,)),
+    Entry("Mixup + soft-target CE, in place", "mixup", "mixup+loss 256x3x224x224, C=1000", "fwd+bwd", (F32,),
+          ours="tricks_ext:cpu in-place",
+          peers=("timm Mixup, in place", "timm in-place loop, eager", "timm in-place loop, torch.compile")),
+    Entry("Mixup + soft-target CE, out of place", "mixup", "mixup+loss 256x3x224x224, C=1000", "fwd+bwd", (F32,),
+          peers=("out-of-place formula, eager", "out-of-place formula, torch.compile")),
     Entry("cutout, in place", "mask_boxes", "cutout 1x16px 256x3x224x224", "fwd", (F32,),
           ours="tricks_ext:cpu in-place", peers=("slice-assignment loop, in place",)),
     Entry("cutout, out of place", "mask_boxes", "cutout 1x16px 256x3x224x224", "fwd", (F32,),
@@ -77,6 +85,15 @@ ENTRIES: Tuple[Entry, ...] = (
     Entry("whole-model train step (`tricks_ext.patch`)", "patch",
           "resnetv2_50d_evos small, train step, batch 16x3x64x64", "fwd+bwd", (F32,),
           ours="tricks_ext:cpu (patched)"),
+)
+
+
+# The ops that claim to save memory: dropout keeps a seed instead of a mask, EvoNorm keeps x and
+# two numbers per group, soft CE takes compact mixed targets.
+MEMORY_ENTRIES: Tuple[Entry, ...] = (
+    Entry("dropout + residual (ReZero gate)", "dropout", "mlp 8192x4096", "fwd+bwd", (F32, BF16)),
+    Entry("EvoNorm-S0", "evonorm", "N=8 256x56x56", "fwd+bwd", (F32, BF16)),
+    Entry("soft-target CE on Mixup targets", "soft_ce", "soft CE 32x131072", "fwd+bwd", (F32, BF16)),
 )
 
 
@@ -178,17 +195,45 @@ def table(rows: Sequence[Dict[str, str]], commit: str, device: str) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str) -> str:
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def memory_table(rows: Sequence[Dict[str, str]], commit: str, device: str) -> str:
+    """Peak MB per call of ours and each peer in MEMORY_ENTRIES' cases, from the newest full run
+    of ``commit`` on ``device`` that has the op (a peak does not vary from run to run)."""
+    runs = full_runs(rows, commit, device)
+    lines = [f"{MEM_BEGIN} commit={commit} device={device} -->",
+             f"Peak memory one call allocates beyond its inputs (fwd+bwd: the forward, the backward and "
+             f"what the forward keeps for it), from torch's profiler on {device}, commit {commit}. "
+             "Generated by `python -m benchmarks.readme_table` from `benchmarks/results/results.csv`.",
+             "",
+             "| op | case | dtype | ours | compared with: their peak (x ours) |",
+             "|---|---|---|---:|---|"]
+    for e in MEMORY_ENTRIES:
+        for dtype in e.dtypes:
+            case: Dict[str, float] = {}
+            for run in runs.values():
+                peaks = {r["provider"]: float(r["peak_mb"]) for r in run if r["peak_mb"] and
+                         (r["op"], r["case"], r["mode"], r["dtype"]) == (e.op, e.case, e.mode, dtype)}
+                if e.ours in peaks:
+                    case = peaks
+            if not case:
+                raise SystemExit(f"no peak_mb of {e.ours} for {e.op} {e.case} {dtype} in {commit}'s runs")
+            ours = case[e.ours]
+            peers = "; ".join(f"{p} {v:.1f} MB ({v / ours:.2f}x)" for p, v in case.items() if p != e.ours)
+            lines.append(f"| {e.label} | {e.case} | {dtype} | {ours:.1f} MB | {peers} |")
+    lines.append(MEM_END)
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"no {BEGIN} ... {END} block")
+        raise SystemExit(f"no {begin} ... {end} block")
     return pattern.sub(lambda _: block, text, count=1)
 
 
-def block_key(text: str) -> Tuple[str, str]:
-    m = re.search(re.escape(BEGIN) + r" commit=(\S+) device=(.*?) -->", text)
+def block_key(text: str, begin: str = BEGIN) -> Tuple[str, str]:
+    m = re.search(re.escape(begin) + r" commit=(\S+) device=(.*?) -->", text)
     if not m:
-        raise SystemExit(f"no {BEGIN} commit=... device=... --> marker")
+        raise SystemExit(f"no {begin} commit=... device=... --> marker")
     return m.group(1), m.group(2)
 
 
@@ -198,6 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--commit", help="default: the newest clean commit with full runs of every op")
     parser.add_argument("--device", help="the CSV's device string (default: the one with most rows of the commit)")
     parser.add_argument("--csv", type=Path, default=CSV_PATH)
+    parser.add_argument("--memory", action="store_true", help="the memory table (default: the performance table)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", type=Path, metavar="README", help="replace the README's block")
     action.add_argument("--check", type=Path, metavar="README",
@@ -206,11 +252,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = load(args.csv)
     if args.check:
         text = args.check.read_text()
-        commit, device = block_key(text)
-        if replace_block(text, table(rows, commit, device)) != text:
-            print(f"{args.check}: the performance table differs from what {args.csv} regenerates "
-                  f"for {commit}; run python -m benchmarks.readme_table --commit {commit} --write {args.check}")
-            return 1
+        for name, begin, end, make in (("performance", BEGIN, END, table),
+                                       ("memory", MEM_BEGIN, MEM_END, memory_table)):
+            if begin not in text:  # a README without this table
+                continue
+            commit, device = block_key(text, begin)
+            if replace_block(text, make(rows, commit, device), begin, end) != text:
+                print(f"{args.check}: the {name} table differs from what {args.csv} regenerates for {commit}; "
+                      f"run python -m benchmarks.readme_table --commit {commit} --write {args.check}")
+                return 1
         return 0
     commit, device = args.commit, args.device
     if commit is None:
@@ -221,9 +271,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not devices:
             raise SystemExit(f"no full runs of {commit} in the CSV")
         device = devices.most_common(1)[0][0]
-    block = table(rows, commit, device)
+    if args.memory:
+        block, begin, end = memory_table(rows, commit, device), MEM_BEGIN, MEM_END
+    else:
+        block, begin, end = table(rows, commit, device), BEGIN, END
     if args.write:
-        args.write.write_text(replace_block(args.write.read_text(), block))
+        args.write.write_text(replace_block(args.write.read_text(), block, begin, end))
     else:
         print(block)
     return 0

@@ -15,16 +15,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fit(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[torch.Tensor],
-        loss_of: Callable[[torch.Tensor], torch.Tensor]) -> List[torch.Tensor]:
-    """Train ``model`` on each batch of indices (``loss_of(indices)`` its loss); the losses as
-    device tensors (no read per step); the model is left in eval mode."""
+        loss_of: Callable[[torch.Tensor], Callable[[], torch.Tensor]], line_search: bool = False) -> List[torch.Tensor]:
+    """Train ``model`` on each batch of indices: ``loss_of(indices)`` prepares the batch (its
+    augmentation drawn once) and returns a function computing its loss. With ``line_search``
+    the optimizer's step gets statopt's closure, ``closure(eval_mode)``: that loss again, without
+    grad, in eval mode when asked. The losses as device tensors (no read per step); the model is
+    left in eval mode."""
     model.train()
     losses = []
     for idx in batches:
-        loss = loss_of(idx)
+        compute = loss_of(idx)
+        loss = compute()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        if line_search:
+            def closure(eval_mode: bool = True) -> torch.Tensor:
+                model.train(not eval_mode)
+                with torch.no_grad():
+                    value = compute()
+                model.train()
+                return value
+            opt.step(closure)
+        else:
+            opt.step()
         losses.append(loss.detach())
     model.eval()
     return losses

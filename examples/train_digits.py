@@ -8,10 +8,11 @@ Network: WSConv2d + EvoNorm-S0 stem, two ReZero residual blocks (WSConv2d, EvoNo
 dropout on the branch), a stride-2 transition, global pooling, Dropout, Linear. Training: Mixup
 with CutMix (per-sample, label smoothing 0.1), soft-target cross-entropy, Ranger.
 
-    python examples/train_digits.py [--steps 200] [--out digits.png]
+    python examples/train_digits.py [--steps 200] [--out digits.png] [--table FILE.md]
 
-prints the losses and accuracies of each run and writes a PNG of the loss curves and the
-accuracies. tests/test_convergence.py runs the same functions.
+prints the losses and accuracies of each run as a Markdown table (``--table`` writes it too: the
+README's is benchmarks/results/digits_convergence.md) and writes a PNG of the loss curves and
+the accuracies. tests/test_convergence.py runs the same functions.
 """
 from __future__ import annotations
 
@@ -211,6 +212,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="digits.png", help="where to write the PNG")
+    parser.add_argument("--table", help="also write the Markdown table (the README's is "
+                                        "benchmarks/results/digits_convergence.md)")
     args = parser.parse_args(argv)
     from tqdm import tqdm
     from benchmarks.peers import load_pytorch_optimizer, load_timm
@@ -229,11 +232,26 @@ def main(argv: Optional[List[str]] = None) -> None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
             runs.append(train(impl, backend, args.steps, args.seed, init, data, progress))
-    for r in runs:
-        print(f"{r.name:28s} final 20-step loss {np.mean(r.losses[-20:]):.4f}  held-out accuracy {r.accuracy:.1f} %  "
-              f"CPU time {r.cpu_seconds:.1f} s")
+    text = table(runs, args.steps, args.seed)
+    print(text)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(text)
     plot(runs, args.out)
     print(f"wrote {args.out}")
+
+
+def table(runs: List[Run], steps: int, seed: int) -> str:
+    """The runs as the README's Markdown table, titled with the commit and command."""
+    from examples._common import commit_label
+    from benchmarks.common import device_name
+    lines = [f"Digits, {steps} steps of batch 64, seed {seed}, from the same initial weights. "
+             f"{device_name(torch.device('cpu'))}, commit {commit_label()}, "
+             f"`python examples/train_digits.py --steps {steps} --seed {seed}`.", "",
+             "| run | mean loss, last 20 steps | held-out accuracy | CPU time |", "|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r.name} | {np.mean(r.losses[-20:]):.4f} | {r.accuracy:.1f} % | {r.cpu_seconds:.1f} s |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

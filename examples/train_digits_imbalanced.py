@@ -68,8 +68,8 @@ def train(remedy: str, data: Dict[str, torch.Tensor], steps: int, seed: int) -> 
     weight = class_weights(data["y_train"], 10).float() if remedy == "class weights" else None
     opt = tricks_ext.optim.Ranger(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     losses = fit(model, opt, _batches(data["y_train"], remedy, seed, steps),
-                 lambda idx: torch.nn.functional.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx],
-                                                               weight=weight))
+                 lambda idx: lambda: torch.nn.functional.cross_entropy(model(data["x_train"][idx]),
+                                                                       data["y_train"][idx], weight=weight))
     with torch.no_grad():
         predicted = model(data["x_test"]).argmax(1)
     return {"balanced accuracy": 100.0 * balanced_accuracy_score(data["y_test"].numpy(), predicted.numpy()),

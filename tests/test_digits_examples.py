@@ -35,6 +35,6 @@ def test_each_optimizer_trains():
         assert 0.0 <= result["held-out accuracy"] <= 100.0 and result["LR drops"] == 0
 
 
-@pytest.mark.parametrize("name", ["digits_imbalanced.md", "digits_optimizers.md"])
+@pytest.mark.parametrize("name", ["digits_imbalanced.md", "digits_optimizers.md", "digits_convergence.md"])
 def test_readme_table_is_the_committed_result(name):
     assert (ROOT / "benchmarks" / "results" / name).read_text() in (ROOT / "README.md").read_text()

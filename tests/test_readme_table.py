@@ -12,7 +12,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_block_is_regenerated_from_the_csv():
+    readme = (ROOT / "README.md").read_text()
+    assert rt.BEGIN in readme and rt.MEM_BEGIN in readme
     assert rt.main(["--check", str(ROOT / "README.md")]) == 0
+
+
+def test_first_screen_memory_claims_are_the_tables():
+    """The first screen's "x lower than torch.compile" ranges are the memory table's ratios."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(rt.MEM_BEGIN):readme.index(rt.MEM_END)]
+    ratios = {}
+    for line in block.splitlines():
+        cells = line.split(" | ")
+        if len(cells) == 5 and cells[3].endswith(" MB"):
+            peer = next(p for p in cells[4].split("; ") if "torch.compile" in p)
+            ratios.setdefault(cells[0].lstrip("| "), []).append(float(peer.rsplit("(", 1)[1].rstrip("x) |")))
+    first_screen = " ".join(readme[:readme.index("## Install")].split())
+
+    def span(values):
+        lo, hi = f"{min(values):.2f}".rstrip("0").rstrip("."), f"{max(values):.2f}".rstrip("0").rstrip(".")
+        return lo if lo == hi else f"{lo}-{hi}x"
+    for label, words in (("dropout + residual (ReZero gate)", "for dropout + residual"),
+                         ("EvoNorm-S0", "for EvoNorm"), ("soft-target CE on Mixup targets", "for the soft CE")):
+        assert f"{span(ratios[label])} {words}" in first_screen, (label, span(ratios[label]))
 
 
 def _row(date, commit, op, case, mode, dtype, provider, ms, quick="0"):

@@ -24,20 +24,22 @@ VAR_MODES = ("mb", "olbm", "iid")
 _MIN_CAPACITY = 1024
 # statopt's QHM treats |momentum| or |qhm_nu| below this as 0, and |qhm_nu - 1| below it as 1.
 _QHM_TINY = 1e-12
+# statopt's guard in its slope test's t statistic against r = +-1.
+_TINY = 1e-20
 # 2^18 elements (1 MiB of fp32 per array, 4 arrays): on the ResNet-50 set and 2 EPYC threads a
 # step took 23.0 ms at 2^18, 22.5 at 2^16, 24.5 at 2^20, 26.2 at 2^22 and 33.1 as one run; 2^16
 # and 2^18 are within the noise, and 2^18 makes a quarter of the runs (Python calls).
 _CPU_BLOCK = 1 << 18
 
 
-def _t_quantiles(significance: float, size: int) -> Tensor:
-    """t.ppf(1 - significance / 2, dof) for dof = 1..size, float64 (scipy's, as statopt's)."""
+def _t_quantiles(level: float, size: int) -> Tensor:
+    """Student t's quantile t.ppf(level, dof) for dof = 1..size, float64 (scipy's, as statopt's)."""
     try:
         from scipy import stats
     except ImportError as e:  # pragma: no cover - scipy comes with scikit-learn, a test dependency
         raise ImportError("SASA needs scipy for the Student t quantiles of its test (pip install scipy)") from e
     import numpy as np
-    return torch.from_numpy(stats.t.ppf(1.0 - significance / 2.0, np.arange(1, size + 1, dtype=np.float64)))
+    return torch.from_numpy(stats.t.ppf(level, np.arange(1, size + 1, dtype=np.float64)))
 
 
 class StationarityTest:
@@ -73,7 +75,9 @@ class StationarityTest:
             "stats_lb": torch.zeros((), **f64),
             "stats_ub": torch.zeros((), **f64),
         }
-        self._quantiles = _t_quantiles(self.significance, 4096).to(self.device)
+        # two-sided for the stationarity test; the slope test's one-sided table is built on use
+        self._quantiles = _t_quantiles(1.0 - self.significance / 2.0, 4096).to(self.device)
+        self._slope_quantiles = torch.empty(0)
 
     @staticmethod
     def check_args(owner: str, significance: Any, var_mode: Any, leak_ratio: Any, minN_stats: Any) -> tuple:
@@ -107,16 +111,48 @@ class StationarityTest:
         st["total"].add_(1)
         st["n_values"] = index + 1
 
-    def test(self) -> Tensor:
-        """The test on the bucket, decided on the device (no host read): True to drop."""
+    def _window(self) -> tuple:
+        """The buffer's tail that holds the bucket, (v, start, count): the bucket is v[start:],
+        ``count`` values (start and count on the device; v's length known on the host)."""
         st = self.state
         n_values = st["n_values"]
         size = self._bound(n_values)
-        while self._quantiles.numel() < size:
-            self._quantiles = _t_quantiles(self.significance, 2 * self._quantiles.numel()).to(self.device)
         v = st["values"][n_values - size - st["offset"]:n_values - st["offset"]]
         count = (st["total"] + self.leak_ratio - 1) // self.leak_ratio
-        start = size - count                                     # the window: v[start:]
+        return v, size - count, count
+
+    def decreasing(self) -> Tensor:
+        """statopt's slope test (``LeakyBucket.linregress``, SALSA's switch): True when the
+        least-squares slope of the bucket's values against their step is negative at
+        ``significance`` (one-sided t-test on the correlation r, t = r sqrt(df / ((1 - r)(1 + r))),
+        df = n - 2), decided on the device. Meaningful once the bucket holds 3 values or more."""
+        v, start, count = self._window()
+        size = v.numel()
+        if self._slope_quantiles.numel() < size:
+            self._slope_quantiles = _t_quantiles(self.significance, max(2 * size, 4096)).to(self.device)
+        n = count.to(torch.float64).clamp(min=1.0)
+        pos = torch.arange(size, device=self.device)
+        inside = pos >= start
+        zero = v.new_zeros(())
+        xc = torch.where(inside, (pos - start).to(torch.float64) - (n - 1.0) / 2.0, zero)
+        yc = torch.where(inside, v - torch.where(inside, v, zero).sum() / n, zero)
+        cxx, cyy, cxy = (xc * xc).sum() / n, (yc * yc).sum() / n, (xc * yc).sum() / n
+        den = torch.sqrt(cxx * cyy)
+        r = torch.where(den == 0, zero, cxy / torch.where(den == 0, v.new_ones(()), den)).clamp(-1.0, 1.0)
+        df = count - 2
+        t = r * torch.sqrt(df.to(torch.float64).clamp(min=1.0) / ((1.0 - r + _TINY) * (1.0 + r + _TINY)))
+        return t < self._slope_quantiles[(df - 1).clamp(0, self._slope_quantiles.numel() - 1)]
+
+    def test(self, allow_drop: bool = True) -> Tensor:
+        """The test on the bucket, decided on the device (no host read): True when the bucket
+        holds more than ``minN_stats`` values and they are stationary. With ``allow_drop`` that is
+        a drop: the bucket empties and the composite test ends; without (statopt's test before
+        ``warmup`` steps), nothing changes but the ``stats_*`` values."""
+        st = self.state
+        v, start, count = self._window()
+        size = v.numel()
+        while self._quantiles.numel() < size:
+            self._quantiles = _t_quantiles(1.0 - self.significance / 2.0, 2 * self._quantiles.numel()).to(self.device)
         n = count.to(torch.float64).clamp(min=1.0)
         pos = torch.arange(size, device=self.device)
         inside = pos >= start
@@ -141,9 +177,10 @@ class StationarityTest:
         stationary = torch.where(st["composite"], composite, simple)
         tested = count > self.minN_stats
         drop = tested & stationary
-        st["composite"].logical_and_(~drop)
-        st["total"].mul_((~drop).to(torch.int64))
-        st["drops"].add_(drop.to(torch.int64))
+        if allow_drop:
+            st["composite"].logical_and_(~drop)
+            st["total"].mul_((~drop).to(torch.int64))
+            st["drops"].add_(drop.to(torch.int64))
         st["stats_test"].copy_(tested)
         st["stats_stationary"].copy_(drop)
         st["stats_mean"].copy_(mean)
@@ -291,39 +328,61 @@ class SASA(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         dots: List[Tensor] = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("SASA does not support sparse gradients")
+        for group, params in self._stepped_groups():
             x_d: List[Tensor] = []
             d_d: List[Tensor] = []
             for block in _blocks(params):
-                directions = self._direction(group, block)
+                directions = self._direction(group, block, self._gradients(group, block))
                 _descend(block, directions, group["lr"])
                 x_d += [_dot(x, d) for x, d in zip(block, directions)]
                 d_d += [_dot(d, d) for d in directions]
             dots.append(torch.stack(x_d).sum() + 0.5 * group["lr"] * torch.stack(d_d).sum())
-        if not dots:
-            return loss
-        self._test.add(dots[0] if len(dots) == 1 else torch.stack(dots).sum())
-        steps = self._test.state["n_values"]
-        if steps % self.testfreq == 0 and steps > self.warmup:
-            drop = self._test.test()
-            for group in self.param_groups:
-                group["lr"].copy_(torch.where(drop, group["lr"] / self.drop_factor, group["lr"]))
-            bufs = [s["momentum_buffer"] for p, s in self.state.items()
-                    if isinstance(p, Tensor) and "momentum_buffer" in s]
-            if bufs:
-                torch._foreach_mul_(bufs, (~drop).to(torch.float32))
+        if dots:
+            self._test.add(dots[0] if len(dots) == 1 else torch.stack(dots).sum())
+            self._test_and_drop(self._test.state["n_values"])
         return loss
 
-    def _direction(self, group: Dict[str, Any], params: List[Tensor]) -> List[Tensor]:
+    def _stepped_groups(self) -> List[tuple]:
+        """(group, its params with a grad) for each group that has one; sparse grads refused."""
+        out = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if params:
+                out.append((group, params))
+        return out
+
+    def _test_and_drop(self, steps: int) -> Optional[Tensor]:
+        """On a test step (every ``testfreq`` steps), the test; past ``warmup`` steps a True result
+        divides every group's LR by ``drop_factor`` and zeroes the momentum. The test's result
+        (stationary, on the device), or None off test steps."""
+        if steps % self.testfreq != 0:
+            return None
+        stationary = self._test.test(allow_drop=steps > self.warmup)
+        if steps > self.warmup:
+            self._drop(stationary)
+        return stationary
+
+    def _drop(self, drop: Tensor) -> None:
+        for group in self.param_groups:
+            group["lr"].copy_(torch.where(drop, group["lr"] / self.drop_factor, group["lr"]))
+        bufs = [s["momentum_buffer"] for p, s in self.state.items()
+                if isinstance(p, Tensor) and "momentum_buffer" in s]
+        if bufs:
+            torch._foreach_mul_(bufs, (~drop).to(torch.float32))
+
+    @staticmethod
+    def _gradients(group: Dict[str, Any], params: List[Tensor]) -> List[Tensor]:
+        """g = grad + weight_decay * x (new tensors; the grads themselves when weight_decay is 0)."""
         grads = [p.grad for p in params]
         if group["weight_decay"] != 0:
             grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        return grads
+
+    def _direction(self, group: Dict[str, Any], params: List[Tensor], grads: List[Tensor]) -> List[Tensor]:
+        """QHM's d from g, updating the momentum buffers."""
         momentum, nu = group["momentum"], group["qhm_nu"]
         if abs(momentum) < _QHM_TINY or abs(nu) < _QHM_TINY:
             return grads
