@@ -44,11 +44,13 @@ def fit(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[to
 
 
 def commit_label() -> str:
-    """The short commit, ``+dirty`` when tracked files differ from it."""
+    """The short commit, ``+dirty`` when tracked files other than results differ from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # results written by an earlier run (benchmarks/results/, the plot) do not make the code dirty
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)benchmarks/results", ":(exclude)docs/digits.png") else "")
 
 
 def results_table(title: str, first_column: str, runs: Dict[str, List[Dict[str, float]]],
