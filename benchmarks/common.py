@@ -182,10 +182,10 @@ def environment(device: torch.device) -> Dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or "unknown"
-        # The bench's own outputs (benchmarks/results/) do not make the code dirty: a second run
+        # Results (benchmarks/results/, the digits plot) do not make the code dirty: a second run
         # right after the first measures the same commit.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/results"], cwd=ROOT,
+                                ":(exclude)benchmarks/results", ":(exclude)docs/digits.png"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
