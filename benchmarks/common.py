@@ -178,18 +178,23 @@ def peer_versions() -> str:
     return "; ".join(out)
 
 
-def environment(device: torch.device) -> Dict[str, str]:
+def commit_label() -> str:
+    """The short commit, ``+dirty`` when tracked files other than results differ from it: what
+    a run wrote (benchmarks/results/, the digits plot) does not make the code dirty, so a second
+    run right after the first measures the same commit."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or "unknown"
-        # Results (benchmarks/results/, the digits plot) do not make the code dirty: a second run
-        # right after the first measures the same commit.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)benchmarks/results", ":(exclude)docs/digits.png"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        commit += "+dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def environment(device: torch.device) -> Dict[str, str]:
+    commit = commit_label()
     triton_version = "none"
     if importlib.util.find_spec("triton") is not None:
         import triton
