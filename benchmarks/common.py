@@ -128,13 +128,18 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[f
 
 
 def copy_bandwidth_gbps(device: torch.device, quick: bool = False) -> float:
-    """Measured device copy bandwidth (read + write bytes per second) on a buffer far larger than
-    the caches: 1 GiB on CUDA, 256 MiB on CPU (quick: a quarter)."""
+    """The device's memory bandwidth as the best of a copy (dst = src: 2 x 4 bytes per element)
+    and a triad (a = b + 0.5 c: 3 x 4 bytes), each with torch's own threads, the ones our CPU
+    kernels use, on buffers far larger than the caches: 1 GiB each on CUDA, 256 MiB on CPU
+    (quick: a quarter). A copy alone can read low: on the 2-thread Xeon it left some kernels'
+    rows at 150-175 % of it. A row above 100 % is then a case whose data stays in cache."""
     nbytes = (2**30 if device.type == "cuda" else 2**28) // (4 if quick else 1)
-    src = torch.randn(nbytes // 4, device=device)
-    dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), device, quick)
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    b = torch.randn(nbytes // 4, device=device)
+    c = torch.randn_like(b)
+    a = torch.empty_like(b)
+    copy_ms = time_ms(lambda: a.copy_(b), device, quick)
+    triad_ms = time_ms(lambda: torch.add(b, c, alpha=0.5, out=a), device, quick)
+    return max(2 * nbytes / (copy_ms * 1e-3), 3 * nbytes / (triad_ms * 1e-3)) / 1e9
 
 
 def device_name(device: torch.device) -> str:
@@ -178,18 +183,23 @@ def peer_versions() -> str:
     return "; ".join(out)
 
 
-def environment(device: torch.device) -> Dict[str, str]:
+def commit_label() -> str:
+    """The short commit, ``+dirty`` when tracked files other than results differ from it: what
+    a run wrote (benchmarks/results/, the digits plot) does not make the code dirty, so a second
+    run right after the first measures the same commit."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or "unknown"
-        # Results (benchmarks/results/, the digits plot) do not make the code dirty: a second run
-        # right after the first measures the same commit.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)benchmarks/results", ":(exclude)docs/digits.png"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        commit += "+dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def environment(device: torch.device) -> Dict[str, str]:
+    commit = commit_label()
     triton_version = "none"
     if importlib.util.find_spec("triton") is not None:
         import triton

@@ -1,14 +1,16 @@
 """The README's performance and memory tables, generated from benchmarks/results/results.csv.
 
-``python -m benchmarks.readme_table [--memory] [--commit C] [--device D] [--write README.md | --check README.md]``
+``python -m benchmarks.readme_table [--memory | --losses] [--commit C] [--device D] [--write README.md | --check README.md]``
 
 Takes the full (not --quick) runs of one clean commit on one device (a run = the rows of one
 `make bench`, which share its start time), and for each selected case prints our time and every
 other provider's time with how many times faster we are: ranges across the runs (each run's
 median; the speedup within each run, where both sides met the same machine state). In place is
 compared with in place: where we have both, the in-place provider is ours against in-place
-peers and the out-of-place one against out-of-place peers. The memory table gives, for the ops
-that claim to save memory, the peak memory one call allocates (``peak_mb``) for ours and each
+peers and the out-of-place one against out-of-place peers. The losses table lists every case of the
+runs, in or out of the performance table, where a peer beats our best backend, each with the
+reason WHY gives (it fails on a loss without one). The memory table gives, for the ops that
+claim to save memory, the peak memory one call allocates (``peak_mb``) for ours and each
 peer, from one full run of the commit it names. ``--write`` replaces the blocks between the
 README's perf-table and memory-table markers; ``--check`` fails when a block differs from what
 the CSV regenerates (tests/test_readme_table.py runs it).
@@ -223,6 +225,60 @@ def memory_table(rows: Sequence[Dict[str, str]], commit: str, device: str) -> st
     return "\n".join(lines)
 
 
+LOSS_BEGIN = "<!-- losses-table:begin"
+LOSS_END = "<!-- losses-table:end -->"
+# Why a peer beats our best in a case, per op (a case a reason covers: the prefix of its name).
+# losses_table fails on a losing case no reason covers, so a new loss cannot pass unexplained.
+WHY: Dict[str, Tuple[Tuple[str, str], ...]] = {}
+# Providers that are a floor to measure against, not an implementation of the op: WSConv2d's
+# plain convolution without weight standardization.
+NOT_PEERS = {"nn.Conv2d (no WS)"}
+
+
+def _why(op: str, case: str) -> Optional[str]:
+    return next((why for prefix, why in WHY.get(op, ()) if case.startswith(prefix)), None)
+
+
+def losses_table(rows: Sequence[Dict[str, str]], commit: str, device: str) -> str:
+    """Every case of every op, in all the full runs of ``commit``, where a peer's median beats
+    our best backend's in every run (ranges across the runs), with the reason from WHY."""
+    runs = full_runs(rows, commit, device)
+    cases: Dict[Tuple[str, str, str, str], List[Dict[str, float]]] = {}
+    for run in runs.values():
+        per: Dict[Tuple[str, str, str, str], Dict[str, float]] = {}
+        for r in run:
+            per.setdefault((r["op"], r["case"], r["dtype"], r["mode"]), {})[r["provider"]] = float(r["time_ms"])
+        for key, times in per.items():
+            cases.setdefault(key, []).append(times)
+    lines = [f"{LOSS_BEGIN} commit={commit} device={device} -->",
+             f"Every benchmarked case where a peer is faster than our best backend in each of the {len(runs)} "
+             f"full run{'s' if len(runs) > 1 else ''} of {commit} above, from the same CSV.", "",
+             "| op | case | dtype | mode | ours | faster: their time (ours x slower) | why |",
+             "|---|---|---|---|---|---|---|"]
+    unexplained = []
+    for (op, case, dtype, mode), per_run in sorted(cases.items()):
+        ours = [min(t for p, t in times.items() if p.startswith(OURS_PREFIX)) for times in per_run
+                if any(p.startswith(OURS_PREFIX) for p in times)]
+        if len(ours) != len(per_run):
+            continue
+        peers = {p for times in per_run for p in times if not p.startswith(OURS_PREFIX) and p not in NOT_PEERS}
+        faster = []
+        for p in sorted(peers):
+            theirs = [times.get(p) for times in per_run]
+            if all(t is not None and t < o for t, o in zip(theirs, ours)):
+                faster.append(f"{p} {_span_ms(theirs)} ({_span([o / t for t, o in zip(theirs, ours)], _x)})")
+        if not faster:
+            continue
+        why = _why(op, case)
+        if why is None:
+            unexplained.append(f"{op} {case} {dtype} {mode}")
+        lines.append(f"| {op} | {case} | {dtype} | {mode} | {_span_ms(ours)} | {'; '.join(faster)} | {why or '?'} |")
+    if unexplained:
+        raise SystemExit("losing cases without a reason in readme_table.WHY: " + ", ".join(unexplained))
+    lines.append(LOSS_END)
+    return "\n".join(lines)
+
+
 def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
@@ -243,7 +299,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--commit", help="default: the newest clean commit with full runs of every op")
     parser.add_argument("--device", help="the CSV's device string (default: the one with most rows of the commit)")
     parser.add_argument("--csv", type=Path, default=CSV_PATH)
-    parser.add_argument("--memory", action="store_true", help="the memory table (default: the performance table)")
+    table_kind = parser.add_mutually_exclusive_group()
+    table_kind.add_argument("--memory", action="store_true", help="the memory table (default: the performance table)")
+    table_kind.add_argument("--losses", action="store_true", help="the table of every case a peer wins")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", type=Path, metavar="README", help="replace the README's block")
     action.add_argument("--check", type=Path, metavar="README",
@@ -253,6 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.check:
         text = args.check.read_text()
         for name, begin, end, make in (("performance", BEGIN, END, table),
+                                       ("losses", LOSS_BEGIN, LOSS_END, losses_table),
                                        ("memory", MEM_BEGIN, MEM_END, memory_table)):
             if begin not in text:  # a README without this table
                 continue
@@ -273,6 +332,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         device = devices.most_common(1)[0][0]
     if args.memory:
         block, begin, end = memory_table(rows, commit, device), MEM_BEGIN, MEM_END
+    elif args.losses:
+        block, begin, end = losses_table(rows, commit, device), LOSS_BEGIN, LOSS_END
     else:
         block, begin, end = table(rows, commit, device), BEGIN, END
     if args.write:

@@ -4,14 +4,10 @@ tests check the README's copies against the committed files)."""
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fit(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[torch.Tensor],
@@ -41,16 +37,6 @@ def fit(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[to
         losses.append(loss.detach())
     model.eval()
     return losses
-
-
-def commit_label() -> str:
-    """The short commit, ``+dirty`` when tracked files other than results differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    # results written by an earlier run (benchmarks/results/, the plot) do not make the code dirty
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                                     ":(exclude)benchmarks/results", ":(exclude)docs/digits.png") else "")
 
 
 def results_table(title: str, first_column: str, runs: Dict[str, List[Dict[str, float]]],

@@ -243,8 +243,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def table(runs: List[Run], steps: int, seed: int) -> str:
     """The runs as the README's Markdown table, titled with the commit and command."""
-    from examples._common import commit_label
-    from benchmarks.common import device_name
+    from benchmarks.common import commit_label, device_name
     lines = [f"Digits, {steps} steps of batch 64, seed {seed}, from the same initial weights. "
              f"{device_name(torch.device('cpu'))}, commit {commit_label()}, "
              f"`python examples/train_digits.py --steps {steps} --seed {seed}`.", "",

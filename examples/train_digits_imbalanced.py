@@ -22,7 +22,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import tricks_ext  # noqa: E402
-from examples._common import commit_label, fit, results_table, run_main  # noqa: E402
+from benchmarks.common import commit_label  # noqa: E402
+from examples._common import fit, results_table, run_main  # noqa: E402
 from examples.train_digits import BATCH, LR, WEIGHT_DECAY, build_model, load_data, tricks_layers  # noqa: E402
 from tricks_ext.recipe import Oversampler, class_weights, init_output_bias  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Counts the README states that come from the code: checked, not typed."""
+"""Counts the README states that come from the code or a committed run: checked, not typed."""
 import re
 import subprocess
 import sys
@@ -6,6 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+DESIGN = (ROOT / "docs" / "DESIGN.md").read_text()
 
 
 def _collected(path: str) -> int:
@@ -22,3 +23,60 @@ def test_fuzz_case_counts():
     assert f"({ops} in `tests/fuzz/test_fuzz.py`)" in README, ops
     assert f"and {usage} cases of usage" in README, usage
     assert f"{ops + usage} in all" in README, ops + usage
+
+
+def _mutants():
+    out = subprocess.run([sys.executable, "scripts/mutate.py", "--list"], capture_output=True, text=True, cwd=ROOT)
+    kinds = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert kinds, out.stderr
+    return kinds
+
+
+def test_mutant_counts():
+    kinds = _mutants()
+    prose = " ".join(README.split())
+    assert f"`make mutate` applies {len(kinds)} plausible kernel bugs" in prose, len(kinds)
+    assert f"runs the {kinds.count('python')} Python/Triton ones" in prose, kinds.count("python")
+
+
+def _compile_check_rows():
+    """The README's compile-check run: its file's rows as (kernel, arch, specializations, registers)."""
+    found = re.search(r"the table is `(benchmarks/results/compile_check_(\w+)\.md)`", README)
+    assert found, "the README names no compile-check table"
+    prose = " ".join(README.split())
+    assert f"of commit {found.group(2)};" in prose and f"(the run of {found.group(2)})" in prose
+    text = (ROOT / found.group(1)).read_text()
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[1].startswith("sm_"):
+            rows.append((cells[0], cells[1], int(cells[2]), int(cells[4])))
+    total = re.search(r"(\d+) kernel specializations; 0 problems", text)
+    assert total and int(total.group(1)) == sum(r[2] for r in rows)
+    return rows
+
+
+def test_compile_check_counts_and_registers():
+    """The compile-check paragraph, the simt section's instance count and the worst-registers table
+    are the committed run's file."""
+    rows = _compile_check_rows()
+    triton = sum(r[2] for r in rows if not r[0].startswith("tricks::"))
+    cuda = sum(r[2] for r in rows if r[0].startswith("tricks::"))
+    prose = " ".join(README.split())
+    assert (f"{triton} Triton specializations ({triton // 2} per arch) and {cuda} CUDA kernel instances "
+            f"({cuda // 2} per arch), {triton + cuda} in all") in prose
+    assert f"launch all {cuda // 2} CUDA kernel instances" in prose
+    assert f"launch every one of the {cuda // 2} CUDA kernel instances" in " ".join(DESIGN.split())
+    worst = {}
+    for kernel, arch, _, regs in rows:
+        name = re.sub(r"<.*>$", "", kernel).replace("tricks::", "")
+        worst[(name, arch)] = max(worst.get((name, arch), 0), regs)
+    table = README[README.index("| kernel (Triton) | registers"):]
+    table = table[:table.index("\n\n")]
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for name, regs in ((cells[0], cells[1]), (cells[2], cells[3])):
+            sm80, sm90 = (int(v.split()[0]) for v in regs.split(" / "))
+            assert (sm80, sm90) == (worst[(name, "sm_80")], worst[(name, "sm_90")]), name
+    step = (worst[("optim._optim_step_kernel", "sm_80")], worst[("optim._optim_step_kernel", "sm_90")])
+    assert f"against {step[0]} / {step[1]} under 3.9 in the run above" in prose
