@@ -229,7 +229,27 @@ LOSS_BEGIN = "<!-- losses-table:begin"
 LOSS_END = "<!-- losses-table:end -->"
 # Why a peer beats our best in a case, per op (a case a reason covers: the prefix of its name).
 # losses_table fails on a losing case no reason covers, so a new loss cannot pass unexplained.
-WHY: Dict[str, Tuple[Tuple[str, str], ...]] = {}
+WHY: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "dropout": (("", "fp32 fwd+bwd only (bf16 ours is faster): our backward regenerates the Philox mask, "
+                     "which costs about what reading the compiled kernel's stored 1-byte mask costs; ours keeps "
+                     "no mask (memory table)"),),
+    "evonorm": (("", "bf16 only: Inductor converts bf16 in AVX-512 vectors, our CPU kernel's bf16 loads and "
+                     "stores do not (its bf16 fwd+bwd takes longer than its fp32 one on twice the bytes)"),),
+    "mask_boxes": (("cutout", "both write only the 16x16 boxes, 0.5 % of the batch: no bytes floor applies, and "
+                              "our per-call and per-task overhead is the difference"),),
+    "optim": (("", "torch's fused Adam does no GC, RAdam rectification or Lookahead: Ranger's GC mean pass is "
+                   "the difference (benchmarks/NOTES.md, optim_step)"),),
+    "patch": (("", "torch.compile fuses across the whole model (activations, residual adds, the optimizer-free "
+                   "step); the patched model is eager, layer by layer, and was not compiled in these runs"),),
+    "soft_f1": (("", "the F formula on the C-vectors is a chain of small eager tensor ops and their backward, "
+                     "which torch.compile fuses; the sums' kernel itself is not the gap"),),
+    "weight_standardize": (("", "small weights: torch.library's Python autograd layers cost tens of "
+                                "microseconds per call, more than the kernels, and most in bf16 fwd+bwd (a C++ "
+                                "autograd as soft CE's would remove them; not done); on the larger weights of "
+                                "the performance table ours is faster"),),
+    "wsconv": (("", "the convolution is nearly all of the time; the standardization of these small weights is the "
+                    "weight_standardize case above"),),
+}
 # Providers that are a floor to measure against, not an implementation of the op: WSConv2d's
 # plain convolution without weight standardization.
 NOT_PEERS = {"nn.Conv2d (no WS)"}
