@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import expect_error, host_reads_raise
-from test_optim_sasa import _data, _net
+from test_optim_sasa import _data, _net, resumed
 from tricks_ext.optim import SALSA
 
 KW = dict(lr=0.5, momentum=0.9, weight_decay=1e-4, gamma=0.05, drop_factor=10, significance=0.05, leak_ratio=4,
@@ -111,14 +111,7 @@ def test_state_dict_resumes_exactly():
     opt = SALSA(net.parameters(), **dict(KW, var_mode="iid"))
     switched = lambda o: o.state["salsa"]["switched"].item()  # noqa: E731
     _train(net, opt, x, y, batches[:300], switched)
-    buf = io.BytesIO()
-    torch.save({"model": net.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    saved = torch.load(buf)
-    net2 = _net(seed=1)
-    net2.load_state_dict(saved["model"])
-    opt2 = SALSA(net2.parameters(), **dict(KW, var_mode="iid"))
-    opt2.load_state_dict(saved["opt"])
+    net2, opt2 = resumed(net, opt, lambda ps: SALSA(ps, **dict(KW, var_mode="iid")))
     after, first = _train(net, opt, x, y, batches[300:], switched)
     assert first is not None  # the switch comes after the resume
     assert _train(net2, opt2, x, y, batches[300:], switched) == (after, first)

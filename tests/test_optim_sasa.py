@@ -120,6 +120,20 @@ def test_params_over_several_cpu_runs_equal_statopt():
             assert opt.state["sasa"]["stats_val"].item() == pytest.approx(ref.state["stats_val"], rel=1e-12)
 
 
+def resumed(net, opt, make_opt):
+    """A fresh net (other initial weights) and optimizer loaded from ``net``'s and ``opt``'s
+    state dicts through torch.save and torch.load."""
+    buf = io.BytesIO()
+    torch.save({"model": net.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf)
+    net2 = _net(seed=1)
+    net2.load_state_dict(saved["model"])
+    opt2 = make_opt(net2.parameters())
+    opt2.load_state_dict(saved["opt"])
+    return net2, opt2
+
+
 def test_state_dict_resumes_exactly():
     """Save mid-run (after a drop), load into a fresh model and optimizer, go on: bit-identical
     params and LRs, and the loaded optimizer shares no tensor with the saved one."""
@@ -129,14 +143,7 @@ def test_state_dict_resumes_exactly():
     opt = SASA(net.parameters(), **kw)
     before = _run(net, opt, x, y, batches[:1000])
     assert _drops(before)
-    buf = io.BytesIO()
-    torch.save({"model": net.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    saved = torch.load(buf)
-    net2 = _net(seed=1)
-    net2.load_state_dict(saved["model"])
-    opt2 = SASA(net2.parameters(), **kw)
-    opt2.load_state_dict(saved["opt"])
+    net2, opt2 = resumed(net, opt, lambda ps: SASA(ps, **kw))
     after = _run(net, opt, x, y, batches[1000:])
     assert _run(net2, opt2, x, y, batches[1000:]) == after
     assert len(_drops(before + after)) > len(_drops(before))  # a drop after the resume too
