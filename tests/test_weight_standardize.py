@@ -25,6 +25,8 @@ SHAPES = [
     (3, 1),            # fan-in 1
     (1, 17),           # one output channel
     (13, 257),         # prime sizes
+    (9, 127),          # the CPU's short rows (8 partial sums) end at 127
+    (9, 2, 8, 8),      # K = 128: the first row of 64 partial sums
     (6, 1500),         # K > 1024: the CUDA block-per-row path, several Triton sweeps
 ]
 

@@ -58,7 +58,7 @@ def check_same_device(op: str, name: str, t: Optional[Tensor], ref: Tensor, ref_
 def is_row_dense(t: Tensor) -> bool:
     """True when each t[i] is one dense block of t[0].numel() elements (any order inside),
     i.e. contiguous or channels_last weights; the kernels then walk memory directly."""
-    if t.numel() == 0:
+    if t.numel() == 0 or t.is_contiguous():  # the common case, in 0.1 us of the 1.7 the loop costs
         return True
     expected = 1
     for stride, size in sorted((t.stride(d), t.size(d)) for d in range(1, t.dim()) if t.size(d) != 1):

@@ -22,6 +22,12 @@ namespace {
 // of a 64-element row. The tail fills the lanes too: summed into one, the 49 elements of a
 // depthwise 7x7 row were another latency chain (2.8 ns per element, forward).
 constexpr int kLanes = 64;
+// Rows shorter than 128 take 8 partial sums: on a short row the 64 lanes' zeroing and six-level
+// fold cost more than the adds (768x1x7x7 fp32 on 2 threads: forward 38 -> 28 us, backward 30 ->
+// 17 us). 8 on longer rows brought the latency chain back (64x3x7x7, K = 147: forward 10 -> 18 us);
+// 16 below 256 gained less on the 49-element rows (forward 31 us, backward 22 us).
+constexpr int kShortLanes = 8;
+constexpr int64_t kShortRow = 128;
 
 // The terms of the row sums, as always-inline functors (docs/DESIGN.md, "CPU kernels: loops GCC
 // vectorizes"): with lambdas GCC called the term out of line, compiled for the baseline ISA, and
@@ -50,17 +56,22 @@ struct TimesStandardized {  // go * what, what = (x - mean) * rstd
   TRICKS_CPU_INLINE A operator()(A v, int64_t k) const { return v * (load_as<A>(x, k) - mean) * rstd; }
 };
 
-template <typename T, typename A, typename F>
-TRICKS_CPU_INLINE A row_sum(const T* __restrict__ x, int64_t K, F f) {
-  A part[kLanes] = {};
+template <int Lanes, typename T, typename A, typename F>
+TRICKS_CPU_INLINE A row_sum_in(const T* __restrict__ x, int64_t K, F f) {
+  A part[Lanes] = {};
   int64_t k = 0;
-  for (; k + kLanes <= K; k += kLanes)
-    for (int j = 0; j < kLanes; ++j) part[j] += f(load_as<A>(x, k + j), k + j);
+  for (; k + Lanes <= K; k += Lanes)
+    for (int j = 0; j < Lanes; ++j) part[j] += f(load_as<A>(x, k + j), k + j);
   // the tail lane by lane too: short rows (a depthwise 7x7 has 49 elements) are all tail
   for (int64_t j = 0; j < K - k; ++j) part[j] += f(load_as<A>(x, k + j), k + j);
-  for (int width = kLanes / 2; width >= 1; width /= 2)
+  for (int width = Lanes / 2; width >= 1; width /= 2)
     for (int j = 0; j < width; ++j) part[j] += part[j + width];
   return part[0];
+}
+
+template <typename T, typename A, typename F>
+TRICKS_CPU_INLINE A row_sum(const T* __restrict__ x, int64_t K, F f) {
+  return K < kShortRow ? row_sum_in<kShortLanes, T, A>(x, K, f) : row_sum_in<kLanes, T, A>(x, K, f);
 }
 
 template <typename T, typename A>

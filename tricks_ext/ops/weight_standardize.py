@@ -6,13 +6,13 @@ dtype with any scale folded in; :func:`weight_standardize` prepares those from u
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
+from tricks_ext.ops._library import Twin, define_graph_backward, differentiable_vjp, register_autograd
 from tricks_ext._dtypes import stats_dtype
 from tricks_ext._checks import is_row_dense
 from tricks_ext.reference.weight_standardize import weight_standardize as _reference
@@ -61,14 +61,28 @@ def _make_backward(bwd: Callable) -> Callable:
     return backward
 
 
+def _graph_grads(grad_out: Tensor, w: Tensor, gain: Optional[Tensor], eps: float, w_grad: bool,
+                 gain_grad: bool) -> List[Tensor]:
+    """The gradients for w and gain (those asked for, in that order) as a differentiable graph of
+    the torch backend: second derivatives."""
+    grads = differentiable_vjp(lambda w, gain: _reference(w, eps, gain, None), (w, gain), (w_grad, gain_grad),
+                               grad_out)
+    return [g for g in grads if g is not None]
+
+
 def _graph_backward(ctx, grad_out, _grad_mean, _grad_rstd):
     w, gain, _mean, _rstd = ctx.saved_tensors
-    grad_w, grad_gain = differentiable_vjp(lambda w, gain: _reference(w, ctx.eps, gain, None), (w, gain),
-                                           (ctx.needs_input_grad[0], ctx.needs_input_grad[2]), grad_out)
-    return grad_w, None, grad_gain
+    need_w, need_gain = ctx.needs_input_grad[0], gain is not None and ctx.needs_input_grad[2]
+    grads = iter(_graph_grads(grad_out, w, gain, ctx.eps, need_w, need_gain))
+    return (next(grads) if need_w else None), None, (next(grads) if need_gain else None)
 
 
-register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, graph=_graph_backward)
+# The C++ pair's autograd is registered in C++ (csrc/weight_standardize/autograd.cpp), same
+# formulas; its double backward calls tricks_ext::weight_standardize_graph_backward.
+register_autograd(FWD, _make_backward, _setup_context, bwd=BWD, kinds=("triton", "simt"), graph=_graph_backward)
+if FWD.cxx is not None:
+    define_graph_backward("weight_standardize_graph_backward", "(Tensor grad, Tensor w, Tensor? gain, float eps, "
+                          "bool w_grad, bool gain_grad) -> Tensor[]", _graph_grads)
 
 
 def _multiplier(w: Tensor, gain: Optional[Tensor], scale: Optional[float]) -> Optional[Tensor]:
