@@ -243,10 +243,10 @@ WHY: Dict[str, Tuple[Tuple[str, str], ...]] = {
                    "step); the patched model is eager, layer by layer, and was not compiled in these runs"),),
     "soft_f1": (("", "the F formula on the C-vectors is a chain of small eager tensor ops and their backward, "
                      "which torch.compile fuses; the sums' kernel itself is not the gap"),),
-    "weight_standardize": (("", "small weights (37-147 KB) only, by 0-13 %: both sides are per-call cost, about "
+    "weight_standardize": (("", "small weights (19-295 KB) only, by 0-13 %: both sides are per-call cost, about "
                                 "8x the bytes floor (64x3x7x7 fp32 fwd moves 75 KB, ~4 us at the machine's "
                                 "bandwidth; both take ~30 us); ours spends ~4 us of it in Python argument checks "
-                                "and backend resolution; fwd+bwd and every weight from 256x256x3x3 up are ours"),),
+                                "and backend resolution; every weight from 256x256x3x3 up is ours"),),
     "wsconv": (("", "the convolution is nearly all of the time; the standardization of these small weights is the "
                     "weight_standardize case above"),),
 }
