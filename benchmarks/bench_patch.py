@@ -57,4 +57,6 @@ def _step(patch_backend, compile_it: bool = False):
 def providers(device: torch.device) -> List[Provider]:
     return [Provider("timm, unpatched", _step(None)),
             Provider("timm, unpatched, torch.compile", _step(None, compile_it=True))] + \
-        [ours("evonorm_s0", b, lambda b_: _step(b_), name_suffix=" (patched)") for b in ("cpu", "cuda", "triton")]
+        [ours("evonorm_s0", b, lambda b_: _step(b_), name_suffix=" (patched)") for b in ("cpu", "cuda", "triton")] + \
+        [ours("evonorm_s0", b, lambda b_: _step(b_, compile_it=True), name_suffix=" (patched), torch.compile")
+         for b in ("cpu", "cuda", "triton")]

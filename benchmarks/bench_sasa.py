@@ -1,5 +1,5 @@
 """SASA+'s step over the ResNet-50 parameter set (25.6M params, 161 tensors), fp32: ours (the
-statistic and the test on the device), statopt 0.2's (two host reads per tensor per step), and
+update and the statistic in one fused pass, the test on the device), statopt 0.2's (two host reads per tensor per step), and
 the step both ride on without any statistic: torch's SGD with momentum 0.9 and dampening 0.9,
 which is QHM with qhm_nu = 1 (h = 0.9 h + 0.1 g, x -= lr h), as foreach and as fused (one
 kernel per tensor list: the fastest form of that step torch has).
@@ -7,8 +7,8 @@ kernel per tensor list: the fastest form of that step torch has).
 Each timed call is TESTFREQ steps after WARM steps, so it holds one stationarity test on a
 bucket of more than minN_stats values (leak_ratio 1 keeps every value: statopt's least
 minN_stats, 100, is passed after 101 steps). Floor per step: read p, g, h and write p, h, 20
-B/param; a statistic fused into that pass needs no more bytes. Unfused, <x, d> and ||d||^2
-read p and h again (12 B/param): the ratio to the SGD row is the statistic's cost.
+B/param; a statistic fused into that pass needs no more bytes (unfused, <x, d> and ||d||^2
+read p and h again: 8 B/param more). The ratio to the SGD rows is the statistic's cost.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import List
 import torch
 
 from benchmarks.bench_optim import resnet50_shapes
-from benchmarks.common import Case, Provider, Unavailable
+from benchmarks.common import Case, Provider, Unavailable, ours
 from tricks_ext.optim import SASA
 
 TESTFREQ = 10
@@ -65,5 +65,5 @@ def providers(device: torch.device) -> List[Provider]:
         Provider("torch SGD fused momentum 0.9 dampening 0.9 (no statistic)",
                  _setup(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, dampening=0.9, fused=True))),
         Provider("statopt SASA", _setup(_statopt)),
-        Provider("tricks_ext SASA", _setup(lambda ps: SASA(ps, **SASA_ARGS)), ours=True),
-    ]
+    ] + [ours("sasa_step", b, lambda b_: _setup(lambda ps: SASA(ps, **SASA_ARGS, backend=b_)), name_suffix=" SASA")
+         for b in ("cpu", "cuda", "triton")]

@@ -128,18 +128,23 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[f
 
 
 def copy_bandwidth_gbps(device: torch.device, quick: bool = False) -> float:
-    """The device's memory bandwidth as the best of a copy (dst = src: 2 x 4 bytes per element)
-    and a triad (a = b + 0.5 c: 3 x 4 bytes), each with torch's own threads, the ones our CPU
-    kernels use, on buffers far larger than the caches: 1 GiB each on CUDA, 256 MiB on CPU
-    (quick: a quarter). A copy alone can read low: on the 2-thread Xeon it left some kernels'
-    rows at 150-175 % of it. A row above 100 % is then a case whose data stays in cache."""
+    """The device's memory bandwidth as the best of a copy (dst = src: 2 x 4 bytes per element
+    counted), a triad (a = b + 0.5 c: 3 x 4) and an in-place update (a += 0.5 b: 3 x 4), each
+    with torch's own threads, the ones our CPU kernels use, on buffers far larger than the
+    caches: 1 GiB each on CUDA, 256 MiB on CPU (quick: a quarter). On a CPU the copy and the
+    triad also read every line they write before writing it (write-allocate), traffic they do
+    not count: 12 of 8 bytes and 16 of 12. In-place kernels (the optimizer steps, SASA's) read
+    what they write and so showed 135-150 % of the copy and the triad on the 2-thread Xeon; the
+    in-place update counts all of its traffic. A row still above 100 % stays in cache or streams
+    memory better than torch's elementwise loops."""
     nbytes = (2**30 if device.type == "cuda" else 2**28) // (4 if quick else 1)
     b = torch.randn(nbytes // 4, device=device)
     c = torch.randn_like(b)
     a = torch.empty_like(b)
     copy_ms = time_ms(lambda: a.copy_(b), device, quick)
     triad_ms = time_ms(lambda: torch.add(b, c, alpha=0.5, out=a), device, quick)
-    return max(2 * nbytes / (copy_ms * 1e-3), 3 * nbytes / (triad_ms * 1e-3)) / 1e9
+    update_ms = time_ms(lambda: a.add_(b, alpha=0.5), device, quick)
+    return max(2 * nbytes / (copy_ms * 1e-3), 3 * nbytes / (triad_ms * 1e-3), 3 * nbytes / (update_ms * 1e-3)) / 1e9
 
 
 def device_name(device: torch.device) -> str:

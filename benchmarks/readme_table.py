@@ -84,9 +84,14 @@ ENTRIES: Tuple[Entry, ...] = (
     Entry("dropout + residual (ReZero gate)", "dropout", "mlp 8192x4096", "fwd+bwd", (F32, BF16)),
     Entry("WSConv2d", "wsconv", "N=8 conv3x3 64->64 56x56", "fwd+bwd", (F32,)),
     Entry("WSConv2d", "wsconv", "N=8 conv3x3 512->512 7x7", "fwd+bwd", (F32,)),
-    Entry("whole-model train step (`tricks_ext.patch`)", "patch",
+    Entry("SASA+, statistic fused into the step (no-statistic SGD beside it)", "sasa",
+          "resnet50 25.6M params 161 tensors", "10 steps, 1 test", (F32,), ours="tricks_ext:cpu SASA"),
+    Entry("whole-model train step (`tricks_ext.patch`), eager", "patch",
           "resnetv2_50d_evos small, train step, batch 16x3x64x64", "fwd+bwd", (F32,),
-          ours="tricks_ext:cpu (patched)"),
+          ours="tricks_ext:cpu (patched)", peers=("timm, unpatched",)),
+    Entry("same, both compiled (torch.compile)", "patch",
+          "resnetv2_50d_evos small, train step, batch 16x3x64x64", "fwd+bwd", (F32,),
+          ours="tricks_ext:cpu (patched), torch.compile", peers=("timm, unpatched, torch.compile",)),
 )
 
 

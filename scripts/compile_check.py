@@ -116,8 +116,8 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
     """Launcher calls on meta tensors covering every choice of every launcher, per dtype."""
     import torch
 
-    from tricks_ext.triton_kernels import (dropout, evonorm, mask_boxes, mixup, optim, soft_bce, soft_ce, soft_f1,
-                                          weight_standardize)
+    from tricks_ext.triton_kernels import (dropout, evonorm, mask_boxes, mixup, optim, sasa, soft_bce, soft_ce,
+                                          soft_f1, weight_standardize)
 
     meta = torch.device("meta")
 
@@ -254,6 +254,11 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
                                        (1.0, 0.0, True, True), (math.inf, 0.01, True, False)):
             yield (f"optim_step_ {dname} clip_value={clip} agc={agc} ema={ema} warmup={warmup}",
                    step([t(64)], True, False, True, clip, agc, ema, warmup))
+        # SASA+'s step: d = g (no buffers), d = h (qhm_nu 1), the general QHM direction
+        for bufs, nu in (([], 1.0), (p, 1.0), (p, 0.7)):
+            yield (f"sasa_step_ {dname} buffers={bool(bufs)} qhm_nu={nu}",
+                   lambda bufs=bufs, nu=nu, p=p: sasa.sasa_step_(p, p, bufs, lr64, t(3, 3, dtype=torch.int64),
+                                                                 t(3, 1, dtype=torch.int64), 0.9, nu, 1e-4))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """dropout on every backend: the reference's mask bit for bit, regenerated (not stored) in
 backward, the right statistics, identities, errors."""
+import math
 import os
 import subprocess
 import sys
@@ -200,6 +201,43 @@ def test_compile_fullgraph(backend_device):
         return F.dropout(t * 2.0, 0.3, seed_offset=seed_offset, backend=backend)
 
     eager, compiled = run_compiled(fn, x)
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e, c)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_compile_fullgraph_drop_path_module(backend_device):
+    """As a patched model calls it: p a module attribute, a residual, the seed drawn inside the
+    graph. Rounding p and the scale to fp32 read a tensor on the host before, which broke the
+    graph at every block, and Inductor then failed on the pieces (resnetv2_50d_evos)."""
+    backend, device = backend_device
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = 0.3
+
+        def forward(self, x, residual):
+            return F.drop_path(x, self.p, residual=residual, backend=backend)
+
+    x = torch.randn(16, 3, 4, 5, device=device, requires_grad=True)
+    residual = torch.randn(16, 3, 4, 5, device=device, requires_grad=True)
+    block = Block()
+    explained = torch._dynamo.explain(block)(x, residual)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    torch._dynamo.reset()
+
+    def run(f):
+        torch.manual_seed(3)
+        xs, rs = x.detach().clone().requires_grad_(), residual.detach().clone().requires_grad_()
+        out = f(xs, rs)
+        (out * torch.arange(out.numel(), device=device).reshape(out.shape)).sum().backward()
+        return out.detach(), xs.grad, rs.grad
+
+    eager = run(block)
+    assert (eager[1] == 0).any() and (eager[1] != 0).any()  # samples both dropped and kept
+    with torch._inductor.config.patch(fallback_random=True):  # the seed drawn as eager draws it
+        compiled = run(torch.compile(block, fullgraph=True))
     for e, c in zip(eager, compiled):
         assert torch.equal(e, c)
 
@@ -441,3 +479,22 @@ def test_drop_path_module_matches_timm_interface():
     expect_error(ValueError, lambda: tricks_ext.nn.DropPath(2.0), "drop_prob", "2.0")
     expect_error(ValueError, lambda: F.drop_path(torch.tensor(1.0), 0.5), "batch dim")
     expect_error(ValueError, lambda: F.drop_path(torch.randn(3, 2), 0.5, residual=torch.randn(3)), "residual")
+
+
+def test_round_fp32_matches_torch():
+    """The pure-Python rounding behind p and the scale, against torch's float64 -> float32 cast:
+    ties to even, subnormals (down to half the least one, which rounds to 0) and overflow."""
+    from tricks_ext._dtypes import round_fp32
+    gen = torch.Generator().manual_seed(0)
+    tiny, big = torch.finfo(torch.float32).tiny, torch.finfo(torch.float32).max
+    values = torch.cat([torch.rand(2000, generator=gen, dtype=torch.float64),
+                        torch.randn(2000, generator=gen, dtype=torch.float64) * 1e30,
+                        torch.rand(2000, generator=gen, dtype=torch.float64) * tiny * 2,
+                        torch.tensor([0.0, -0.0, 1 + 2 ** -24, 1 + 3 * 2 ** -24, 2 ** -150, 3 * 2 ** -150, 2 ** -151,
+                                      big, big * (1 + 2 ** -25), -big * 1.01, float("inf"), float("-inf")],
+                                     dtype=torch.float64)])
+    for v in values.tolist():
+        want = float(torch.tensor(v, dtype=torch.float32))
+        got = round_fp32(v)
+        assert got == want and math.copysign(1, got) == math.copysign(1, want), (v, got, want)
+    assert math.isnan(round_fp32(float("nan")))

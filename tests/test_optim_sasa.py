@@ -170,6 +170,9 @@ def test_a_loop_reads_nothing_on_the_host():
 
 
 def test_half_precision_params_and_grads_untouched():
+    """bf16 params step in fp32, rounded once (tricks_ext/reference/sasa.py); statopt's torch ops
+    round after each op in bf16: the two are at most one bf16 ulp apart."""
+    from tricks_ext.reference.sasa import sasa_step
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(64, dtype=torch.bfloat16))
     opt = SASA([p], lr=0.1, momentum=0.9, weight_decay=0.1)
@@ -177,13 +180,14 @@ def test_half_precision_params_and_grads_untouched():
     grad, start = p.grad.clone(), p.detach().clone()
     opt.step()
     assert torch.equal(p.grad, grad)
-    # statopt's ops in bf16: g + wd x, h = 0.9 * 0 + 0.1 g, then x - lr h with lr in bf16; the
-    # last add may round once (a fused multiply-add) or twice, by CPU: one ulp apart at most
+    ref_x, ref_h = start.clone(), torch.zeros_like(start)
+    sasa_step([ref_x], [grad], [ref_h], torch.tensor(0.1, dtype=torch.float64), 0.9, 1.0, 0.1)
+    assert torch.equal(p.detach(), ref_x) and torch.equal(opt.state[p]["momentum_buffer"], ref_h)
     h = torch.zeros_like(start).mul_(0.9).add_(grad.add(start, alpha=0.1), alpha=0.1)
-    assert torch.equal(opt.state[p]["momentum_buffer"], h)
     theirs = start.add(h, alpha=-0.1)
-    ulp = torch.finfo(torch.bfloat16).eps * theirs.float().abs()
-    assert ((p.detach().float() - theirs.float()).abs() <= ulp).all()
+    for ours, statopt_value in ((opt.state[p]["momentum_buffer"], h), (p.detach(), theirs)):
+        ulp = torch.finfo(torch.bfloat16).eps * statopt_value.float().abs()
+        assert ((ours.float() - statopt_value.float()).abs() <= ulp).all()
     assert opt.state["sasa"]["stats_val"].dtype == torch.float64 and torch.isfinite(opt.state["sasa"]["stats_val"])
 
 

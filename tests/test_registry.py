@@ -16,7 +16,8 @@ needs_c = pytest.mark.skipif(not tricks_ext.HAS_C, reason="C++ extension not bui
 
 # Registry key -> the torch.library op that implements it.
 OPS = {"dropout_apply": "dropout_apply", "evonorm_s0": "evonorm_s0_fwd", "mask_boxes": "mask_boxes",
-       "mixup_apply": "mixup_apply", "optim_step": "optim_step_", "soft_bce": "soft_bce_fwd", "soft_ce": "soft_ce_fwd",
+       "mixup_apply": "mixup_apply", "optim_step": "optim_step_", "sasa_step": "sasa_step_", "soft_bce": "soft_bce_fwd",
+       "soft_ce": "soft_ce_fwd",
        "soft_f1": "soft_f1_sums", "weight_standardize": "weight_standardize_fwd"}
 
 

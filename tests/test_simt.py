@@ -175,6 +175,10 @@ def test_every_cuda_kernel_instance_is_executed():
                 for p in ps:
                     p.grad = torch.randn(p.shape, generator=g).to(dtype)
                 opt.step()
+        for momentum, qhm_nu in ((0.0, 1.0), (0.9, 1.0), (0.9, 0.7)):  # SASA+'s three direction forms
+            ps = [torch.randn(3, 4, 5, generator=g).to(dtype).requires_grad_(True)]
+            ps[0].grad = torch.randn(ps[0].shape, generator=g).to(dtype)
+            optim.SASA(ps, lr=0.1, momentum=momentum, qhm_nu=qhm_nu, backend="simt").step()
     names = _kernel_names()
     flat = torch.ops.tricks_simt.launch_counts()
     launched = {flat[i] for i in range(0, len(flat), 2)}

@@ -56,7 +56,7 @@ _registry: Dict[str, Dict[str, Callable]] = {}  # op -> {"torch" | "cxx" | "trit
 _dtypes: Dict[Tuple[str, str], Tuple[torch.dtype, ...]] = {}  # (op, backend) -> the only dtypes it runs
 # Ops without a gradient (the optimizer step, the data transform): autograd transforms do not
 # change their backend.
-_NOT_DIFFERENTIABLE = {"optim_step", "mixup_apply"}
+_NOT_DIFFERENTIABLE = {"optim_step", "sasa_step", "mixup_apply"}
 
 
 def _check_name(name: str) -> str:

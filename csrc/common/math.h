@@ -33,6 +33,17 @@ template <typename A> TRICKS_HD A mul_rn(A a, A b) { return a * b; }
 template <typename A> TRICKS_HD A add_rn(A a, A b) { return a + b; }
 #endif
 
+// a * b + c rounded once, on every backend: torch's CPU kernels compute `add(x, y, alpha)` as
+// vec::fmadd(y, alpha, x), so a kernel that must reproduce a chain of torch ops bit for bit
+// (SASA+'s step against statopt) fuses exactly where they do.
+#if defined(__CUDA_ARCH__)
+TRICKS_HD float fma_rn(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+TRICKS_HD double fma_rn(double a, double b, double c) { return __fma_rn(a, b, c); }
+#else
+TRICKS_HD float fma_rn(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+TRICKS_HD double fma_rn(double a, double b, double c) { return __builtin_fma(a, b, c); }
+#endif
+
 TRICKS_HD float rsqrt_acc(float x) {
 #if defined(__CUDA_ARCH__)
   return ::rsqrtf(x);

@@ -23,6 +23,8 @@
 #include "mixup/cuda_binding.cpp"
 #include "optim/cuda.cu"
 #include "optim/cuda_binding.cpp"
+#include "sasa/cuda.cu"
+#include "sasa/cuda_binding.cpp"
 #include "soft_bce/cuda.cu"
 #include "soft_bce/cuda_binding.cpp"
 #include "soft_ce/cuda.cu"

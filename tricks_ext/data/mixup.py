@@ -11,6 +11,7 @@ from torch import Tensor
 from tricks_ext import functional as F
 from tricks_ext._backend import check_backend_name
 from tricks_ext._checks import is_int, is_number
+from tricks_ext._dtypes import round_fp32
 from tricks_ext._sampling import box_lam, cutmix_box
 from tricks_ext.targets import MixedTargets
 
@@ -137,7 +138,7 @@ class Mixup:
                     raise ValueError("Mixup: CutMix needs inputs with at least 3 dims (N, ..., H, W)")
                 b, lam_i = self._box(image_hw[0], image_hw[1], lam_i)
                 if self.mode != "batch":
-                    lam_i = float(torch.tensor(lam_i, dtype=torch.float32))
+                    lam_i = round_fp32(lam_i)
                 box[idx] = torch.tensor(b, dtype=torch.int32)
             else:
                 coef[idx] = torch.tensor([lam_i, 1.0 - lam_i], dtype=torch.float64).to(torch.float32)

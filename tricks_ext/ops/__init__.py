@@ -1,4 +1,4 @@
 """Operator registrations; importing this package registers every op with torch.library and
 with the backend registry."""
-from tricks_ext.ops import (dropout, evonorm, mask_boxes, mixup, optim, soft_bce, soft_ce, soft_f1,  # noqa: F401
-                            weight_standardize)
+from tricks_ext.ops import (dropout, evonorm, mask_boxes, mixup, optim, sasa, soft_bce, soft_ce,  # noqa: F401
+                            soft_f1, weight_standardize)

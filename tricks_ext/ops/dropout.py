@@ -21,16 +21,11 @@ import torch
 from torch import Tensor
 
 from tricks_ext import _backend
-from tricks_ext._dtypes import stats_dtype
+from tricks_ext._dtypes import round_fp32, stats_dtype
 from tricks_ext.ops._library import Twin, differentiable_vjp, register_autograd
 from tricks_ext.reference.dropout import dropout_add as _reference
 
 OP = "dropout_apply"
-
-
-def fp32(v: float) -> float:
-    """v rounded to float32: every backend then compares and multiplies by the same numbers."""
-    return float(torch.tensor(v, dtype=torch.float32))
 
 
 def _check_args(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
@@ -111,7 +106,7 @@ register_autograd(APPLY, _make_backward, _setup_context, bwd=APPLY_BWD, graph=_g
 
 def _torch(x: Tensor, residual: Optional[Tensor], gate: Optional[Tensor], seed_offset: Tensor, p: float,
            scale: float, group: int) -> Tensor:
-    return _reference(x, residual, gate, seed_offset[0], seed_offset[1], fp32(p), scale, group)
+    return _reference(x, residual, gate, seed_offset[0], seed_offset[1], round_fp32(p), scale, group)
 
 
 def _kernel_entry(op: Callable) -> Callable:
@@ -120,7 +115,7 @@ def _kernel_entry(op: Callable) -> Callable:
         if gate is not None:
             gate = gate.reshape(()).to(stats_dtype(x.dtype))
         return op(x.contiguous(), None if residual is None else residual.contiguous(), gate, seed_offset,
-                  fp32(p), fp32(scale), group)
+                  round_fp32(p), round_fp32(scale), group)
     return run
 
 

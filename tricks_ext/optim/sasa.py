@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from tricks_ext import _backend
 from tricks_ext._checks import check_count, check_range, is_number
 from tricks_ext._dtypes import FLOAT_DTYPES
 
@@ -26,10 +27,6 @@ _MIN_CAPACITY = 1024
 _QHM_TINY = 1e-12
 # statopt's guard in its slope test's t statistic against r = +-1.
 _TINY = 1e-20
-# 2^18 elements (1 MiB of fp32 per array, 4 arrays): on the ResNet-50 set and 2 EPYC threads a
-# step took 23.0 ms at 2^18, 22.5 at 2^16, 24.5 at 2^20, 26.2 at 2^22 and 33.1 as one run; 2^16
-# and 2^18 are within the noise, and 2^18 makes a quarter of the runs (Python calls).
-_CPU_BLOCK = 1 << 18
 
 
 def _t_quantiles(level: float, size: int) -> Tensor:
@@ -254,6 +251,11 @@ class SASA(Optimizer):
       ``stats_stationary``, ``stats_test``) are device tensors, computed only on test steps
       after warmup; statopt's ``logstats`` is not taken.
 
+    The step is one fused pass per param group and dtype (``tricks_ext::sasa_step_``: the update
+    and the statistic's two sums together, 20 B/param in fp32, the bytes of the update alone),
+    on the backend ``backend`` names (default: the process's, tricks_ext.set_backend); half
+    params step in fp32 and are rounded once (statopt rounds the LR to their dtype).
+
     Host reads: none per step. Host work grows the bucket's buffer and the t-quantile table
     (scipy, from ``significance``; computed for 4096 degrees of freedom at construction and
     doubled when the bucket may outgrow it) at steps known on the host. The batch means use
@@ -273,7 +275,10 @@ class SASA(Optimizer):
     def __init__(self, params: Iterable, lr: Any, momentum: float = 0.0, qhm_nu: float = 1.0,
                  weight_decay: float = 0.0, warmup: int = 1000, drop_factor: float = 10.0,
                  significance: float = 0.05, var_mode: str = "mb", leak_ratio: int = 8, minN_stats: int = 1000,
-                 testfreq: int = 100) -> None:
+                 testfreq: int = 100, *, backend: Optional[str] = None) -> None:
+        _backend.check_backend_name(type(self).__name__, backend)
+        self.backend = backend
+        self._plans: Dict[tuple, Dict] = {}
         _check_lr(lr)
         check_range("SASA", "momentum", momentum, 0.0, 1.0)
         if not (is_number(qhm_nu) and math.isfinite(qhm_nu)):
@@ -328,15 +333,16 @@ class SASA(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         dots: List[Tensor] = []
-        for group, params in self._stepped_groups():
-            x_d: List[Tensor] = []
-            d_d: List[Tensor] = []
-            for block in _blocks(params):
-                directions = self._direction(group, block, self._gradients(group, block))
-                _descend(block, directions, group["lr"])
-                x_d += [_dot(x, d) for x, d in zip(block, directions)]
-                d_d += [_dot(d, d) for d in directions]
-            dots.append(torch.stack(x_d).sum() + 0.5 * group["lr"] * torch.stack(d_d).sum())
+        for index, (group, params) in enumerate(self._stepped_groups()):
+            momentum, nu = group["momentum"], group["qhm_nu"]
+            with_bufs = abs(momentum) >= _QHM_TINY and abs(nu) >= _QHM_TINY
+            nu = 1.0 if abs(nu - 1.0) < _QHM_TINY else nu
+            for dtype in sorted({p.dtype for p in params}, key=str):
+                bucket = [p for p in params if p.dtype == dtype]
+                step = _backend.implementation("sasa_step", self._device, self.backend, dtype, caller="SASA")
+                sums = step(bucket, [p.grad for p in bucket], self._buffers(bucket) if with_bufs else [],
+                            group["lr"], momentum, nu, group["weight_decay"], self._plans.setdefault((index, dtype), {}))
+                dots.append(sums[0] + 0.5 * group["lr"] * sums[1])
         if dots:
             self._test.add(dots[0] if len(dots) == 1 else torch.stack(dots).sum())
             self._test_and_drop(self._test.state["n_values"])
@@ -386,12 +392,7 @@ class SASA(Optimizer):
         momentum, nu = group["momentum"], group["qhm_nu"]
         if abs(momentum) < _QHM_TINY or abs(nu) < _QHM_TINY:
             return grads
-        bufs = []
-        for p in params:
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            bufs.append(state["momentum_buffer"])
+        bufs = self._buffers(params)
         torch._foreach_mul_(bufs, momentum)
         torch._foreach_add_(bufs, grads, alpha=1.0 - momentum)
         if abs(nu - 1.0) < _QHM_TINY:
@@ -399,6 +400,16 @@ class SASA(Optimizer):
         directions = torch._foreach_mul(grads, 1.0 - nu)
         torch._foreach_add_(directions, bufs, alpha=nu)
         return directions
+
+    def _buffers(self, params: List[Tensor]) -> List[Tensor]:
+        """The params' momentum buffers (statopt's, in the param's dtype), zeros when new."""
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(state["momentum_buffer"])
+        return bufs
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """torch's, then copies of the momentum buffers (shared with ``state_dict`` by torch's
@@ -425,23 +436,6 @@ def _check_lr(lr: Any) -> None:
         return
     if not (is_number(lr) and 0.0 < lr < math.inf):
         raise ValueError(f"SASA: invalid lr: {lr!r} (must be a finite number > 0)")
-
-
-def _blocks(params: List[Tensor]) -> List[List[Tensor]]:
-    """The params in runs that a step takes through all its passes in turn: on the CPU, runs of
-    up to _CPU_BLOCK elements, so that the five passes over a run (momentum, update, two dot
-    products) find it in cache; elsewhere one run, for the fewest launches."""
-    if params[0].device.type != "cpu":
-        return [params]
-    blocks: List[List[Tensor]] = [[]]
-    size = 0
-    for p in params:
-        if blocks[-1] and size + p.numel() > _CPU_BLOCK:
-            blocks.append([])
-            size = 0
-        blocks[-1].append(p)
-        size += p.numel()
-    return blocks
 
 
 def _descend(params: List[Tensor], directions: List[Tensor], lr: Tensor) -> None:
