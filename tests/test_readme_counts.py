@@ -80,3 +80,50 @@ def test_compile_check_counts_and_registers():
             assert (sm80, sm90) == (worst[(name, "sm_80")], worst[(name, "sm_90")]), name
     step = (worst[("optim._optim_step_kernel", "sm_80")], worst[("optim._optim_step_kernel", "sm_90")])
     assert f"against {step[0]} / {step[1]} under 3.9 in the run above" in prose
+
+
+def test_ci_record_parses_ci_run_output():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import ci_record
+    finally:
+        sys.path.pop(0)
+    log = ["building...\n", "3310 passed, 1444 skipped, 2 warnings in 638.12s (0:10:38)\n",
+           "CI: make test took 905 s (limit 1500 s, exit 0)\n",
+           "==== 1 failed, 12 passed in 3.50s ====\n", "CI: make mutate-python took 300 s (limit 600 s, exit 0)\n"]
+    stages = ci_record.parse(log)
+    assert [s["command"] for s in stages] == ["make test", "make mutate-python"]
+    assert stages[0]["seconds"] == 905 and stages[0]["limit"] == 1500 and stages[0]["rc"] == 0
+    assert stages[0]["pytest"] == [{"counts": "3310 passed, 1444 skipped, 2 warnings", "seconds": 638.12}]
+    assert stages[1]["pytest"] == []  # the mutants' runs are not the suite's
+    table = ci_record.render("abc1234", stages)
+    assert "| `make test` | 905 | 1500 | 0 | 3310 passed, 1444 skipped, 2 warnings in 638 s |" in table
+
+
+def _ci_record():
+    """The README's CI record: (commit, {stage: (seconds, pytest summary)})."""
+    found = re.search(r"`benchmarks/results/ci_(\w+)\.md`", README)
+    assert found, "the README cites no CI record"
+    rows = {}
+    for line in (ROOT / "benchmarks" / "results" / f"ci_{found.group(1)}.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`make"):
+            rows[cells[0].strip("`")] = (int(cells[1]), cells[4])
+    return found.group(1), rows
+
+
+def test_test_times_come_from_the_ci_record():
+    """Every `make test` time the README and docs/DESIGN.md give is the record's."""
+    commit, rows = _ci_record()
+    took, pytest_line = rows["make test"]
+    summary = re.match(r"(\d+) passed, (\d+) skipped.* in (\d+) s", pytest_line)
+    assert summary, pytest_line
+    passed, skipped, seconds = summary.groups()
+    for name, text in (("README.md", README), ("docs/DESIGN.md", DESIGN)):
+        prose = " ".join(text.split())
+        assert f"`benchmarks/results/ci_{commit}.md`" in prose, name
+        assert f"`make test` took {took} s" in prose, (name, took)
+        assert f"pytest {seconds} s for {passed} passed and {skipped} skipped tests" in prose, (name, pytest_line)
+        # no other time of the suite is typed beside it
+        others = set(re.findall(r"`make test` took (\d+) s", prose)) - {str(took)}
+        assert not others, (name, others)
