@@ -244,14 +244,12 @@ WHY: Dict[str, Tuple[Tuple[str, str], ...]] = {
                               "our per-call and per-task overhead is the difference"),),
     "optim": (("", "torch's fused Adam does no GC, RAdam rectification or Lookahead: Ranger's GC mean pass is "
                    "the difference (benchmarks/NOTES.md, optim_step)"),),
-    "patch": (("", "torch.compile fuses across the whole model (activations, residual adds, the optimizer-free "
-                   "step); the patched model is eager, layer by layer, and was not compiled in these runs"),),
     "soft_f1": (("", "the F formula on the C-vectors is a chain of small eager tensor ops and their backward, "
                      "which torch.compile fuses; the sums' kernel itself is not the gap"),),
-    "weight_standardize": (("", "small weights (19-295 KB) only, by 0-13 %: both sides are per-call cost, about "
-                                "8x the bytes floor (64x3x7x7 fp32 fwd moves 75 KB, ~4 us at the machine's "
-                                "bandwidth; both take ~30 us); ours spends ~4 us of it in Python argument checks "
-                                "and backend resolution; every weight from 256x256x3x3 up is ours"),),
+    "weight_standardize": (("", "small weights (19-150 KB) only, by 0-21 %: both sides are per-call cost, 8-10x "
+                                "the bytes floor (768x1x7x7 fp32 fwd moves 301 KB, ~10 us at the runs' measured "
+                                "bandwidth of 28-31 GB/s; both take 81-103 us); ours spends ~4 us of it in Python "
+                                "argument checks and backend resolution; every weight from 256x256x3x3 up is ours"),),
     "wsconv": (("", "the convolution is nearly all of the time; the standardization of these small weights is the "
                     "weight_standardize case above"),),
 }

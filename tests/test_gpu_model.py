@@ -4,6 +4,7 @@ GPU), and its SASS reading on instructions of known widths."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import subprocess
 import sys
@@ -108,3 +109,18 @@ def test_cuda_kernels_are_read():
         assert k.block == 256 and k.regs > 0 and k.local == 0
         assert sum(k.ops.loads.values()) >= 2 and sum(k.ops.stores.values()) >= 2  # x, g (h) in; x (h), sums out
         assert k.occupancy().warps > 0
+
+
+def test_readme_statements_are_the_models():
+    """What the README says the model shows is what it reads from every CUDA kernel now."""
+    if gpu_model.compile_check._nvcc() is None:
+        pytest.skip("nvcc not found")
+    kernels = gpu_model.cuda_kernels(["sm_90"], os.cpu_count() or 1)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    wide = [k.name for k in kernels if any(label.endswith(".128") for label in k.ops.loads)]
+    assert ("no kernel issues a 128-bit load" in readme) == (not wide), wide
+    generic = {k.name.split("::")[1] for k in kernels if any(label.startswith("LD.") for label in k.ops.loads)}
+    assert generic == {"optim", "sasa"}, generic
+    assert "the multi-tensor ones (the optimizer step for fp16/bf16/fp64 and SASA+'s step) reach their elements " \
+           "through generic `LD`/`ST`" in readme
+    assert all(k.local == 0 for k in kernels)

@@ -125,3 +125,23 @@ def test_test_times_come_from_the_ci_record():
         assert f"pytest {seconds} s for {passed} passed and {skipped} skipped tests" in prose, (name, pytest_line)
         others = set(re.findall(r"`make test` took (\d+) s", prose)) - {str(took)}
         assert not others, (name, others)
+
+
+def test_prose_timings_are_the_cited_runs():
+    """A README paragraph that cites a run's file (`benchmarks/results/latest_*.md`) and gives
+    times: each figure with two decimals is a median of that file, rounded as written."""
+    checked = 0
+    for paragraph in README.split("\n\n"):
+        cited = re.findall(r"`(benchmarks/results/latest_[\w\-]+\.md)`", paragraph)
+        if not cited or paragraph.lstrip().startswith("|"):
+            continue
+        medians = []
+        for path in cited:
+            for line in (ROOT / path).read_text().splitlines():
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if len(cells) >= 5 and re.fullmatch(r"\d+\.\d+", cells[4]):
+                    medians.append(float(cells[4]))
+        for t in re.findall(r"(?<![\w.])\d+\.\d\d(?![\d.])", paragraph):
+            assert any(round(m, 2) == float(t) for m in medians), (t, cited)
+            checked += 1
+    assert checked >= 10, checked  # the soft F1 paragraph's figures at least
