@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/cpu_simd.h"
+#include "common/cpu_tasks.h"
 #include "optim/prepare.h"
 
 namespace tricks {
@@ -234,16 +235,7 @@ void optim_step_cpu(TRICKS_OPTIM_TENSOR_ARGS TRICKS_OPTIM_ARGS) {
     TORCH_CHECK(w[3] >= 0 && w[3] <= kPrepared, "optim_step_: work item ", j, " has invalid flags ", w[3]);
   }
   const Item* items = reinterpret_cast<const Item*>(q.work);
-  std::vector<int64_t> tasks{0};  // item index where each task starts
-  int64_t acc_len = 0;
-  for (int64_t j = 0; j < q.n_items; ++j) {
-    acc_len += items[j].len;
-    if (acc_len >= kTask) {
-      tasks.push_back(j + 1);
-      acc_len = 0;
-    }
-  }
-  if (tasks.back() != q.n_items) tasks.push_back(q.n_items);
+  const std::vector<int64_t> tasks = task_starts(items, q.n_items, kTask);
   const bool slow_in_param_dtype = !slows.empty() && q.slow_dtype == q.dtype && q.dtype != DType::Float32 &&
                                    q.dtype != DType::Float64;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "optim_step_cpu", [&] {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/cpu_simd.h"
+#include "common/cpu_tasks.h"
 #include "common/register.h"
 #include "sasa/prepare.h"
 
@@ -86,16 +87,7 @@ at::Tensor sasa_step_cpu(TRICKS_SASA_ARGS) {
   q.g = g_ptr.data();
   q.h = bufs.empty() ? nullptr : h_ptr.data();
   const Item* items = reinterpret_cast<const Item*>(q.work);
-  std::vector<int64_t> tasks{0};  // item index where each task starts
-  int64_t acc_len = 0;
-  for (int64_t j = 0; j < q.n_items; ++j) {
-    acc_len += items[j].len;
-    if (acc_len >= kTask) {
-      tasks.push_back(j + 1);
-      acc_len = 0;
-    }
-  }
-  if (tasks.back() != q.n_items) tasks.push_back(q.n_items);
+  const std::vector<int64_t> tasks = task_starts(items, q.n_items, kTask);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[0].scalar_type(), "sasa_step_cpu", [&] {
     at::parallel_for(0, static_cast<int64_t>(tasks.size()) - 1, 1, [&](int64_t b, int64_t e) {
       switch (q.kind) {
