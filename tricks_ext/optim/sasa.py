@@ -254,7 +254,8 @@ class SASA(Optimizer):
     The step is one fused pass per param group and dtype (``tricks_ext::sasa_step_``: the update
     and the statistic's two sums together, 20 B/param in fp32, the bytes of the update alone),
     on the backend ``backend`` names (default: the process's, tricks_ext.set_backend); half
-    params step in fp32 and are rounded once (statopt rounds the LR to their dtype).
+    params step in fp32 and are rounded once (statopt rounds after each op in their dtype: at
+    most one ulp apart).
 
     Host reads: none per step. Host work grows the bucket's buffer and the t-quantile table
     (scipy, from ``significance``; computed for 4096 degrees of freedom at construction and
