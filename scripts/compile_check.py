@@ -65,6 +65,7 @@ class Row:
     shared: int = 0
     warps: int = 0
     error: str = ""
+    sass: str = ""  # cuobjdump -sass of the cubin, when triton_rows is asked for it (scripts/gpu_model.py)
     cases: List[str] = field(default_factory=list)
 
     def problems(self, cc: int) -> List[str]:
@@ -324,8 +325,10 @@ def resource_usage(cubin: str) -> Tuple[int, int, int]:
     return int(found.group(2)), int(found.group(3)), int(found.group(4))
 
 
-# The compile jobs, set before the worker processes fork (JIT functions do not pickle).
+# The compile jobs, set before the worker processes fork (JIT functions do not pickle), and
+# whether the workers also return each cubin's SASS.
 _JOBS: List[Tuple[str, str, int, Any, Dict, Dict, Dict, Dict]] = []
+_KEEP_SASS = [False]
 
 
 def _compile_one(index: int) -> Row:
@@ -347,6 +350,9 @@ def _compile_one(index: int) -> Row:
         f.write(kernel.asm["cubin"])
         f.flush()
         row.regs, frame, shared = resource_usage(f.name)
+        if _KEEP_SASS[0]:
+            row.sass = subprocess.run([_cuobjdump(), "-sass", f.name], capture_output=True, text=True,
+                                      check=True).stdout
     row.shared = max(shared, kernel.metadata.shared)
     if frame:  # a stack frame: spills, or only the save area of a libdevice call? ptxas -v says
         row.stack = _triton_spill_stores(kernel, cc, options)
@@ -380,7 +386,8 @@ def _spec_key(signature: Dict, constexprs: Dict, attrs: Dict) -> str:
     return f"{sig} | {consts} | div16:{divisible}"
 
 
-def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str = "") -> List[Row]:
+def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str = "", sass: bool = False,
+                aligned_only: bool = False) -> List[Row]:
     from triton.backends.compiler import GPUTarget
 
     launches = [launch for launch in _record(_cases()) if launch.case.startswith(only)]
@@ -392,13 +399,14 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
         cc = ARCHS[arch]
         target = GPUTarget("cuda", cc, 32)
         for launch in launches:
-            for variant, args in itertools.islice(_variants(launch), 1 if quick else None):
+            for variant, args in itertools.islice(_variants(launch), 1 if quick or aligned_only else None):
                 fn, signature, constexprs, attrs, options = _specialize(launch, args, target)
                 name = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
                 key = (arch, f"{name} {_spec_key(signature, constexprs, attrs)}")
                 cases.setdefault(key, []).append(f"{launch.case} [{variant}]")
                 work.setdefault(key, (name, key[1], cc, fn, signature, constexprs, attrs, options.__dict__))
     _JOBS[:] = list(work.values())
+    _KEEP_SASS[0] = sass
     rows: List[Row] = []
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:

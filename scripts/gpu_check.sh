@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU truth in one command, for a CUDA machine without network (torch, triton, nvcc, ninja and
 # pytest preinstalled): build tricks_ext._C in place, run the whole test suite on CUDA (gpu-marked
-# tests included), run the benchmark suite; logs and results go to OUTDIR.
+# tests included), run the benchmark suite and score scripts/gpu_model.py's predictions against it
+# (OUTDIR/gpu_model.md); logs and results go to OUTDIR.
 #   scripts/gpu_check.sh OUTDIR
 # Environment: SKIP_BUILD=1, SKIP_TESTS=1, SKIP_BENCH=1 (split the work over several calls),
 # PYTEST_ARGS (default "-q -ra"), BENCH_ARGS (e.g. "--ops weight_standardize --quick"),
@@ -44,6 +45,9 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== benchmarks (log: $OUT/bench.log)"
   $PY -m benchmarks.run ${BENCH_ARGS:-} --results-dir "$OUT/results" > "$OUT/bench.log" 2>&1 || status=1
   tail -n 40 "$OUT/bench.log"
+  echo "== model against measurement (log: $OUT/gpu_model.md)"
+  $PY scripts/gpu_model.py --quick --score "$OUT/results/results.csv" > "$OUT/gpu_model.md" 2>&1 || status=1
+  sed -n '/Measured beside predicted/,$p' "$OUT/gpu_model.md" | head -n 40
 fi
 echo "gpu_check: exit $status; logs in $OUT"
 exit $status

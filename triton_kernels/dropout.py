@@ -64,16 +64,22 @@ def _dropout_apply_bwd_kernel(G, X, GATE, DX, PARTIALS, SEED_OFFSET, n, p, scale
     pid = tl.program_id(0)
     idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n
+    # every load before the mask is drawn and dx stored, so they are in flight together (x loaded
+    # after the store waited a round trip of its own; scripts/gpu_model.py)
+    g = tl.load(G + idx, mask=mask, other=0.0).to(ACC)
+    if HAS_X:
+        x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
+    if HAS_GATE:
+        gate = tl.load(GATE).to(ACC)
     seed = tl.load(SEED_OFFSET)
     offset = tl.load(SEED_OFFSET + 1)
     keep = (stream_uniform(seed, offset, idx // group) >= p) & (p < 1.0)
-    d = tl.where(keep, tl.load(G + idx, mask=mask, other=0.0).to(ACC) * scale, 0.0)
+    d = tl.where(keep, g * scale, 0.0)
     dx = d
     if HAS_GATE:
-        dx = tl.load(GATE).to(ACC) * d
+        dx = gate * d
     tl.store(DX + idx, cast_to(dx, DX.dtype.element_ty), mask=mask)
     if HAS_X:
-        x = tl.load(X + idx, mask=mask, other=0.0).to(ACC)
         # a dropped element adds 0 whatever x is (gate_term in csrc/dropout/math.h)
         tl.store(PARTIALS + pid, tl.sum(tl.where(mask & keep, x * d, 0.0), axis=0))
 

@@ -21,6 +21,8 @@ import triton.language as tl
 from tricks_ext.triton_kernels._common import FUSED, cast_to, on_input_device
 
 BLOCK = 1024
+NUM_WARPS = 8
+MAXNREG = 128
 
 
 @triton.jit
@@ -105,34 +107,56 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
         agc = (flags >> 1) & 1
         gsq = tl.zeros([BLOCK], tl.float32)
         psq = tl.zeros([BLOCK], tl.float32)
-        for k0 in range(0, length * agc, BLOCK):
-            mask = k0 + offs < length
-            x = _clip(tl.load(g_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32) * gmul, clip_value,
-                      HAS_CLIP)
-            y = tl.load(p_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32)
-            gsq += x * x
-            psq += y * y
+        # two blocks per iteration, loaded before either is used (twice the bytes per round trip)
+        for k0 in range(0, length * agc, 2 * BLOCK):
+            mask0 = k0 + offs < length
+            mask1 = k0 + BLOCK + offs < length
+            g0 = tl.load(g_ptr + start + k0 + offs, mask=mask0, other=0.0)
+            p0 = tl.load(p_ptr + start + k0 + offs, mask=mask0, other=0.0)
+            g1 = tl.load(g_ptr + start + k0 + BLOCK + offs, mask=mask1, other=0.0)
+            p1 = tl.load(p_ptr + start + k0 + BLOCK + offs, mask=mask1, other=0.0)
+            x0 = _clip(g0.to(tl.float32) * gmul, clip_value, HAS_CLIP)
+            x1 = _clip(g1.to(tl.float32) * gmul, clip_value, HAS_CLIP)
+            y0 = p0.to(tl.float32)
+            y1 = p1.to(tl.float32)
+            gsq += x0 * x0
+            psq += y0 * y0
+            gsq += x1 * x1
+            psq += y1 * y1
         gn = tl.sqrt(tl.sum(gsq, axis=0))
         max_norm = tl.maximum(tl.sqrt(tl.sum(psq, axis=0)), agc_eps) * agc_clip_factor
         f = tl.where((agc != 0) & (gn >= max_norm), max_norm / tl.maximum(gn, 1e-6), 1.0)
 
     acc = tl.zeros([BLOCK], tl.float32)
-    for k0 in range(0, length * gc, BLOCK):
-        mask = k0 + offs < length
-        acc += _clip(tl.load(g_ptr + start + k0 + offs, mask=mask, other=0.0).to(tl.float32) * gmul, clip_value,
-                     HAS_CLIP)
+    for k0 in range(0, length * gc, 2 * BLOCK):  # as AGC's sweep: two blocks per iteration
+        g0 = tl.load(g_ptr + start + k0 + offs, mask=k0 + offs < length, other=0.0)
+        g1 = tl.load(g_ptr + start + k0 + BLOCK + offs, mask=k0 + BLOCK + offs < length, other=0.0)
+        acc += _clip(g0.to(tl.float32) * gmul, clip_value, HAS_CLIP)
+        acc += _clip(g1.to(tl.float32) * gmul, clip_value, HAS_CLIP)
     mean = tl.sum(acc, axis=0) * f / tl.maximum(length, 1).to(tl.float32)
     mean = tl.where(gc != 0, mean, 0.0)
     gmul_f = gmul * f
     clip_f = clip_value * f
+    if HAS_SLOW:
+        s_ptr = tl.load(S_PTRS + tid).to(tl.pointer_type(S_DTYPE))
+        sync_lanes = (tl.zeros([BLOCK], tl.int32) + sync.to(tl.int32)) != 0
+    if HAS_EMA:
+        e_ptr = tl.load(E_PTRS + tid).to(tl.pointer_type(M_DTYPE))
 
     for k0 in range(0, length, BLOCK):
         idx = start + k0 + offs
         mask = k0 + offs < length
+        # every stream loaded before any is used: their loads are in flight together (the slow and
+        # EMA copies loaded after the update waited a second round trip per block; gpu_model.py)
         p = tl.load(p_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         g = _clip(tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32) * gmul_f, clip_f, HAS_CLIP) - mean
         m = tl.load(m_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+        if HAS_SLOW:
+            smask = mask & sync_lanes
+            slow = tl.load(s_ptr + idx, mask=smask, other=0.0).to(tl.float32)
+        if HAS_EMA:
+            e = tl.load(e_ptr + idx, mask=mask, other=0.0).to(tl.float32)
         g = g + l2 * p
         p = p * p_mul
         m = beta1 * m + one_minus_beta1 * g
@@ -142,9 +166,6 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
         else:
             p = p - step_size32 * m / (tl.sqrt(v) * inv_denom32 + eps)
         if HAS_SLOW:
-            s_ptr = tl.load(S_PTRS + tid).to(tl.pointer_type(S_DTYPE))
-            smask = mask & ((tl.zeros([BLOCK], tl.int32) + sync.to(tl.int32)) != 0)
-            slow = tl.load(s_ptr + idx, mask=smask, other=0.0).to(tl.float32)
             new_slow = slow + lookahead_alpha * (p - slow)
             tl.store(s_ptr + idx, cast_to(new_slow, S_DTYPE), mask=smask)
             p = tl.where(sync, new_slow, p)
@@ -153,8 +174,6 @@ def _optim_step_kernel(WORK, P_PTRS, G_PTRS, M_PTRS, V_PTRS, S_PTRS, E_PTRS, STE
         stored = cast_to(p, P_DTYPE)
         tl.store(p_ptr + idx, stored, mask=mask)
         if HAS_EMA:  # torch.lerp's two forms, from the nearer end (math.h, ema_lerp)
-            e_ptr = tl.load(E_PTRS + tid).to(tl.pointer_type(M_DTYPE))
-            e = tl.load(e_ptr + idx, mask=mask, other=0.0).to(tl.float32)
             ps = stored.to(tl.float32)
             e = tl.where(ema_w < 0.5, e + ema_w * (ps - e), ps - (ps - e) * (1.0 - ema_w))
             tl.store(e_ptr + idx, e.to(M_DTYPE), mask=mask)
@@ -200,4 +219,4 @@ def optim_step_(params: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs:
         RECTIFY=bool(rectify), MAXIMIZE=bool(maximize), HAS_FOUND_INF=found_inf is not None,
         HAS_GRAD_SCALE=grad_scale is not None, HAS_LR_TENSOR=has_lr, HAS_CLIP=has_clip, HAS_AGC=agc_clip_factor > 0,
         HAS_EMA=bool(emas),
-        EMA_WARMUP=bool(ema_warmup), BLOCK=BLOCK, **FUSED)
+        EMA_WARMUP=bool(ema_warmup), BLOCK=BLOCK, num_warps=NUM_WARPS, maxnreg=MAXNREG, **FUSED)

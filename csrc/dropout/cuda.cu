@@ -38,6 +38,19 @@ __device__ __forceinline__ void keep4(const P& q, int64_t g, bool kept[4]) {
   }
 }
 
+// Elements 4g .. 4g+3 (those < n) of a, and of b where b is not null; T() elsewhere. Kept as T
+// until used: converted on arrival, the first element would stall the thread before the other
+// loads issue.
+template <typename T>
+__device__ __forceinline__ void load4(const T* a, const T* b, int64_t g, int64_t n, T av[4], T bv[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = 4 * g + j;
+    av[j] = i < n ? a[i] : T();
+    bv[j] = b != nullptr && i < n ? b[i] : T();
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
   using A = acc_t<T>;
@@ -46,14 +59,18 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(const Params q) {
   const T* x = static_cast<const T*>(q.x);
   T* y = static_cast<T*>(q.y);
   const T* res = static_cast<const T*>(q.residual);
+  // The thread's elements are loaded before the seed is read and the mask drawn, so all its loads
+  // are in flight together; loaded next to their stores, each would wait for the store before it
+  // (y may alias x) and the thread would make one memory round trip per element.
+  T xs[4], rs[4];
+  load4(x, res, g, q.n, xs, rs);
   const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
   bool kept[4];
   keep4(q, g, kept);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int64_t i = 4 * g + j;
-    if (i < q.n)
-      y[i] = from_acc<T>(apply(to_acc<A>(x[i]), kept[j], q.scale, gate, res != nullptr ? to_acc<A>(res[i]) : A(0)));
+    if (i < q.n) y[i] = from_acc<T>(apply(to_acc<A>(xs[j]), kept[j], q.scale, gate, to_acc<A>(rs[j])));
   }
 }
 
@@ -68,15 +85,18 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const BwdParams q) {
   const A gate = q.gate != nullptr ? *static_cast<const A*>(q.gate) : A(1);
   A part = 0;
   if (4 * g < q.n) {  // no early return: the whole block joins the reduction below
+    // every load before the mask and the first store (dx may alias grad): see apply_kernel
+    T gs[4], xs[4];
+    load4(grad, x, g, q.n, gs, xs);
     bool kept[4];
     keep4(q, g, kept);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t i = 4 * g + j;
       if (i < q.n) {
-        const A d = apply(to_acc<A>(grad[i]), kept[j], q.scale, A(1), A(0));
+        const A d = apply(to_acc<A>(gs[j]), kept[j], q.scale, A(1), A(0));
         dx[i] = from_acc<T>(gate * d);
-        if (x != nullptr) part += gate_term(to_acc<A>(x[i]), d, kept[j]);
+        if (x != nullptr) part += gate_term(to_acc<A>(xs[j]), d, kept[j]);
       }
     }
   }

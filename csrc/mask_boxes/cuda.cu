@@ -20,10 +20,14 @@ __global__ void __launch_bounds__(kBlock) mask_kernel(const Params q) {
   const int64_t n = blockIdx.y;
   const HW hw = sample_hw(e, q.height, q.width, q.inner);
   const int64_t i = n * q.sample + e;
+  // out of place, the element is read before the boxes are tested, so its load and theirs are in
+  // flight together (a masked element's read is wasted; the boxes cover a small part of a sample)
+  const bool copy = q.out != q.x;
+  const T v = copy ? static_cast<const T*>(q.x)[i] : T();
   if (masked(q.box + 4 * q.boxes * n, q.boxes, hw.h, hw.w))
     static_cast<T*>(q.out)[i] = from_acc<T>(static_cast<A>(q.value));
-  else if (q.out != q.x)
-    static_cast<T*>(q.out)[i] = static_cast<const T*>(q.x)[i];
+  else if (copy)
+    static_cast<T*>(q.out)[i] = v;
 }
 
 }  // namespace

@@ -24,7 +24,11 @@ struct Params {
 
 TRICKS_HD bool masked(const int32_t* box, int64_t k, int64_t h, int64_t w) {
   bool in = false;
-  for (int64_t b = 0; b < k; ++b, box += 4) in |= h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
+  // a box's four bounds read before its tests: a short-circuit chain would wait for each load in turn
+  for (int64_t b = 0; b < k; ++b, box += 4) {
+    const int32_t h0 = box[0], h1 = box[1], w0 = box[2], w1 = box[3];
+    in |= h >= h0 && h < h1 && w >= w0 && w < w1;
+  }
   return in;
 }
 

@@ -22,9 +22,11 @@ __global__ void __launch_bounds__(kBlock) mix_kernel(const Params q) {
   const HW hw = sample_hw(e, q.height, q.width, q.inner);
   const T* x = static_cast<const T*>(q.x);
   T* out = static_cast<T*>(q.out);
+  // every load first (both samples, the coefficients, the boxes): they are in flight together
   const A vi = to_acc<A>(x[i * q.sample + e]), vj = to_acc<A>(x[j * q.sample + e]);
-  const A ri = in_box(q.box + 4 * i, hw.h, hw.w) ? vj : mix(vi, vj, q.coef[2 * i], q.coef[2 * i + 1]);
-  const A rj = in_box(q.box + 4 * j, hw.h, hw.w) ? vi : mix(vj, vi, q.coef[2 * j], q.coef[2 * j + 1]);
+  const float ai = q.coef[2 * i], bi = q.coef[2 * i + 1], aj = q.coef[2 * j], bj = q.coef[2 * j + 1];
+  const A ri = in_box(q.box + 4 * i, hw.h, hw.w) ? vj : mix(vi, vj, ai, bi);
+  const A rj = in_box(q.box + 4 * j, hw.h, hw.w) ? vi : mix(vj, vi, aj, bj);
   out[i * q.sample + e] = from_acc<T>(ri);
   out[j * q.sample + e] = from_acc<T>(rj);
 }

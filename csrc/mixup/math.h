@@ -30,7 +30,10 @@ struct Params {
 };
 
 TRICKS_HD bool in_box(const int32_t* box, int64_t h, int64_t w) {
-  return h >= box[0] && h < box[1] && w >= box[2] && w < box[3];
+  // all four bounds read before any test: a short-circuit chain would issue its loads one after
+  // another, each waiting for the one before (a GPU memory round trip each)
+  const int32_t h0 = box[0], h1 = box[1], w0 = box[2], w1 = box[3];
+  return h >= h0 && h < h1 && w >= w0 && w < w1;
 }
 
 // Output of a sample outside its box: a * xi + b * xj with both products rounded (no FMA).

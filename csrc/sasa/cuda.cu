@@ -6,6 +6,7 @@
 
 #include "common/cuda_dtype.cuh"
 #include "common/cuda_launch.cuh"
+#include "common/cuda_loop.cuh"
 #include "common/cuda_reduce.cuh"
 #include "sasa/math.h"
 
@@ -14,6 +15,9 @@ namespace sasa {
 namespace {
 
 constexpr int kBlock = 256;
+// p, g and h of kUnrollOf<T> elements per thread loaded before the first store, which the compiler
+// must assume may alias them (common/cuda_loop.cuh; scripts/gpu_model.py on sm_90: the fp16 step
+// from 63 % of the modelled H100 ceiling to 100 %).
 
 template <int K, typename T>
 __global__ void __launch_bounds__(kBlock) sasa_step_kernel(const Params q) {
@@ -26,17 +30,23 @@ __global__ void __launch_bounds__(kBlock) sasa_step_kernel(const Params q) {
   T* h = K != kGrad ? static_cast<T*>(q.h[i]) + begin : nullptr;
   const Coefs<A> c = coefs_of<A>(q);
   A xd = 0, dd = 0;
-  for (int64_t k = threadIdx.x; k < len; k += kBlock) {
-    A hk = 0;
-    if constexpr (K != kGrad) hk = to_acc<A>(h[k]);
-    const A x = to_acc<A>(p[k]);
-    const A d = direction<K>(x, to_acc<A>(g[k]), hk, c);
-    if constexpr (K != kGrad) h[k] = from_acc<T>(hk);
-    const T stored = from_acc<T>(descend(x, d, c.lr));
-    p[k] = stored;
-    xd += to_acc<A>(stored) * d;
-    dd += d * d;
-  }
+  struct In {
+    T p, g, h;
+  };
+  for_each_unrolled<kUnrollOf<T>>(
+      static_cast<int64_t>(threadIdx.x), len, static_cast<int64_t>(kBlock),
+      [&](int64_t k) { return In{p[k], g[k], K != kGrad ? h[k] : T()}; },
+      [&](int64_t k, const In& in) {
+        A hk = 0;
+        if constexpr (K != kGrad) hk = to_acc<A>(in.h);
+        const A x = to_acc<A>(in.p);
+        const A d = direction<K>(x, to_acc<A>(in.g), hk, c);
+        if constexpr (K != kGrad) h[k] = from_acc<T>(hk);
+        const T stored = from_acc<T>(descend(x, d, c.lr));
+        p[k] = stored;
+        xd += to_acc<A>(stored) * d;
+        dd += d * d;
+      });
   const double sxd = group_sum<kBlock>(static_cast<double>(xd), smem);
   const double sdd = group_sum<kBlock>(static_cast<double>(dd), smem);
   if (threadIdx.x == 0) {

@@ -57,10 +57,17 @@ TRICKS_HD A threshold_target(const Params& q, A t) {
   return q.has_target_threshold ? (t > static_cast<A>(q.target_threshold) ? A(1) : A(0)) : t;
 }
 
-// lw = 1 + (p - 1) t
+// p_c: class c's positive weight, 1 without them.
 template <typename A>
-TRICKS_HD A log_weight(const Params& q, int64_t c, A t) {
-  return q.pos_weight == nullptr ? A(1) : A(1) + (static_cast<const A*>(q.pos_weight)[c] - A(1)) * t;
+TRICKS_HD A pos_weight_of(const Params& q, int64_t c) {
+  return q.pos_weight == nullptr ? A(1) : static_cast<const A*>(q.pos_weight)[c];
+}
+
+// lw = 1 + (p - 1) t, from p = pos_weight_of(q, c) (read apart, so that a kernel can load it with
+// the class's other inputs)
+template <typename A>
+TRICKS_HD A log_weight(const Params& q, A p, A t) {
+  return q.pos_weight == nullptr ? A(1) : A(1) + (p - A(1)) * t;
 }
 
 // w_c: class c's weight, 1 without class weights.

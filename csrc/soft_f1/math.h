@@ -38,13 +38,13 @@ inline int64_t chunk_rows(int64_t classes) {
   return r < 1 ? 1 : r;
 }
 
-// t_ic of a row with labels a: 1 at the label, NaN everywhere for a label out of range.
+// t_ic of a row with label a: 1 at the label, NaN everywhere for a label out of range.
 template <typename A>
-TRICKS_HD A label_target(const Params& q, int64_t i, int64_t c) {
-  const int64_t a = q.a[i];
+TRICKS_HD A label_target_of(const Params& q, int64_t a, int64_t c) {
   if (a < 0 || a >= q.classes) return static_cast<A>(NAN);
   return c == a ? A(1) : A(0);
 }
+
 
 // log_sum of a softmax row from its max and log sum exp(z - shift): NaN for a row of +inf or
 // all -inf (as soft_ce's row_log_sum, torch's softmax gives NaN there).
