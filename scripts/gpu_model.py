@@ -1,18 +1,23 @@
-"""``python scripts/gpu_model.py`` (``make gpu-model``): what the CUDA kernels' compiled code lets
-an H100 or H200 (sm_90) do, read with no GPU: per kernel, its registers, shared and local
-memory, the resident warps per SM that follow, and the global memory instructions of its SASS
-with their widths (a 128-bit load moves four times the bytes of a 32-bit one per instruction
-slot and per outstanding request).
+"""``python scripts/gpu_model.py`` (``make gpu-model``): the memory rate an H100 or H200 (sm_90)
+would give each kernel, predicted from its compiled code with no GPU, for every CUDA kernel and
+every Triton specialization compile-check builds (the launches as recorded, 16-byte aligned).
 
-Occupancy follows the CUDA occupancy calculator's rules as NVIDIA ships them in
-``cuda_occupancy.h`` (cudaOccMaxActiveBlocksPerMultiprocessor: warps, blocks, registers
-allocated per warp in 256-register units within 4 sub-partitions, shared memory in 128-byte
-units plus 1 KB reserved per block, rounded up to a carveout the SM supports); the tests run
-that header, compiled on the host, over a grid of launches and compare. Device limits are those
-``cudaGetDeviceProperties`` reports for each compute capability (CUDA C++ Programming Guide,
-"Technical Specifications per Compute Capability").
+Per kernel: registers and shared bytes (cuobjdump), the resident warps per SM they allow, and,
+from the SASS of its loops, the bytes one thread moves per memory round trip. Occupancy follows
+the CUDA occupancy calculator's rules as NVIDIA ships them in ``cuda_occupancy.h``
+(cudaOccMaxActiveBlocksPerMultiprocessor: warps, blocks, registers allocated per warp in
+256-register units within 4 sub-partitions, shared memory in 128-byte units plus 1 KB reserved
+per block, rounded up to a carveout the SM supports); the tests run that header, compiled on the
+host, over a grid of launches and compare. Device limits are those ``cudaGetDeviceProperties``
+reports for each compute capability (CUDA C++ Programming Guide, "Technical Specifications per
+Compute Capability").
 
-Compiled, not run: every figure here is read from the cubins, none is a GPU measurement.
+Resident threads x bytes per round trip is what a kernel keeps in flight; the rate follows from
+Little's law with a latency that grows with the load, fitted to a published H200 stream table
+(docs/calibration/h200_stream.csv; docs/DESIGN.md section 5 says what the model leaves out).
+Per benchmark case, the prediction is its bytes floor at the rate of the slowest kernel it runs.
+
+Compiled, not run: every figure here is a prediction, none is a GPU measurement.
 """
 from __future__ import annotations
 

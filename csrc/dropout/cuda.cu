@@ -87,9 +87,13 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const BwdParams q) {
   if (4 * g < q.n) {  // no early return: the whole block joins the reduction below
     // every load before the mask and the first store (dx may alias grad): see apply_kernel
     T gs[4], xs[4];
-    load4(grad, x, g, q.n, gs, xs);
     bool kept[4];
-    keep4(q, g, kept);
+    // fp64: the mask first; eight doubles held across the drop path's 64-bit division subroutine
+    // spill 8 B on sm_80 and sm_90 (compile-check). Its loads then wait for the seed: one round
+    // trip more, of 8-byte elements.
+    if constexpr (sizeof(T) == 8) keep4(q, g, kept);
+    load4(grad, x, g, q.n, gs, xs);
+    if constexpr (sizeof(T) != 8) keep4(q, g, kept);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t i = 4 * g + j;
