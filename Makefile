@@ -112,9 +112,10 @@ compile-check: build
 
 # Predicted memory rates on H100/H200 of every CUDA kernel and Triton specialization (the aligned
 # launches), from their sm_90 SASS and occupancy, and per benchmark case (no GPU needed; nvcc and
-# the triton wheel's cuobjdump). `--check` fails on a kernel below 85 % that the script does not explain.
+# the triton wheel's cuobjdump). It flags kernels below 85 % of the modelled H100 ceiling; the
+# tests run `--quick --check` (float32 Triton specializations), which fails on one it does not explain.
 gpu-model: deps
-	env -u TRITON_INTERPRET $(PYTHON) scripts/gpu_model.py --check
+	env -u TRITON_INTERPRET $(PYTHON) scripts/gpu_model.py
 
 clean:
 	rm -rf build *.egg-info tricks_ext/_C*.so

@@ -550,8 +550,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"max {100 * max(map(abs, errors)):.1f} % over {len(errors)} occupancies")
     print("\nPer kernel: registers, threads per block, resident warps per SM (CUDA's occupancy rules) and the "
           "limiter, the SASS's global loads and stores (count, then opcode.bits: LDG/STG global, LD/ST generic), "
-          "bytes one thread moves per round trip (every instruction once, in program order), bytes in flight per "
-          "SM with every SM full, and the rate that gives (TB/s, % of the ceiling).\n")
+          "bytes one thread moves per round trip (in its loops, or the whole kernel if it has none; every "
+          "instruction once, in program order), bytes in flight per SM with every SM full, and the rate that "
+          "gives (TB/s, % of the ceiling).\n")
     print("| kernel | registers | threads | warps/SM | limiter | loads | stores | B/trip | KB in flight/SM "
           "| H100 TB/s | H200 TB/s |")
     print("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|")
@@ -578,7 +579,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\nBelow {TARGET:.0%} of the H100 ceiling, explained: "
           + "; ".join(f"{p}*: {why}" for p, why in BELOW_TARGET.items()))
     for name in unexplained:
-        print(f"UNEXPLAINED: {name} is below {TARGET:.0%}")
+        print(f"UNEXPLAINED: {name} is below {TARGET:.0%} and not in BELOW_TARGET")
     for prefix in stale:
         print(f"STALE: no kernel {prefix}* is below {TARGET:.0%} any more")
     return 1 if args.check and (unexplained or stale) else 0
