@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU truth in one command, for a CUDA machine without network (torch, triton, nvcc, ninja and
 # pytest preinstalled): build tricks_ext._C in place, run the whole test suite on CUDA (gpu-marked
-# tests included), run the benchmark suite and score scripts/gpu_model.py's predictions against it
+# tests included), run the benchmark suite and score scripts/gpu_model.py's predictions (ours and the
+# eager peers') against it
 # (OUTDIR/gpu_model.md); logs and results go to OUTDIR.
 #   scripts/gpu_check.sh OUTDIR
 # Environment: SKIP_BUILD=1, SKIP_TESTS=1, SKIP_BENCH=1 (split the work over several calls),

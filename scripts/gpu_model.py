@@ -496,22 +496,29 @@ def readme_table(kernels: List[Kernel]) -> List[str]:
     return lines
 
 
-def score(kernels: List[Kernel], results_csv: str) -> List[str]:
-    """Measured beside predicted: for each CUDA-backend row of a benchmark results CSV taken on
-    an H100 or H200 (`make bench` / scripts/gpu_check.sh), the case's predicted and measured ms
-    and their ratio, as Markdown table lines."""
+def score(kernels: List[Kernel], results_csv: str, peer_records: Sequence = ()) -> List[str]:
+    """Measured beside predicted: for each row of a benchmark results CSV taken on an H100 or
+    H200 (`make bench` / scripts/gpu_check.sh) whose provider the model predicts (the CUDA
+    backend; the eager peers of ``peer_records``, scripts/peer_model.py), the predicted and
+    measured ms and their ratio, as Markdown table lines."""
     import csv
 
     memories = {name: fit_memory(name) for name in DATASHEET_TBPS}
-    predicted = {name: {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, memory)}
+    predicted = {name: {(op, c, d, m, "tricks_ext:cuda"): ms for op, c, d, m, _, _, ms in case_predictions(kernels, memory)}
                  for name, memory in memories.items()}
-    lines = ["| device | op | case | dtype | mode | predicted ms | measured ms | measured / predicted |",
-             "|---|---|---|---|---|---:|---:|---:|"]
+    if peer_records:
+        import peer_model
+        table = peer_model.load_table()
+        for name, memory in memories.items():
+            predicted[name].update({(r.op, r.case, r.dtype, r.mode, r.provider): r.ms(table, memory)
+                                    for r in peer_records})
+    lines = ["| device | op | case | dtype | mode | provider | predicted ms | measured ms | measured / predicted |",
+             "|---|---|---|---|---|---|---:|---:|---:|"]
     with open(results_csv) as f:
         for row in csv.DictReader(f):
             gpu = next((name for name in DATASHEET_TBPS if name in row["device"]), None)
-            key = (row["op"], row["case"], row["dtype"], row["mode"])
-            if gpu is None or row["provider"] != "tricks_ext:cuda" or key not in predicted[gpu]:
+            key = (row["op"], row["case"], row["dtype"], row["mode"], row["provider"])
+            if gpu is None or key not in predicted[gpu]:
                 continue
             ms, measured = predicted[gpu][key], float(row["time_ms"])
             lines.append(f"| {row['device']} | {' | '.join(key)} | {ms:.3f} | {measured:.3f} | {measured / ms:.2f} |")
@@ -572,9 +579,22 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"| {h200_ms[(op, case, dtype, mode)]:.3f} |")
     print("\nThe README's table (the slowest kernel of each op):\n")
     print("\n".join(readme_table(kernels)))
+    import peer_model  # here: it imports this module
+    records, skipped = peer_model.record_peers(args.jobs)
+    ours_ms = {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, h100)}
+    peers = peer_model.fastest_peers(records, h100)
+    print("\nPredicted ratio per benchmark case (H100): ours on the CUDA backend against the eager peer the model "
+          "predicts fastest, each op it runs at the rate of its torch kernel "
+          f"({os.path.relpath(peer_model.TORCH_TABLE, peer_model.ROOT)}; scripts/peer_model.py). Launch overhead "
+          "is left out of both, which favours the peers that launch many kernels.\n")
+    print("\n".join(peer_model.ratio_lines(ours_ms, peers)))
+    for line in skipped:
+        print(f"- not predicted: {line}")
+    print("\nThe README's ratio table:\n")
+    print("\n".join(peer_model.readme_ratio_lines(ours_ms, peers)))
     if args.score:
-        print("\nMeasured beside predicted (CUDA backend):\n")
-        print("\n".join(score(kernels, args.score)))
+        print("\nMeasured beside predicted (CUDA backend and the eager peers):\n")
+        print("\n".join(score(kernels, args.score, records)))
     unexplained, stale = below_target(kernels, h100)
     print(f"\nBelow {TARGET:.0%} of the H100 ceiling, explained: "
           + "; ".join(f"{p}*: {why}" for p, why in BELOW_TARGET.items()))

@@ -208,3 +208,16 @@ def test_readme_statements_are_the_models(quick_model):
            "through generic `LD`/`ST`" in readme
     table = quick_model.stdout.split("The README's table (the slowest kernel of each op):")[1].strip().split("\n\n")[0]
     assert table in readme_text, "README's predicted table is not the model's: python scripts/gpu_model.py --quick --readme"
+
+
+@pytest.mark.slow
+def test_readme_ratio_table_is_the_models(quick_model):
+    """The README's predicted peer / ours table is the model's, and the only eager peers the
+    model cannot record are the two that need data on the host."""
+    assert quick_model.returncode == 0, quick_model.stderr[-3000:]
+    table = quick_model.stdout.split("The README's ratio table:")[1].strip().split("\n\n")[0]
+    assert table in (ROOT / "README.md").read_text(), \
+        "README's ratio table is not the model's: python scripts/gpu_model.py --quick"
+    missing = [line for line in quick_model.stdout.splitlines() if line.startswith("- not predicted:")]
+    assert len(missing) == 3 and all("slice-assignment loop" in line or "statopt SASA" in line for line in missing), \
+        missing

@@ -45,7 +45,7 @@ def info() -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tricks_ext",
-                                     epilog="benchmarks: make bench; GPU compile without a GPU: make compile-check "
+                                     epilog="benchmarks: make bench; GPU compile without a GPU: make compile-check; predicted GPU speed: make gpu-model "
                                             "(from a source checkout)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="versions, device, and which backends each op can use here")
