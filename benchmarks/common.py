@@ -248,7 +248,7 @@ def ours(op: str, backend: str, make: Callable[[str], Callable], name_suffix: st
         reason = _backend.unavailable_reason(backend, device, op)
         if reason is not None:
             raise Unavailable(reason)
-        if backend == "triton" and device.type != "cuda":
+        if backend == "triton" and device.type == "cpu":
             raise Unavailable("Triton is timed only on CUDA (the CPU interpreter is a test tool)")
         return make(backend)(case, device)
     return Provider(f"tricks_ext:{backend}{name_suffix}", setup, ours=True)

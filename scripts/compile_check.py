@@ -387,12 +387,15 @@ def _spec_key(signature: Dict, constexprs: Dict, attrs: Dict) -> str:
 
 
 def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str = "", sass: bool = False,
-                aligned_only: bool = False) -> List[Row]:
+                aligned_only: bool = False, launches: Optional[List[Launch]] = None) -> List[Row]:
+    """Every distinct specialization of the recorded launches (by default this tool's case
+    table's; ``quick``: its float32 cases), compiled for ``archs``."""
     from triton.backends.compiler import GPUTarget
 
-    launches = [launch for launch in _record(_cases()) if launch.case.startswith(only)]
-    if quick:
-        launches = [launch for launch in launches if " float32 " in f"{launch.case} "]
+    if launches is None:
+        launches = [launch for launch in _record(_cases()) if launch.case.startswith(only)]
+        if quick:
+            launches = [launch for launch in launches if " float32 " in f"{launch.case} "]
     work: Dict[Tuple[str, str], Tuple] = {}
     cases: Dict[Tuple[str, str], List[str]] = {}
     for arch in archs:

@@ -1,6 +1,7 @@
 """``python scripts/gpu_model.py`` (``make gpu-model``): the memory rate an H100 or H200 (sm_90)
 would give each kernel, predicted from its compiled code with no GPU, for every CUDA kernel and
-every Triton specialization compile-check builds (the launches as recorded, 16-byte aligned).
+every Triton specialization the benchmarks launch at their CUDA sizes (recorded on meta tensors,
+then specialized and compiled as compile-check does; pointers 16-byte aligned).
 
 Per kernel: registers and shared bytes (cuobjdump), the resident warps per SM they allow, and,
 from the SASS of its loops, the bytes one thread moves per memory round trip. Occupancy follows
@@ -15,7 +16,8 @@ Compute Capability").
 Resident threads x bytes per round trip is what a kernel keeps in flight; the rate follows from
 Little's law with a latency that grows with the load, fitted to a published H200 stream table
 (docs/calibration/h200_stream.csv; docs/DESIGN.md section 5 says what the model leaves out).
-Per benchmark case, the prediction is its bytes floor at the rate of the slowest kernel it runs.
+Per benchmark case, the prediction is its bytes floor at the rate of the slowest kernel it runs;
+beside it, the eager peers' predicted time (scripts/peer_model.py) and the ratio.
 
 Compiled, not run: every figure here is a prediction, none is a GPU measurement.
 """
@@ -318,6 +320,7 @@ class Kernel:
     local: int
     block: int
     ops: MemoryOps
+    cases: List[Tuple[str, str, str, str]] = field(default_factory=list)  # benchmark cases that launch it (Triton)
 
     def occupancy(self) -> Occupancy:
         return occupancy(DEVICES[self.arch], self.block, self.regs, self.shared)
@@ -384,19 +387,61 @@ def cuda_include() -> Optional[str]:
     return None
 
 
+CaseKey = Tuple[str, str, str, str]  # (op, case, dtype, mode) of a benchmark case
+
+
+def _case_key(op: str, case: "object") -> CaseKey:
+    return (op, case.name, str(case.dtype).replace("torch.", ""), case.mode)
+
+
+def bench_triton_launches(quick: bool = False) -> List["compile_check.Launch"]:
+    """The Triton launches our ``triton`` provider makes at each benchmark case's CUDA size
+    (``quick``: float32 cases), recorded on meta tensors: each Triton twin op's meta kernel becomes
+    its launcher, whose kernel launches compile-check's recorder keeps instead of running, and the
+    backend check lets meta tensors through. Autograd runs as on CUDA, so a fwd+bwd case records
+    its backward kernels too. Each launch's case is "op|case|dtype|mode". The process keeps the
+    meta kernels: run it from the command line, as ``main`` does."""
+    import importlib
+
+    import torch
+
+    from tricks_ext import _backend
+    from tricks_ext.ops import _library
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    meta = torch.device("meta")
+    library = torch.library.Library("tricks_ext", "IMPL")
+    for qualified, launcher in _library.TRITON_LAUNCHERS.items():
+        library.impl(qualified.split("::")[1], launcher, "Meta")
+    reason = _backend._device_reason
+    _backend._device_reason = lambda b, d: None if b == "triton" and d.type == "meta" else reason(b, d)
+    calls = []
+    for op in _NAMESPACE:
+        module = importlib.import_module(f"benchmarks.bench_{op}")
+        provider = next(p for p in module.providers(torch.device("cuda")) if p.name.startswith("tricks_ext:triton"))
+        for case in module.cases(torch.device("cuda"), False):
+            if quick and case.dtype != torch.float32:
+                continue
+            calls.append(("|".join(_case_key(op, case)), lambda p=provider, c=case: p.setup(c, meta)()))
+    try:
+        return compile_check._record(calls)
+    finally:
+        _backend._device_reason = reason
+
+
 def triton_kernels(archs: Sequence[str], jobs: int, quick: bool = False) -> List[Kernel]:
-    """Every Triton specialization compile-check builds (the launch as recorded: 16-byte aligned
-    pointers; ``quick``: float32 only), with its SASS; named "module.kernel dtype" after the
-    recorded launch (the first case that made it)."""
-    rows = compile_check.triton_rows(archs, jobs, quick=quick, sass=True, aligned_only=True)
+    """Every Triton specialization the benchmarks launch at their CUDA sizes (pointers 16-byte
+    aligned, as torch's allocations are; ``quick``: the float32 cases), with its SASS; named
+    "module.kernel dtype" and knowing the cases that launch it."""
+    rows = compile_check.triton_rows(archs, jobs, sass=True, aligned_only=True, launches=bench_triton_launches(quick))
     kernels = []
     for row in rows:
         if row.error:
             raise RuntimeError(f"{row.kernel} does not compile for {row.arch}: {row.error}")
         ops = list(sass_memory_ops(row.sass).values())
-        dtype = row.cases[0].split()[1] if row.cases and len(row.cases[0].split()) > 1 else "?"
-        kernels.append(Kernel(f"{row.kernel} {dtype}", row.arch, row.regs, row.shared, 0, 32 * row.warps,
-                              ops[0] if ops else MemoryOps()))
+        cases = sorted({tuple(c.rsplit(" [", 1)[0].split("|")) for c in row.cases})
+        kernels.append(Kernel(f"{row.kernel} {cases[0][2]}", row.arch, row.regs, row.shared, 0, 32 * row.warps,
+                              ops[0] if ops else MemoryOps(), cases))
     return kernels
 
 
@@ -406,23 +451,22 @@ def _widths(counts: Dict[str, int]) -> str:
 
 # The fraction of the ceiling the issue sets for every memory-bound kernel on the H100.
 TARGET = 0.85
-# Kernels the model puts below TARGET (prefixes of their names), with what it reads in them;
-# `--check` fails on any other kernel below it and on an entry no kernel below it matches any more
-# (a stale entry). Every CUDA kernel reaches TARGET.
+# Kernels the model puts below TARGET at the benchmark sizes (prefixes of their names), with what it
+# reads in them; `--check` fails on any other kernel below it and on an entry whose kernels were
+# built but none is below it any more (a stale entry). Every CUDA kernel reaches TARGET. All are
+# Triton row kernels whose rows are short or not 16-byte aligned (1000 classes, 27-147 weights
+# per output channel): no vector loads, and loads that wait a round trip each.
 BELOW_TARGET = {
-    # Triton row kernels of the losses: the class loop's SASS has one 4-byte load per round trip
-    # in some specializations (4-16 B per trip at 36-64 warps per SM), 50-83 % of the ceiling;
-    # not restructured yet.
-    "soft_bce._fwd_kernel": "class loop: 4-16 B per round trip in the compact-target and dense specializations",
-    "soft_bce._bwd_kernel": "class loop: 10-11 B per round trip with per-element gradients",
-    "soft_ce._fwd_kernel": "class loop: 8-16 B per round trip (38 B at 16 warps for C=3000 with weights)",
-    # Triton EvoNorm and WS: their passes hold one BLOCK of the group or row per program (6.7-16 B
-    # per round trip, or 24-28 warps at 72-80 registers), 67-84 %; not restructured yet.
-    "evonorm._fwd_kernel": "10 B per round trip at 64 warps (tiles of 16-64 for small spatial sizes)",
-    "evonorm._split_stats_kernel": "6.7-16 B per round trip: one tile per pass",
-    "weight_standardize._weight_standardize_fwd_kernel": "10.7 B per round trip (rows of 7), or 24-28 warps at "
-                                                         "72-80 registers (rows of 9 x 64)",
-    "mixup._mix_kernel": "25 B per round trip but 67 registers: 28 warps per SM (84 %)",
+    "soft_bce._fwd_kernel": "2.7-6.4 B per round trip: the row's labels, lam and class weights are each "
+                            "loaded and used before the next load, 31-50 %",
+    "soft_bce._bwd_kernel bfloat16": "13-14 B per round trip at 48 warps, 80-82 %",
+    "soft_ce._fwd_kernel": "8-16 B per round trip at 40 warps (1000 classes); 84 registers hold 16 warps "
+                           "(131072 classes), 57-80 %",
+    "soft_f1._fwd_kernel bfloat16": "10 B per round trip at 64 warps, 80 %",
+    "evonorm._bwd_kernel bfloat16": "7.8 B per round trip at 64 warps, 72 %",
+    "weight_standardize._weight_standardize_fwd_kernel bfloat16": "4.3-8 B per round trip (rows of 27-147), "
+                                                                  "32-73 %",
+    "weight_standardize._weight_standardize_bwd_kernel bfloat16": "127 registers: 16 warps at 40 B, 80 %",
 }
 # C++ names of the benchmark dtypes in the CUDA kernels' template arguments.
 _CXX_DTYPE = {"float32": "float", "float16": "__half", "bfloat16": "__nv_bfloat16", "float64": "double"}
@@ -439,10 +483,12 @@ def _dtype_of(name: str) -> str:
     return min(found)[1] if found else "?"
 
 
-def case_predictions(kernels: List[Kernel], memory: Memory) -> List[Tuple[str, str, str, str, int, Kernel, float]]:
-    """Per benchmark case of an op with CUDA kernels: (op, case, dtype, mode, floor bytes, slowest
-    kernel the case runs, predicted ms = floor bytes at that kernel's rate). Cases are the
-    benchmarks' own at their CUDA sizes; fwd cases run the op's kernels but its backward ones."""
+def case_predictions(kernels: List[Kernel], memory: Memory, backend: str = "cuda"
+                     ) -> List[Tuple[str, str, str, str, int, Kernel, float]]:
+    """Per benchmark case of an op with kernels on ``backend`` ("cuda" or "triton"): (op, case,
+    dtype, mode, floor bytes, slowest kernel the case runs, predicted ms = floor bytes at that
+    kernel's rate), at the benchmarks' CUDA sizes. Triton: the specializations the case itself
+    launched. CUDA: the op's kernels of the case's dtype (fwd cases without the backward ones)."""
     import importlib
 
     import torch
@@ -451,23 +497,28 @@ def case_predictions(kernels: List[Kernel], memory: Memory) -> List[Tuple[str, s
     for op, namespace in _NAMESPACE.items():
         module = importlib.import_module(f"benchmarks.bench_{op}")
         for case in module.cases(torch.device("cuda"), False):
-            dtype = str(case.dtype).replace("torch.", "")
-            runs = [k for k in kernels if k.name.startswith(f"tricks::{namespace}::") and _dtype_of(k.name) == dtype
-                    and (case.mode != "fwd" or "bwd" not in k.name)]
+            key = _case_key(op, case)
+            if backend == "triton":
+                runs = [k for k in kernels if key in k.cases]
+            else:
+                runs = [k for k in kernels if k.name.startswith(f"tricks::{namespace}::") and _dtype_of(k.name) == key[2]
+                        and (case.mode != "fwd" or "bwd" not in k.name)]
             if not runs:
                 continue
             slowest = min(runs, key=lambda k: k.bandwidth_tbps(memory))
-            out.append((op, case.name, dtype, case.mode, case.floor_bytes, slowest,
+            out.append((*key, case.floor_bytes, slowest,
                         case.floor_bytes / (slowest.bandwidth_tbps(memory) * 1e12) * 1e3))
     return out
 
 
 def below_target(kernels: List[Kernel], memory: Memory) -> Tuple[List[str], List[str]]:
-    """(kernels below TARGET that BELOW_TARGET does not explain, BELOW_TARGET entries no kernel
-    below TARGET matches any more)."""
+    """(kernels below TARGET that BELOW_TARGET does not explain, BELOW_TARGET entries whose
+    kernels were built but none of them is below TARGET any more)."""
     low = [k.name for k in kernels if k.bandwidth_tbps(memory) < TARGET * memory.ceiling_tbps]
     unexplained = sorted({n for n in low if not any(n.startswith(p) for p in BELOW_TARGET)})
-    stale = sorted(p for p in BELOW_TARGET if not any(n.startswith(p) for n in low))
+    built = [k.name for k in kernels]
+    stale = sorted(p for p in BELOW_TARGET
+                   if any(n.startswith(p) for n in built) and not any(n.startswith(p) for n in low))
     return unexplained, stale
 
 
@@ -498,14 +549,17 @@ def readme_table(kernels: List[Kernel]) -> List[str]:
 
 def score(kernels: List[Kernel], results_csv: str, peer_records: Sequence = ()) -> List[str]:
     """Measured beside predicted: for each row of a benchmark results CSV taken on an H100 or
-    H200 (`make bench` / scripts/gpu_check.sh) whose provider the model predicts (the CUDA
-    backend; the eager peers of ``peer_records``, scripts/peer_model.py), the predicted and
+    H200 (`make bench` / scripts/gpu_check.sh) whose provider the model predicts (our CUDA and
+    Triton backends; the eager peers of ``peer_records``, scripts/peer_model.py), the predicted and
     measured ms and their ratio, as Markdown table lines."""
     import csv
 
     memories = {name: fit_memory(name) for name in DATASHEET_TBPS}
-    predicted = {name: {(op, c, d, m, "tricks_ext:cuda"): ms for op, c, d, m, _, _, ms in case_predictions(kernels, memory)}
-                 for name, memory in memories.items()}
+    predicted: Dict[str, Dict[Tuple[str, ...], float]] = {name: {} for name in memories}
+    for name, memory in memories.items():
+        for backend in ("cuda", "triton"):
+            predicted[name].update({(op, c, d, m, f"tricks_ext:{backend}"): ms
+                                    for op, c, d, m, _, _, ms in case_predictions(kernels, memory, backend)})
     if peer_records:
         import peer_model
         table = peer_model.load_table()
@@ -517,18 +571,22 @@ def score(kernels: List[Kernel], results_csv: str, peer_records: Sequence = ()) 
     with open(results_csv) as f:
         for row in csv.DictReader(f):
             gpu = next((name for name in DATASHEET_TBPS if name in row["device"]), None)
-            key = (row["op"], row["case"], row["dtype"], row["mode"], row["provider"])
+            # our providers carry a suffix on some benchmarks ("tricks_ext:cuda Ranger"): same kernels
+            provider = " ".join(row["provider"].split()[:1]) if row["provider"].startswith("tricks_ext:") \
+                else row["provider"]
+            key = (row["op"], row["case"], row["dtype"], row["mode"], provider)
             if gpu is None or key not in predicted[gpu]:
                 continue
             ms, measured = predicted[gpu][key], float(row["time_ms"])
-            lines.append(f"| {row['device']} | {' | '.join(key)} | {ms:.3f} | {measured:.3f} | {measured / ms:.2f} |")
+            lines.append(f"| {row['device']} | {' | '.join(key[:4])} | {row['provider']} | {ms:.3f} | {measured:.3f} "
+                         f"| {measured / ms:.2f} |")
     return lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/gpu_model.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--quick", action="store_true", help="Triton: float32 specializations only")
+    parser.add_argument("--quick", action="store_true", help="Triton: the float32 benchmark cases only")
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 on a kernel below {TARGET:.0%} of the H100 ceiling that BELOW_TARGET does not "
                              "explain, or on a stale BELOW_TARGET entry")
@@ -536,6 +594,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--score", metavar="RESULTS_CSV",
                         help="also print measured beside predicted for the H100/H200 rows of a benchmark results CSV")
     args = parser.parse_args(argv)
+    import peer_model  # here: it imports this module
+    # first, while this process has no threads: the recorder forks a process per provider
+    records, skipped = ([], []) if args.readme else peer_model.record_peers(args.jobs)
     try:
         kernels = cuda_kernels(["sm_90"], args.jobs)
     except FileNotFoundError as exc:
@@ -569,18 +630,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"| {k.name} | {k.regs} | {k.block} | {occ.warps} | {occ.limiter} | {_widths(ops.loads)} "
               f"| {_widths(ops.stores)} | {trip:.1f} | {k.bytes_in_flight_per_sm() / 1024:.1f} | {_pct(k, h100)} "
               f"| {_pct(k, h200)} |")
-    print("\nPer benchmark case (CUDA backend, the benchmarks' CUDA sizes): the case's bytes floor at the rate of "
-          "the slowest kernel it runs (launch overhead and passes beyond the floor not counted).\n")
-    print("| op | case | dtype | mode | floor MB | slowest kernel | H100 ms | H200 ms |")
-    print("|---|---|---|---|---:|---|---:|---:|")
-    h200_ms = {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, h200)}
-    for op, case, dtype, mode, floor, slowest, ms in case_predictions(kernels, h100):
-        print(f"| {op} | {case} | {dtype} | {mode} | {floor / 1e6:.1f} | {slowest.name} | {ms:.3f} "
-              f"| {h200_ms[(op, case, dtype, mode)]:.3f} |")
+    for backend in ("cuda", "triton"):
+        print(f"\nPer benchmark case ({backend} backend, the benchmarks' CUDA sizes): the case's bytes floor at the "
+              "rate of the slowest kernel it runs (launch overhead and passes beyond the floor not counted).\n")
+        print("| op | case | dtype | mode | floor MB | slowest kernel | H100 ms | H200 ms |")
+        print("|---|---|---|---|---:|---|---:|---:|")
+        h200_ms = {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, h200, backend)}
+        for op, case, dtype, mode, floor, slowest, ms in case_predictions(kernels, h100, backend):
+            print(f"| {op} | {case} | {dtype} | {mode} | {floor / 1e6:.1f} | {slowest.name} | {ms:.3f} "
+                  f"| {h200_ms[(op, case, dtype, mode)]:.3f} |")
     print("\nThe README's table (the slowest kernel of each op):\n")
     print("\n".join(readme_table(kernels)))
-    import peer_model  # here: it imports this module
-    records, skipped = peer_model.record_peers(args.jobs)
     ours_ms = {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, h100)}
     peers = peer_model.fastest_peers(records, h100)
     print("\nPredicted ratio per benchmark case (H100): ours on the CUDA backend against the eager peer the model "
@@ -593,9 +653,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\nThe README's ratio table:\n")
     print("\n".join(peer_model.readme_ratio_lines(ours_ms, peers)))
     if args.score:
-        print("\nMeasured beside predicted (CUDA backend and the eager peers):\n")
+        print("\nMeasured beside predicted (our CUDA and Triton backends, the eager peers):\n")
         print("\n".join(score(kernels, args.score, records)))
     unexplained, stale = below_target(kernels, h100)
+    for kind, ks in (("CUDA kernel instances", [k for k in kernels if k.name.startswith("tricks::")]),
+                     ("Triton specializations", [k for k in kernels if not k.name.startswith("tricks::")])):
+        low = sum(k.bandwidth_tbps(h100) < TARGET * h100.ceiling_tbps for k in ks)
+        print(f"\n{kind}: {len(ks)}, below {TARGET:.0%} of the H100 ceiling: {low}")
     print(f"\nBelow {TARGET:.0%} of the H100 ceiling, explained: "
           + "; ".join(f"{p}*: {why}" for p, why in BELOW_TARGET.items()))
     for name in unexplained:

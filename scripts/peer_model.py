@@ -45,8 +45,7 @@ import gpu_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_TABLE = os.path.join(ROOT, "docs", "calibration", "torch_kernels_sm90.csv")
-BENCH_OPS = ("dropout", "evonorm", "mask_boxes", "mixup", "optim", "sasa", "soft_bce", "soft_ce", "soft_f1",
-             "weight_standardize")
+BENCH_OPS = tuple(gpu_model._NAMESPACE)
 
 # One kernel per family and dtype: the demangled name (its prefix up to the argument list) of the
 # kernel torch launches for a contiguous, 16-byte aligned tensor of that dtype. Vector widths are
@@ -472,7 +471,7 @@ def record_peers(jobs: int = 1, ops: Sequence[str] = BENCH_OPS) -> Tuple[List[Pe
     return records, skipped
 
 
-Key = Tuple[str, str, str, str]  # (op, case, dtype, mode)
+Key = gpu_model.CaseKey
 
 
 def fastest_peers(records: List[PeerRecord], memory: gpu_model.Memory,

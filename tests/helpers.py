@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tricks_ext import _backend
 from tricks_ext.ops._library import qualname
@@ -236,16 +237,31 @@ class HostRead(RuntimeError):
     """A host read inside host_reads_raise()."""
 
 
+# The aten ops whose result needs a tensor's value on the host: what a CUDA tensor would sync on.
+# torch's own C++ calls them too (indexing with a 0-dim integer tensor reads it with
+# _local_scalar_dense), where the Python-level patches below do not see them.
+HOST_READ_OPS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.is_nonzero",
+                 "aten.equal", "aten._unique2", "aten.unique_consecutive", "aten.repeat_interleave.Tensor")
+
+
+class _DenyHostReadOps(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith(HOST_READ_OPS):
+            raise HostRead(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def host_reads_raise():
-    """Every Python-level host read of a tensor raises inside: item, tolist, __bool__,
-    __float__, __int__, __index__, cpu() and numpy(). Reads inside C++ (the CPU kernels reading
-    CPU memory, which is no sync) are not seen."""
+    """Every host read of a tensor's value raises inside: the Python-level ones (item, tolist,
+    __bool__, __float__, __int__, __index__, cpu() and numpy()) and the aten ops that read a
+    value on the host wherever they are called from (HOST_READ_OPS). Reads inside the C++
+    kernels (CPU memory, which is no sync) are not seen."""
     def deny(name):
         def read(*args, **kwargs):
             raise HostRead(name)
         return read
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, _DenyHostReadOps():
         for name in HOST_READS:
             mp.setattr(torch.Tensor, name, deny(name))
         yield

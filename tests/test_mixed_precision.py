@@ -171,3 +171,17 @@ def _run_loss(block, step, backend, device):
     with torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16), \
             tricks_ext.use_backend(backend):
         return F.soft_target_cross_entropy(block(x), targets, label_smoothing=0.1)
+
+
+def test_half_inputs_on_a_device_without_autocast():
+    """EvoNorm and the losses ask whether autocast is on for their input's device; on a device
+    that has no autocast (meta: shape inference, a model built without memory) the answer is no,
+    not torch's "unknown device type for autocast" error."""
+    meta = torch.device("meta")
+    x = torch.empty(2, 64, 5, 5, device=meta, dtype=torch.bfloat16)
+    ones = torch.ones(64, device=meta)
+    assert F.evonorm_s0(x, ones, ones, ones, 32).shape == x.shape
+    logits = torch.empty(8, 10, device=meta, dtype=torch.float16)
+    labels = torch.empty(8, dtype=torch.long, device=meta)
+    assert F.soft_target_cross_entropy(logits, labels).shape == ()
+    assert F.soft_target_binary_cross_entropy(logits, labels).shape == ()

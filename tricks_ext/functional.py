@@ -25,7 +25,8 @@ def _autocast_fp32(t: Tensor) -> Tensor:
     """torch's autocast policy for norms and losses: group_norm, layer_norm, cross_entropy and
     binary_cross_entropy_with_logits run in fp32 inside an autocast region. A float16/bfloat16
     input of EvoNorm or of a loss is upcast there, so the result is fp32 as torch's would be."""
-    if t.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(t.device.type):
+    if (t.dtype in (torch.float16, torch.bfloat16) and torch.amp.is_autocast_available(t.device.type)
+            and torch.is_autocast_enabled(t.device.type)):
         return t.float()
     return t
 

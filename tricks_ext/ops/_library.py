@@ -27,6 +27,9 @@ from tricks_ext import _ext
 from tricks_ext.ops._simt import simt_impl
 
 KINDS = ("cxx", "triton", "simt")
+# Each Triton twin's launcher by the twin's qualified name (scripts/gpu_model.py runs them on meta
+# tensors to record the launches the benchmarks make).
+TRITON_LAUNCHERS: Dict[str, Callable] = {}
 
 
 class Twin:
@@ -51,6 +54,7 @@ class Twin:
             torch.library.register_fake(f"tricks_ext::{name}")(fake)
             self.ops["cxx"] = getattr(torch.ops.tricks_ext, name)
         impls = {"triton": (_triton_launcher(name, family, fake), triton_fake)}
+        TRITON_LAUNCHERS[qualname(name, "triton")] = impls["triton"][0]
         if _ext.HAS_SIMT_KERNELS:
             impls["simt"] = (simt_impl(name, fake, mutates_args), simt_fake)
         for kind, (impl, kind_fake) in impls.items():

@@ -39,6 +39,12 @@ def _t_quantiles(level: float, size: int) -> Tensor:
     return torch.from_numpy(stats.t.ppf(level, np.arange(1, size + 1, dtype=np.float64)))
 
 
+def _at(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` for a 0-dim integer tensor, clamped into the table, on the device: indexing
+    with a 0-dim tensor reads it on the host (torch calls item() on it), a sync per test."""
+    return table.gather(0, index.clamp(0, table.numel() - 1).reshape(1)).reshape(())
+
+
 class StationarityTest:
     """statopt's leaky bucket and stationarity t-test, on the device: :class:`SASA` feeds it
     ``<x_{k+1}, d_k> + lr/2 ||d_k||^2`` and ``recipe.SASAController`` the change of ``||x||^2``;
@@ -138,7 +144,7 @@ class StationarityTest:
         r = torch.where(den == 0, zero, cxy / torch.where(den == 0, v.new_ones(()), den)).clamp(-1.0, 1.0)
         df = count - 2
         t = r * torch.sqrt(df.to(torch.float64).clamp(min=1.0) / ((1.0 - r + _TINY) * (1.0 + r + _TINY)))
-        return t < self._slope_quantiles[(df - 1).clamp(0, self._slope_quantiles.numel() - 1)]
+        return t < _at(self._slope_quantiles, df - 1)
 
     def test(self, allow_drop: bool = True) -> Tensor:
         """The test on the bucket, decided on the device (no host read): True when the bucket
@@ -165,7 +171,7 @@ class StationarityTest:
             dof = count - 1
         else:
             sd, dof = self._batch_means_sd(centered, start, count, size)
-        t = self._quantiles[(dof - 1).clamp(0, self._quantiles.numel() - 1)]
+        t = _at(self._quantiles, dof - 1)
         width = sd * t / torch.sqrt(n)
         lower, upper = mean - width, mean + width
         same_sign = mean1 * mean2 > 0
