@@ -40,10 +40,21 @@ SANITIZE_TESTS ?= tests --ignore=tests/test_build.py --ignore=tests/test_compile
 ASAN_TESTS ?= tests --ignore=tests/test_build.py --ignore=tests/test_compile_check.py \
 	-k "simt and not gradcheck and not state_dict_resume and not ranger_matches_reference"
 # The sanitized _C (ASan + UBSan; the simt backend included when the CUDA headers are found),
-# loaded through TRICKS_EXT_LIB into a Python that preloads the sanitizer runtimes.
+# loaded through TRICKS_EXT_LIB into a Python that preloads the sanitizer runtimes. Reports go
+# to files, printed when the run fails: a worker that aborts takes its stderr with it, and CI
+# once showed only "node down: Not properly terminated" for a crash it could not say more of.
+SANITIZE_REPORT := $(SANITIZE_DIR)/report
 SANITIZED = TRICKS_EXT_LIB="$$(ls $(SANITIZE_DIR)/lib/tricks_ext/_C*.so)" \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(SANITIZE_REPORT) \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SANITIZE_REPORT)
+# Runs a sanitized command: old reports removed first, any report printed when it fails.
+define sanitized_run
+	rm -f $(SANITIZE_REPORT).*
+	rc=0; $(SANITIZED) $(1) || rc=$$?; \
+	if [ $$rc -ne 0 ]; then for f in $(SANITIZE_REPORT).*; do [ -e "$$f" ] && echo "== $$f" && cat "$$f"; done; fi; \
+	exit $$rc
+endef
 
 .PHONY: deps build sanitize-build test test-sanitize test-asan mutate mutate-python bench fuzz info compile-check gpu-model clean
 
@@ -83,14 +94,14 @@ sanitize-build: build
 	  --build-lib $(SANITIZE_DIR)/lib
 
 test-sanitize: sanitize-build
-	$(SANITIZED) $(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) $(PYTEST_ARGS)
+	$(call sanitized_run,$(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) $(PYTEST_ARGS))
 
 # The simt tests under AddressSanitizer: out-of-bounds reads and writes of the emulated CUDA
 # kernels on global memory (the tensors) and on dynamic shared memory (heap-allocated per block);
 # static __shared__ arrays are not covered (GCC leaves variables in a named section unguarded).
 # One thread order per call (the race check is `make test`'s).
 test-asan: sanitize-build
-	$(SANITIZED) TRICKS_EXT_SIMT_ORDERS=forward $(PYTHON) -m pytest $(ASAN_TESTS) $(XDIST) $(PYTEST_ARGS)
+	$(call sanitized_run,TRICKS_EXT_SIMT_ORDERS=forward $(PYTHON) -m pytest $(ASAN_TESTS) $(XDIST) $(PYTEST_ARGS))
 
 # Plausible kernel bugs applied one at a time to a scratch copy; every one must fail its op's
 # tests (scripts/mutate.py --list). mutate-python: the Python/Triton mutants only (no rebuild).

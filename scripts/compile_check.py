@@ -53,6 +53,7 @@ class Launch:
     args: Tuple[Any, ...]
     kwargs: Dict[str, Any]
     case: str
+    programs: int = 0  # the launch's grid size, all dimensions (scripts/gpu_model.py)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Row:
     error: str = ""
     sass: str = ""  # cuobjdump -sass of the cubin, when triton_rows is asked for it (scripts/gpu_model.py)
     cases: List[str] = field(default_factory=list)
+    programs: Dict[str, int] = field(default_factory=dict)  # per case: its largest grid of this kernel
 
     def problems(self, cc: int) -> List[str]:
         out = []
@@ -100,7 +102,8 @@ def _record(calls: Iterable[Tuple[str, Callable[[], Any]]]) -> List[Launch]:
     current = [""]
 
     def run(self, *args, grid, warmup, **kwargs):
-        launches.append(Launch(self, args, kwargs, current[0]))
+        dims = grid(kwargs) if callable(grid) else grid
+        launches.append(Launch(self, args, kwargs, current[0], math.prod(int(d) for d in dims)))
 
     original = jit.JITFunction.run
     jit.JITFunction.run = run
@@ -398,6 +401,7 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
             launches = [launch for launch in launches if " float32 " in f"{launch.case} "]
     work: Dict[Tuple[str, str], Tuple] = {}
     cases: Dict[Tuple[str, str], List[str]] = {}
+    programs: Dict[Tuple[str, str], Dict[str, int]] = {}
     for arch in archs:
         cc = ARCHS[arch]
         target = GPUTarget("cuda", cc, 32)
@@ -407,6 +411,8 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
                 name = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
                 key = (arch, f"{name} {_spec_key(signature, constexprs, attrs)}")
                 cases.setdefault(key, []).append(f"{launch.case} [{variant}]")
+                most = programs.setdefault(key, {})
+                most[launch.case] = max(most.get(launch.case, 0), launch.programs)
                 work.setdefault(key, (name, key[1], cc, fn, signature, constexprs, attrs, options.__dict__))
     _JOBS[:] = list(work.values())
     _KEEP_SASS[0] = sass
@@ -414,7 +420,7 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         for key, row in zip(work, pool.map(_compile_one, range(len(_JOBS)), chunksize=4)):
-            row.cases = cases[key]
+            row.cases, row.programs = cases[key], programs[key]
             rows.append(row)
     return rows
 

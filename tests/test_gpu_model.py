@@ -148,6 +148,44 @@ def test_memory_model():
     assert h100.bandwidth_tbps(1e4) == pytest.approx(1e4 / (h100.latency_ns * 1e-9) / 1e12, rel=0.01)
 
 
+def test_grid_limits_the_bytes_in_flight():
+    """A grid smaller than one wave keeps only its own blocks' bytes in flight; a grid of a wave
+    or more runs at the full-SM rate."""
+    h100 = gpu_model.fit_memory("H100")
+    ops = gpu_model.MemoryOps(loads={"LDG.128": 2}, load_bytes=32, round_trips=1, in_loops=True)
+    k = gpu_model.Kernel("k", "sm_90", regs=32, shared=0, local=0, block=256, ops=ops)
+    assert k.wave() == gpu_model.SMS * 8  # 2048 threads per SM at 32 registers
+    assert k.grid_bandwidth_tbps(h100, k.wave()) == k.grid_bandwidth_tbps(h100, 10 ** 6) == k.bandwidth_tbps(h100)
+    assert k.grid_bandwidth_tbps(h100, 32) == pytest.approx(h100.bandwidth_tbps(32 * 256 * 32))
+    # 32 blocks of a 1056-block wave: at most their bytes per unloaded round trip (Little's law)
+    assert k.grid_bandwidth_tbps(h100, 32) < 32 * 256 * 32 / (h100.latency_ns * 1e-9) / 1e12 < k.bandwidth_tbps(h100) / 5
+
+
+_RECORD = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import compile_check
+from tricks_ext.triton_kernels import soft_ce, soft_f1
+logits, labels = torch.randn(6, 40), torch.randint(0, 40, (6,))
+launches = compile_check._record([
+    ("ce", lambda: soft_ce.soft_ce_fwd(logits, labels, None, None, None, None, 0.1, -100, soft_ce.NONE)),
+    ("f1", lambda: soft_f1.soft_f1_sums(torch.randn(500, 300), torch.randint(0, 300, (500,)), None, False))])
+print([(launch.case, launch.fn.__name__, launch.programs) for launch in launches])
+"""
+
+
+def test_launches_record_their_grid():
+    """compile-check's recorder keeps each launch's grid size, all dimensions (a compiling
+    process: the tests' interpreter replaces the JIT functions the recorder intercepts)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _RECORD, str(ROOT / "scripts")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # soft F1: its stats kernel, a program per row; its column sums, (cdiv(300, 128) column
+    # blocks, cdiv(500, 218) chunks of 2^16 // 300 rows)
+    assert out.stdout.strip() == str([("ce", "_fwd_kernel", 6), ("f1", "_stats_kernel", 500), ("f1", "_fwd_kernel", 9)])
+
+
 def test_cuda_kernels_are_read():
     """The table's rows for SASA's kernel, compiled here for sm_90."""
     if gpu_model.compile_check._nvcc() is None:

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device, row_vector
 from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MEAN, MIXED, NONE, _rejoin, _split
 
 
@@ -81,9 +81,10 @@ def _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
+def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     acc = tl.zeros([BLOCK], ACC)
     for c0 in range(0, C, BLOCK):
@@ -103,9 +104,10 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C, smoothing_hi, smoothing_lo, off
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
+def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
                 MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
     if not PER_ELEMENT:
         g = tl.load(G).to(ACC)
@@ -115,7 +117,7 @@ def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C, smoothing_hi, smoothing_lo, of
         z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
                                      target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         e = tl.exp(-tl.abs(z))
-        sig_neg = tl.where(z >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
+        sig_neg = tl.where(z >= 0, e, 1.0) / (1.0 + e)  # one division (a libdevice call in fp64)
         d = _weighted((1.0 - t) - lw * sig_neg, W, cols, mask, HAS_W, ACC)
         if PER_ELEMENT:
             d = d * tl.load(G + base + cols, mask=mask, other=0.0).to(ACC)
@@ -134,14 +136,15 @@ def _inputs(logits, a, b, lam, dense, pos_weight, weight):
 
 def _scalars(logits, label_smoothing, target_threshold):
     classes = logits.shape[1]
-    return (classes, *_split(label_smoothing), *_split(label_smoothing / classes),
+    return (classes // row_vector(classes, logits.dtype), *_split(label_smoothing), *_split(label_smoothing / classes),
             0.0 if target_threshold is None else float(target_threshold))
 
 
 def _constexprs(logits, mode, pos_weight, weight, target_threshold, per_element):
     return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_W=weight is not None,
                 HAS_THRESHOLD=target_threshold is not None, PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype),
-                BLOCK=_block(logits.shape[1], logits.dtype), num_warps=4, **FUSED)
+                VEC=row_vector(logits.shape[1], logits.dtype), BLOCK=_block(logits.shape[1], logits.dtype),
+                num_warps=4, **FUSED)
 
 
 def loss_grad(grad: torch.Tensor, logits: torch.Tensor, reduction: int) -> torch.Tensor:

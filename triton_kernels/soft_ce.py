@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device, row_vector
 from tricks_ext._dtypes import stats_dtype
 
 DENSE, MIXED, HARD = 0, 1, 2
@@ -38,16 +38,16 @@ def _rejoin(hi, lo, ACC: tl.constexpr):
     return hi * one + lo * one
 
 
-def _block(classes: int, dtype: torch.dtype) -> int:
-    """Columns per sweep of a row: up to 4096, 2048 for fp64, whose forward spills at 4096 with
-    8 warps (and at 16 warps, which cap a thread at 128 registers)."""
-    return min(2048 if dtype == torch.float64 else 4096, max(16, triton.next_power_of_2(classes)))
+def _block(classes: int) -> int:
+    """Columns per sweep of a row: up to 2048. At 4096 (8 warps, 16 elements of each array per
+    thread) the fp32 forward held 86 registers, 16 resident warps per SM and 59 % of the modelled
+    H100 ceiling at 131072 classes (bfloat16: 76, 24 warps, 63 %); at 2048 it holds 40, 48 warps,
+    86 % (make gpu-model). fp64's forward also spilled at 4096, with 8 or 16 warps (compile-check)."""
+    return min(2048, max(16, triton.next_power_of_2(classes)))
 
 
 def _warps(block: int) -> int:
-    """Warps per row program: 8 from BLOCK = 2048 up; at 4, 4096 columns put 32 elements of
-    several arrays per thread and the forward's online log-sum-exp spills (fp64) or sits at the
-    255-register cap (fp32 dense targets) (make compile-check)."""
+    """Warps per row program: 8 at BLOCK = 2048 (8 elements of each array per thread), 4 below."""
     return 8 if block >= 2048 else 4
 
 
@@ -77,10 +77,11 @@ def _weighted(w, z):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, W, LOSS, STATS, C, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
+def _fwd_kernel(Z, A, B, LAM, T, W, LOSS, STATS, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo, ignore_index,
                 N_STATS: tl.constexpr,
                 MODE: tl.constexpr, HAS_W: tl.constexpr, ACC: tl.constexpr,
-                BLOCK: tl.constexpr):
+                VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
@@ -107,7 +108,10 @@ def _fwd_kernel(Z, A, B, LAM, T, W, LOSS, STATS, C, smoothing_hi, smoothing_lo, 
         else:
             sz += vz
         if MODE == 0:
-            tv = tl.load(T + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
+            # c0 + lanes as one term: added to the pointer one by one, sm_90 kept the row's
+            # pointer on the stack (8 B spilled, fp32 weighted targets, 400 classes); the same
+            # form for the logits made the weighted hard and mixed labels spill 4-8 B instead
+            tv = tl.load(T + base + (c0 + lanes), mask=mask, other=0.0).to(ACC)
             if HAS_W:
                 tv = tv * wv
             st += tv
@@ -147,10 +151,11 @@ def _fwd_kernel(Z, A, B, LAM, T, W, LOSS, STATS, C, smoothing_hi, smoothing_lo, 
 
 
 @triton.jit
-def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, W, STATS, DZ, C, smoothing_hi, smoothing_lo, off_hi, off_lo,
+def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, W, STATS, DZ, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo,
                 ignore_index, N_STATS: tl.constexpr,
                 MODE: tl.constexpr, HAS_W: tl.constexpr,
-                ACC: tl.constexpr, BLOCK: tl.constexpr):
+                ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     label_smoothing = _rejoin(smoothing_hi, smoothing_lo, ACC)
@@ -163,13 +168,14 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, W, STATS, DZ, C, smoothing_hi, smo
         a, b, wa, wb, ignored, invalid = _row_target(A, B, LAM, i, C, label_smoothing, ignore_index, MODE, ACC)
     for c0 in range(0, C, BLOCK):
         # 32-bit lanes off scalar offsets, as in the forward: with 64-bit columns the weighted
-        # fp64 backward spilled 8 B at i64 sizes on sm_80 (compile-check)
+        # fp64 backward spilled 8 B at i64 sizes on sm_80. c0 + lanes as one term: added to the
+        # pointer one by one, the fp16 one spilled 8 B on sm_90 with unaligned rows (compile-check)
         lanes = tl.arange(0, BLOCK)
         mask = lanes < tl.minimum(C - c0, BLOCK).to(tl.int32)
-        v = tl.load(Z + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
+        v = tl.load(Z + base + (c0 + lanes), mask=mask, other=0.0).to(ACC)
         p = tl.exp((v - shift) - log_sum)
         if MODE == 0:
-            t = tl.load(T + base + c0 + lanes, mask=mask, other=0.0).to(ACC)
+            t = tl.load(T + base + (c0 + lanes), mask=mask, other=0.0).to(ACC)
         else:
             t = off + tl.where(lanes == _lane_of(a, c0, BLOCK), wa, 0.0).to(ACC) + \
                 tl.where(lanes == _lane_of(b, c0, BLOCK), wb, 0.0).to(ACC)
@@ -181,7 +187,7 @@ def _bwd_kernel(G, G_STRIDE, Z, A, B, LAM, T, W, STATS, DZ, C, smoothing_hi, smo
             d = g * (p - t.to(ACC))
         if MODE != 0:
             d = tl.where(ignored, 0.0, tl.where(invalid, float("nan"), d))
-        tl.store(DZ + base + c0 + lanes, cast_to(d, DZ.dtype.element_ty), mask=mask)
+        tl.store(DZ + base + (c0 + lanes), cast_to(d, DZ.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -248,12 +254,12 @@ def soft_ce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[tor
     loss = torch.empty(rows, dtype=acc, device=logits.device)
     stats = torch.empty(rows, STATS_COLUMNS, dtype=acc, device=logits.device)
     mode, pointers = _args(logits, a, b, lam, dense, weight)
-    block = _block(classes, logits.dtype)
+    block, vec = _block(classes), row_vector(classes, logits.dtype)
     if rows:
-        _fwd_kernel[(rows,)](logits, *pointers, loss, stats, classes, *_split(label_smoothing),
+        _fwd_kernel[(rows,)](logits, *pointers, loss, stats, classes // vec, *_split(label_smoothing),
                              *_split(label_smoothing / classes), int(ignore_index),
                              N_STATS=STATS_COLUMNS, MODE=mode, HAS_W=weight is not None, ACC=acc_dtype(logits.dtype),
-                             BLOCK=block, num_warps=_warps(block), **FUSED)
+                             VEC=vec, BLOCK=block, num_warps=_warps(block), **FUSED)
     if reduction == NONE:
         return loss.to(logits.dtype), stats
     total = torch.sum(loss)
@@ -271,10 +277,10 @@ def soft_ce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Tens
     g = row_grads(grad, a, b, weight, ignore_index, reduction, rows)
     dz = torch.empty_like(logits)
     mode, pointers = _args(logits, a, b, lam, dense, weight)
-    block = _block(classes, logits.dtype)
+    block, vec = _block(classes), row_vector(classes, logits.dtype)
     if rows:
-        _bwd_kernel[(rows,)](g, 1 if g.dim() else 0, logits, *pointers, stats, dz, classes,
+        _bwd_kernel[(rows,)](g, 1 if g.dim() else 0, logits, *pointers, stats, dz, classes // vec,
                              *_split(label_smoothing), *_split(label_smoothing / classes), int(ignore_index),
                              N_STATS=STATS_COLUMNS, MODE=mode, HAS_W=weight is not None, ACC=acc_dtype(logits.dtype),
-                             BLOCK=block, num_warps=_warps(block), **FUSED)
+                             VEC=vec, BLOCK=block, num_warps=_warps(block), **FUSED)
     return dz

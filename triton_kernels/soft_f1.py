@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device, row_vector
 
 
 def _block(classes: int, dtype: torch.dtype) -> int:
@@ -78,7 +78,8 @@ def _row_stats(Z, base, C, ACC: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _stats_kernel(Z, STATS, C, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _stats_kernel(Z, STATS, C_VEC, ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i = tl.program_id(0).to(tl.int64)
     shift, log_sum = _row_stats(Z, i * C, C, ACC, BLOCK)
     tl.store(STATS + 2 * i, shift)
@@ -86,8 +87,9 @@ def _stats_kernel(Z, STATS, C, ACC: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, T, STATS, PARTIAL, N, C, CHUNK_ROWS, LABELS: tl.constexpr, MULTI_LABEL: tl.constexpr,
-                ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+def _fwd_kernel(Z, A, T, STATS, PARTIAL, N, C_VEC, CHUNK_ROWS, LABELS: tl.constexpr, MULTI_LABEL: tl.constexpr,
+                ACC: tl.constexpr, VEC: tl.constexpr, BLOCK_C: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = cols < C
     chunk = tl.program_id(1).to(tl.int64)
@@ -114,8 +116,9 @@ def _fwd_kernel(Z, A, T, STATS, PARTIAL, N, C, CHUNK_ROWS, LABELS: tl.constexpr,
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, T, DZ, C, LABELS: tl.constexpr, MULTI_LABEL: tl.constexpr, ACC: tl.constexpr,
-                BLOCK: tl.constexpr):
+def _bwd_kernel(G, Z, A, T, DZ, C_VEC, LABELS: tl.constexpr, MULTI_LABEL: tl.constexpr, ACC: tl.constexpr,
+                VEC: tl.constexpr, BLOCK: tl.constexpr):
+    C = C_VEC * VEC  # row_vector
     i = tl.program_id(0).to(tl.int64)
     base = i * C
     if MULTI_LABEL:
@@ -159,14 +162,15 @@ def soft_f1_sums(logits: torch.Tensor, a: Optional[torch.Tensor], dense: Optiona
     chunks = triton.cdiv(rows, chunk)
     partial = torch.zeros(chunks, 3, classes, dtype=acc, device=logits.device)
     stats = torch.empty(rows, 2, dtype=acc, device=logits.device)
-    block = _block(classes, logits.dtype)
+    block, vec = _block(classes, logits.dtype), row_vector(classes, logits.dtype)
     if rows:
         if not multi_label:
-            _stats_kernel[(rows,)](logits, stats, classes, ACC=acc_dtype(logits.dtype), BLOCK=block,
+            _stats_kernel[(rows,)](logits, stats, classes // vec, ACC=acc_dtype(logits.dtype), VEC=vec, BLOCK=block,
                                    num_warps=_warps(block), **FUSED)
         _fwd_kernel[(triton.cdiv(classes, BLOCK_C), chunks)](
-            logits, logits if a is None else a, logits if dense is None else dense, stats, partial, rows, classes,
-            chunk, LABELS=a is not None, MULTI_LABEL=bool(multi_label), ACC=acc_dtype(logits.dtype), BLOCK_C=BLOCK_C,
+            logits, logits if a is None else a, logits if dense is None else dense, stats, partial, rows,
+            classes // vec, chunk, LABELS=a is not None, MULTI_LABEL=bool(multi_label), ACC=acc_dtype(logits.dtype),
+            VEC=vec, BLOCK_C=BLOCK_C,
             num_warps=4, **FUSED)
     return partial.sum(0)
 
@@ -178,9 +182,9 @@ def soft_f1_sums_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch
     rows, classes = logits.shape
     g = grad.to(stats_dtype(logits.dtype)).contiguous()
     dz = torch.empty_like(logits)
-    block = _block(classes, logits.dtype)
+    block, vec = _block(classes, logits.dtype), row_vector(classes, logits.dtype)
     if rows:
-        _bwd_kernel[(rows,)](g, logits, logits if a is None else a, logits if dense is None else dense, dz, classes,
+        _bwd_kernel[(rows,)](g, logits, logits if a is None else a, logits if dense is None else dense, dz, classes // vec,
                              LABELS=a is not None, MULTI_LABEL=bool(multi_label), ACC=acc_dtype(logits.dtype),
-                             BLOCK=block, num_warps=_warps(block), **FUSED)
+                             VEC=vec, BLOCK=block, num_warps=_warps(block), **FUSED)
     return dz
