@@ -54,6 +54,10 @@ class Launch:
     kwargs: Dict[str, Any]
     case: str
     programs: int = 0  # the launch's grid size, all dimensions (scripts/gpu_model.py)
+    # the bytes of its distinct tensor arguments: what it may read or write at most, the share of
+    # a case's bytes scripts/gpu_model.py gives it (a launcher passes a small tensor for an
+    # unused pointer, so that an absent input does not count)
+    bytes: int = 0
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Row:
     sass: str = ""  # cuobjdump -sass of the cubin, when triton_rows is asked for it (scripts/gpu_model.py)
     cases: List[str] = field(default_factory=list)
     programs: Dict[str, int] = field(default_factory=dict)  # per case: its largest grid of this kernel
+    bytes: Dict[str, int] = field(default_factory=dict)  # per case: its launches' Launch.bytes, summed
 
     def problems(self, cc: int) -> List[str]:
         out = []
@@ -95,6 +100,18 @@ class _Ptr:
 # ---------------------------------------------------------------------------------------------
 # Recording the launchers' kernel launches
 
+def _tensor_bytes(args: Iterable[Any]) -> int:
+    """The bytes of the distinct tensors among ``args`` (lists of tensors included)."""
+    import torch
+
+    seen = {}
+    for a in args:
+        for t in (a if isinstance(a, (list, tuple)) else [a]):
+            if isinstance(t, torch.Tensor):
+                seen[id(t)] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
 def _record(calls: Iterable[Tuple[str, Callable[[], Any]]]) -> List[Launch]:
     from triton.runtime import jit
 
@@ -103,7 +120,7 @@ def _record(calls: Iterable[Tuple[str, Callable[[], Any]]]) -> List[Launch]:
 
     def run(self, *args, grid, warmup, **kwargs):
         dims = grid(kwargs) if callable(grid) else grid
-        launches.append(Launch(self, args, kwargs, current[0], math.prod(int(d) for d in dims)))
+        launches.append(Launch(self, args, kwargs, current[0], math.prod(int(d) for d in dims), _tensor_bytes(args)))
 
     original = jit.JITFunction.run
     jit.JITFunction.run = run
@@ -165,43 +182,43 @@ def _cases() -> Iterator[Tuple[str, Callable[[], Any]]]:
             yield (f"mask_boxes {dname} inner={inner} same={same}",
                    lambda x=x, boxes=boxes, inner=inner, mask=mask: mask(x, boxes, 0.0, 33, 35, inner))
         # soft CE: every BLOCK, the three target modes, class weights or none, one or per-row
-        # upstream gradients
-        for classes in (10, 20, 40, 100, 200, 400, 1000, 1500, 3000, 5000):
-            z = t(8, classes, dtype=dt)
-            labels = t(8, dtype=torch.int64)
+        # upstream gradients; 2 rows of 50000 classes: rows in pieces (row_pieces) and their merge
+        for rows, classes in [(8, c) for c in (10, 20, 40, 100, 200, 400, 1000, 1500, 3000, 5000)] + [(2, 50000)]:
+            z = t(rows, classes, dtype=dt)
+            labels = t(rows, dtype=torch.int64)
             for mode, weighted in itertools.product(("hard", "mixed", "dense"), (False, True)):
                 a = labels if mode != "dense" else None
                 b = labels if mode == "mixed" else None
-                lam = t(8) if mode == "mixed" else None
+                lam = t(rows) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
                 w = t(classes, dtype=acc) if weighted else None
-                yield (f"soft_ce_fwd {dname} C={classes} {mode} weight={weighted}",
+                yield (f"soft_ce_fwd {dname} {rows}x{classes} {mode} weight={weighted}",
                        lambda z=z, a=a, b=b, lam=lam, dense=dense, w=w:
                        soft_ce.soft_ce_fwd(z, a, b, lam, dense, w, 0.1, -100, soft_ce.NONE))
                 for per_row in (False, True):
-                    grad = t(8, dtype=acc) if per_row else t((), dtype=acc)
-                    stats = t(8, soft_ce.STATS_COLUMNS, dtype=acc)
+                    grad = t(rows, dtype=acc) if per_row else t((), dtype=acc)
+                    stats = t(rows, soft_ce.STATS_COLUMNS, dtype=acc)
                     reduction = soft_ce.NONE if per_row else soft_ce.MEAN
-                    yield (f"soft_ce_bwd {dname} C={classes} {mode} weight={weighted} per_row={per_row}",
+                    yield (f"soft_ce_bwd {dname} {rows}x{classes} {mode} weight={weighted} per_row={per_row}",
                            lambda z=z, a=a, b=b, lam=lam, dense=dense, w=w, grad=grad, stats=stats, r=reduction:
                            soft_ce.soft_ce_bwd(grad, z, a, b, lam, dense, w, stats, 0.1, -100, r))
         # soft BCE: every BLOCK, the three target modes, threshold, pos_weight and class weights
-        # all on (the most registers) or all off, per-element or reduced
-        for classes in (10, 100, 1000, 5000):
-            z = t(8, classes, dtype=dt)
-            labels = t(8, dtype=torch.int64)
+        # all on (the most registers) or all off, per-element or reduced; 2 rows in pieces
+        for rows, classes in ((8, 10), (8, 100), (8, 1000), (8, 5000), (2, 50000)):
+            z = t(rows, classes, dtype=dt)
+            labels = t(rows, dtype=torch.int64)
             for mode, extras, per_element in itertools.product(("hard", "mixed", "dense"), (False, True), (False, True)):
                 a = labels if mode != "dense" else None
                 b = labels if mode == "mixed" else None
-                lam = t(8) if mode == "mixed" else None
+                lam = t(rows) if mode == "mixed" else None
                 dense = z if mode == "dense" else None
                 pw, w, thr = (t(classes, dtype=acc), t(classes, dtype=acc), 0.5) if extras else (None, None, None)
                 reduction = soft_ce.NONE if per_element else soft_ce.MEAN
-                yield (f"soft_bce_fwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
+                yield (f"soft_bce_fwd {dname} {rows}x{classes} {mode} extras={extras} per_element={per_element}",
                        lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, w=w, thr=thr, r=reduction:
                        soft_bce.soft_bce_fwd(z, a, b, lam, dense, pw, w, 0.1, thr, r))
-                grad = t(8, classes, dtype=dt) if per_element else t((), dtype=acc)
-                yield (f"soft_bce_bwd {dname} C={classes} {mode} extras={extras} per_element={per_element}",
+                grad = t(rows, classes, dtype=dt) if per_element else t((), dtype=acc)
+                yield (f"soft_bce_bwd {dname} {rows}x{classes} {mode} extras={extras} per_element={per_element}",
                        lambda z=z, a=a, b=b, lam=lam, dense=dense, pw=pw, w=w, thr=thr, grad=grad, r=reduction:
                        soft_bce.soft_bce_bwd(grad, z, a, b, lam, dense, pw, w, 0.1, thr, r))
         # soft F1: every BLOCK of the row sweeps, labels or dense targets, sigmoid or softmax
@@ -402,6 +419,7 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
     work: Dict[Tuple[str, str], Tuple] = {}
     cases: Dict[Tuple[str, str], List[str]] = {}
     programs: Dict[Tuple[str, str], Dict[str, int]] = {}
+    moved: Dict[Tuple[str, str], Dict[str, int]] = {}
     for arch in archs:
         cc = ARCHS[arch]
         target = GPUTarget("cuda", cc, 32)
@@ -413,6 +431,9 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
                 cases.setdefault(key, []).append(f"{launch.case} [{variant}]")
                 most = programs.setdefault(key, {})
                 most[launch.case] = max(most.get(launch.case, 0), launch.programs)
+                if variant == "aligned":
+                    per_case = moved.setdefault(key, {})
+                    per_case[launch.case] = per_case.get(launch.case, 0) + launch.bytes
                 work.setdefault(key, (name, key[1], cc, fn, signature, constexprs, attrs, options.__dict__))
     _JOBS[:] = list(work.values())
     _KEEP_SASS[0] = sass
@@ -420,7 +441,7 @@ def triton_rows(archs: Sequence[str], jobs: int, quick: bool = False, only: str 
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         for key, row in zip(work, pool.map(_compile_one, range(len(_JOBS)), chunksize=4)):
-            row.cases, row.programs = cases[key], programs[key]
+            row.cases, row.programs, row.bytes = cases[key], programs[key], moved.get(key, {})
             rows.append(row)
     return rows
 

@@ -322,6 +322,7 @@ class Kernel:
     ops: MemoryOps
     cases: List[Tuple[str, str, str, str]] = field(default_factory=list)  # benchmark cases that launch it (Triton)
     programs: Dict[Tuple[str, str, str, str], int] = field(default_factory=dict)  # its grid in each of them
+    moved: Dict[Tuple[str, str, str, str], int] = field(default_factory=dict)  # its tensors' bytes in each
 
     def occupancy(self) -> Occupancy:
         return occupancy(DEVICES[self.arch], self.block, self.regs, self.shared)
@@ -452,8 +453,9 @@ def triton_kernels(archs: Sequence[str], jobs: int, quick: bool = False) -> List
         ops = list(sass_memory_ops(row.sass).values())
         cases = sorted({tuple(c.rsplit(" [", 1)[0].split("|")) for c in row.cases})
         programs = {tuple(c.split("|")): n for c, n in row.programs.items()}
+        moved = {tuple(c.split("|")): n for c, n in row.bytes.items()}
         kernels.append(Kernel(f"{row.kernel} {cases[0][2]}", row.arch, row.regs, row.shared, 0, 32 * row.warps,
-                              ops[0] if ops else MemoryOps(), cases, programs))
+                              ops[0] if ops else MemoryOps(), cases, programs, moved))
     return kernels
 
 
@@ -518,6 +520,18 @@ def case_predictions(kernels: List[Kernel], memory: Memory, backend: str = "cuda
             out.append((*key, case.floor_bytes, slowest,
                         case.floor_bytes / (slowest.bandwidth_tbps(memory) * 1e12) * 1e3))
     return out
+
+
+def grid_ms(kernels: List[Kernel], key: CaseKey, floor: float, memory: Memory) -> Tuple[Kernel, float]:
+    """(the kernel that moves the most of case ``key``'s bytes, the case's ms on ``memory`` with each
+    kernel's share of the floor at the rate its own grid allows). A kernel's share is its part of
+    the bytes of the tensors the case's launches take (compile_check.Launch.bytes): a merge over
+    a few hundred values weighs nothing beside the sweep it follows, however small its grid."""
+    runs = [k for k in kernels if key in k.programs]
+    total = sum(k.moved.get(key, 0) for k in runs)
+    seconds = sum(floor * (k.moved.get(key, 0) / total if total else 1 / len(runs))
+                  / (k.grid_bandwidth_tbps(memory, k.programs[key]) * 1e12) for k in runs)
+    return max(runs, key=lambda k: k.moved.get(key, 0)), seconds * 1e3
 
 
 def below_target(kernels: List[Kernel], memory: Memory) -> Tuple[List[str], List[str]]:
@@ -644,24 +658,21 @@ def main(argv: Optional[List[str]] = None) -> int:
               "rate of the slowest kernel it runs (launch overhead and passes beyond the floor not counted).")
         grids = backend == "triton"
         if grids:
-            print("Triton's grids are recorded too: the smallest grid over the kernels the case launches against the "
-                  "blocks one wave holds (every SM full), and the H100 time with only each kernel's own blocks in "
-                  "flight. Like the other columns it puts the case's whole floor at its slowest kernel's rate, which "
-                  "overstates a case whose small-grid kernel moves a small share (mixup+loss: the mix moves 308 of "
-                  "its 311 MB over 18816 programs, the loss the rest over 256). The other columns, the CUDA table "
-                  "and the ratios assume full SMs.")
+            print("Triton's grids are recorded too: the grid of the kernel that moves most of the case's bytes "
+                  "against the blocks one wave of it holds (every SM full), and the H100 time with each kernel's "
+                  "share of the floor (its part of the bytes of the tensors the case's launches take) at the rate "
+                  "of only its own blocks in flight. The other columns, the CUDA table and the ratios assume full "
+                  "SMs.")
         print("\n| op | case | dtype | mode | floor MB | slowest kernel | H100 ms | H200 ms |"
-              + (" programs / wave | H100 ms at its grid |" if grids else ""))
+              + (" programs / wave | H100 ms at its grids |" if grids else ""))
         print("|---|---|---|---|---:|---|---:|---:|" + ("---:|---:|" if grids else ""))
         h200_ms = {(op, c, d, m): ms for op, c, d, m, _, _, ms in case_predictions(kernels, h200, backend)}
         for op, case, dtype, mode, floor, slowest, ms in case_predictions(kernels, h100, backend):
             key = (op, case, dtype, mode)
             line = f"| {op} | {case} | {dtype} | {mode} | {floor / 1e6:.1f} | {slowest.name} | {ms:.3f} | {h200_ms[key]:.3f} |"
             if grids:
-                runs = [k for k in kernels if key in k.programs]
-                small = min(runs, key=lambda k: k.programs[key] / k.wave())
-                rate = min(k.grid_bandwidth_tbps(h100, k.programs[key]) for k in runs)
-                line += f" {small.programs[key]} / {small.wave()} | {floor / (rate * 1e12) * 1e3:.3f} |"
+                main, at_grid = grid_ms(kernels, key, floor, h100)
+                line += f" {main.programs[key]} / {main.wave()} | {at_grid:.3f} |"
             print(line)
     print("\nThe README's table (the slowest kernel of each op):\n")
     print("\n".join(readme_table(kernels)))

@@ -28,8 +28,31 @@ if not CUDA:
 import pytest  # noqa: E402
 
 
+class _Stderr:
+    """A file that writes to whatever fd 2 is at the time of the write."""
+
+    def write(self, text: str) -> int:
+        os.write(2, text.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
+
+
+def pytest_sessionstart(session):
+    # pytest-timeout (pyproject.toml) writes a stuck test's thread stacks to the terminal writer and
+    # ends the process; an xdist worker's writer goes nowhere, so the run said only "worker
+    # crashed". It stops output capture first, so fd 2 is then the run's own stderr.
+    # (workerinput: a worker's own config; PYTEST_XDIST_WORKER is inherited by a pytest that a test runs)
+    if hasattr(session.config, "workerinput") and session.config.pluginmanager.has_plugin("terminalreporter"):
+        session.config.get_terminal_writer()._file = _Stderr()
 
 
 def pytest_runtest_setup(item):

@@ -148,6 +148,22 @@ def test_memory_model():
     assert h100.bandwidth_tbps(1e4) == pytest.approx(1e4 / (h100.latency_ns * 1e-9) / 1e12, rel=0.01)
 
 
+def test_a_case_time_at_its_grids_weighs_each_kernel_by_its_bytes():
+    """grid_ms: a small-grid kernel over 1 % of a case's tensor bytes adds 1 % of the floor at its
+    slow rate, not the whole floor; the kernel named is the one moving the most bytes."""
+    h100 = gpu_model.fit_memory("H100")
+    ops = gpu_model.MemoryOps(loads={"LDG.128": 2}, load_bytes=32, round_trips=1, in_loops=True)
+    key = ("op", "case", "float32", "fwd")
+    sweep = gpu_model.Kernel("sweep", "sm_90", 32, 0, 0, 256, ops, [key], {key: 10 ** 5}, {key: 99 * 10 ** 6})
+    merge = gpu_model.Kernel("merge", "sm_90", 32, 0, 0, 256, ops, [key], {key: 32}, {key: 10 ** 6})
+    floor = 100e6
+    main, ms = gpu_model.grid_ms([sweep, merge], key, floor, h100)
+    full, slow = sweep.bandwidth_tbps(h100) * 1e12, merge.grid_bandwidth_tbps(h100, 32) * 1e12
+    assert main is sweep
+    assert ms == pytest.approx((0.99 * floor / full + 0.01 * floor / slow) * 1e3)
+    assert floor / full * 1e3 < ms < floor / slow * 1e3 / 5
+
+
 def test_grid_limits_the_bytes_in_flight():
     """A grid smaller than one wave keeps only its own blocks' bytes in flight; a grid of a wave
     or more runs at the full-SM rate."""
@@ -167,23 +183,32 @@ sys.path.insert(0, sys.argv[1])
 import compile_check
 from tricks_ext.triton_kernels import soft_ce, soft_f1
 logits, labels = torch.randn(6, 40), torch.randint(0, 40, (6,))
+long = torch.randn(2, 9000)
 launches = compile_check._record([
     ("ce", lambda: soft_ce.soft_ce_fwd(logits, labels, None, None, None, None, 0.1, -100, soft_ce.NONE)),
+    ("long", lambda: soft_ce.soft_ce_fwd(long, labels[:2], None, None, None, None, 0.1, -100, soft_ce.NONE)),
     ("f1", lambda: soft_f1.soft_f1_sums(torch.randn(500, 300), torch.randint(0, 300, (500,)), None, False))])
-print([(launch.case, launch.fn.__name__, launch.programs) for launch in launches])
+print([(launch.case, launch.fn.__name__, launch.programs, launch.bytes) for launch in launches])
 """
 
 
 def test_launches_record_their_grid():
-    """compile-check's recorder keeps each launch's grid size, all dimensions (a compiling
-    process: the tests' interpreter replaces the JIT functions the recorder intercepts)."""
+    """compile-check's recorder keeps each launch's grid size, all dimensions, and the bytes of
+    its distinct tensors (a compiling process: the tests' interpreter replaces the JIT functions
+    the recorder intercepts)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", _RECORD, str(ROOT / "scripts")], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    # soft F1: its stats kernel, a program per row; its column sums, (cdiv(300, 128) column
-    # blocks, cdiv(500, 218) chunks of 2^16 // 300 rows)
-    assert out.stdout.strip() == str([("ce", "_fwd_kernel", 6), ("f1", "_stats_kernel", 500), ("f1", "_fwd_kernel", 9)])
+    # soft CE, 6x40 fp32: a program per row over logits 960 B, labels 48, loss 24, stats 72 (the
+    # absent pointers are the logits). 2 rows of 9000: 3 pieces each (row_pieces) over logits 72000
+    # B, labels 16, loss 8, stats 24, parts 96 (2 x 3 x 4 fp32); the merge, a program per row, over
+    # those but the logits. Soft F1: its stats kernel, a program per row (logits 600000 B, stats
+    # 4000); its column sums, (cdiv(300, 128) column blocks, cdiv(500, 218) chunks of 2^16 // 300
+    # rows) over logits, labels 4000, stats and 3 chunks' partial sums (3 x 3 x 300 fp32)
+    assert out.stdout.strip() == str([("ce", "_fwd_kernel", 6, 1104), ("long", "_fwd_kernel", 6, 72144),
+                                      ("long", "_merge_kernel", 2, 144), ("f1", "_stats_kernel", 500, 604000),
+                                      ("f1", "_fwd_kernel", 9, 618800)])
 
 
 def test_cuda_kernels_are_read():
@@ -235,7 +260,7 @@ def test_readme_statements_are_the_models(quick_model):
     predicted table is the model's."""
     assert quick_model.returncode == 0, quick_model.stderr[-3000:]
     rows = _kernel_rows(quick_model.stdout)
-    assert len(rows) == 94  # every CUDA kernel instance (test_simt launches the same 94)
+    assert len(rows) == 98  # every CUDA kernel instance (test_simt launches the same 98)
     readme_text = (ROOT / "README.md").read_text()
     readme = " ".join(readme_text.split())
     wide = [name for name, loads, _ in rows if ".128" in loads]

@@ -12,6 +12,8 @@ from tricks_ext import functional as F
 from tricks_ext import nn as tnn
 from tricks_ext.data import MixedTargets
 from tricks_ext.targets import mixed_targets
+from tricks_ext.triton_kernels import soft_ce as soft_ce_triton
+from tricks_ext.triton_kernels._common import row_pieces
 
 OP = "soft_ce"
 BACKENDS = backend_params(OP)
@@ -206,6 +208,61 @@ def test_masked_huge_logits_equal_torch_cross_entropy(backend_device, dtype, c):
     loss_floor, dz_floor = term_scales(z.double(), onehot, grad, "none")
     assert_matches_reference(loss, loss_s, loss_64, name="loss", floor=loss_floor, terms=c)
     assert_matches_reference(dz, dz_s, dz_64, name="grad logits", floor=dz_floor, terms=c)
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_long_rows_in_pieces_equal_torch_cross_entropy(backend_device, label_smoothing):
+    """Few rows of 9000 classes, which the Triton kernels cut into 3 pieces each (row_pieces; the
+    other backends run the same case): the first row -inf but for its last 3000 classes (a
+    piece wholly -inf: its empty sum must not turn the row's to NaN), an ignored row, an
+    out-of-range label, class weights. fp64 against torch's cross_entropy per row."""
+    backend, device = backend_device
+    n, c = 4, 9000
+    assert row_pieces(n, c, 2048)[0] == 3
+    gen = torch.Generator().manual_seed(9)
+    z = torch.randn(n, c, generator=gen, dtype=torch.float64) * 3
+    if label_smoothing == 0:  # with smoothing a -inf logit makes the loss inf, as in torch
+        z[0, :6000] = -torch.inf
+    labels = torch.tensor([7000, -100, c, 4321])
+    weight = class_weights(c, "cpu", gen)
+    grad = torch.rand(n, generator=gen, dtype=torch.float64) + 0.5
+    z, labels, weight, grad = (t.to(device) for t in (z, labels, weight, grad))
+
+    def ours(t):
+        return F.soft_target_cross_entropy(t, labels, "none", weight=weight, label_smoothing=label_smoothing,
+                                           backend=backend)
+
+    loss, dz = loss_and_grad(ours, z, grad)
+    keep = torch.tensor([0, 1, 3], device=device)
+    ref, dz_ref = loss_and_grad(lambda t: torch.nn.functional.cross_entropy(
+        t, labels[keep], weight=weight, label_smoothing=label_smoothing, reduction="none"), z[keep], grad[keep])
+    torch.testing.assert_close(loss[keep], ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dz[keep], dz_ref, rtol=1e-12, atol=1e-15)
+    assert loss[2].isnan() and dz[2].isnan().all() and loss[1] == 0 and (dz[1] == 0).all()
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_one_row_in_many_pieces_equals_torch_cross_entropy(backend_device):
+    """One row of 600,000 classes: 147 pieces in the Triton kernels, more than their merge takes in
+    one step (MERGE_BLOCK), with the row's max in the last piece, 1000 above the others (exp of the
+    difference overflows fp64: every piece's sum must be scaled to the row's max). fp64 against
+    torch."""
+    backend, device = backend_device
+    c = 600_000
+    assert row_pieces(1, c, 2048)[0] > soft_ce_triton.MERGE_BLOCK
+    gen = torch.Generator().manual_seed(10)
+    z = torch.randn(1, c, generator=gen, dtype=torch.float64)
+    z[0, -5] = 1000.0
+    labels = torch.tensor([123_456])
+    grad = torch.tensor([0.75], dtype=torch.float64)
+    z, labels, grad = z.to(device), labels.to(device), grad.to(device)
+    loss, dz = loss_and_grad(lambda t: F.soft_target_cross_entropy(t, labels, "none", label_smoothing=0.1,
+                                                                   backend=backend), z, grad)
+    ref, dz_ref = loss_and_grad(lambda t: torch.nn.functional.cross_entropy(t, labels, label_smoothing=0.1,
+                                                                            reduction="none"), z, grad)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(dz, dz_ref, rtol=1e-10, atol=1e-18)
 
 
 @pytest.mark.parametrize("backend_device", BACKENDS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 import torch
 import triton
@@ -49,6 +49,36 @@ def row_vector(columns: int, dtype: torch.dtype) -> int:
     while columns % vec:
         vec //= 2
     return vec
+
+
+# Programs a row kernel's launch aims at: a full wave of the 4-warp row kernels on an H100 (132 SMs x
+# 16 programs, scripts/gpu_model.py's wave). With fewer rows each row is cut into pieces of at least
+# MIN_PIECE_SWEEPS sweeps: one program per row left 32 rows of 131072 classes at 32 programs, ten
+# times the modelled time of a full wave (benchmarks/results/gpu_model_43028ca.md).
+ROW_PROGRAMS = 2112
+MIN_PIECE_SWEEPS = 2
+
+
+def row_pieces(rows: int, columns: int, block: int) -> Tuple[int, int]:
+    """(pieces per row, sweeps of ``block`` columns per piece) for a row kernel's launch of
+    ``rows`` rows. From the shape alone, so every device (and the interpreter) sums a row in
+    the same order; no piece is empty."""
+    sweeps = max(1, triton.cdiv(columns, block))
+    pieces = min(triton.cdiv(sweeps, MIN_PIECE_SWEEPS), triton.cdiv(ROW_PROGRAMS, max(rows, 1)))
+    per_piece = triton.cdiv(sweeps, max(pieces, 1))
+    return triton.cdiv(sweeps, per_piece), per_piece
+
+
+@triton.jit
+def piece_columns(C, piece_sweeps, BLOCK: tl.constexpr, SPLIT: tl.constexpr):
+    """The columns [begin, end) of a row kernel's piece of its row (row_pieces): the whole row
+    unless SPLIT, else piece tl.program_id(1) of piece_sweeps sweeps (64-bit: rows past 2^31
+    columns)."""
+    if SPLIT:
+        begin = tl.program_id(1).to(tl.int64) * piece_sweeps * BLOCK
+        return begin, tl.minimum(C, begin + piece_sweeps * BLOCK)
+    else:
+        return 0, C
 
 
 def _first_tensor(args: Iterable[Any]) -> Optional[torch.Tensor]:

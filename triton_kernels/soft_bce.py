@@ -1,6 +1,7 @@
 """Soft-target binary cross-entropy in Triton (math: csrc/soft_bce/math.h). One program per
-row, sweeping it in BLOCK-wide chunks: the forward writes the elements' losses (reduction
-'none') or sums them (one fp32 / fp64 value per row), the backward writes dz in one pass.
+row, or per piece of a row when there are too few rows to fill the GPU (row_pieces), sweeping
+it in BLOCK-wide chunks: the forward writes the elements' losses (reduction 'none') or sums
+them (one fp32 / fp64 value per piece), the backward writes dz in one pass.
 MODE: 0 dense targets, 1 mixed labels (a, b, lam), 2 hard labels (a); HAS_W: class weights W (C,)
 scale each element's loss and gradient."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ import triton
 import triton.language as tl
 
 from tricks_ext._dtypes import stats_dtype
-from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device, row_vector
+from tricks_ext.triton_kernels._common import FUSED, acc_dtype, cast_to, on_input_device, piece_columns, row_pieces, row_vector
 from tricks_ext.triton_kernels.soft_ce import DENSE, HARD, MEAN, MIXED, NONE, _rejoin, _split
 
 
@@ -81,15 +82,19 @@ def _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
-                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C_VEC, piece_sweeps, smoothing_hi, smoothing_lo, off_hi, off_lo,
+                target_threshold, MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr,
+                HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr,
+                BLOCK: tl.constexpr, SPLIT: tl.constexpr):
+    """Row tl.program_id(0)'s piece tl.program_id(1): its elements' losses, or their sum at
+    LOSS[row * pieces + piece]."""
     C = C_VEC * VEC  # row_vector
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
+    begin, end = piece_columns(C, piece_sweeps, BLOCK, SPLIT)
     acc = tl.zeros([BLOCK], ACC)
-    for c0 in range(0, C, BLOCK):
+    for c0 in range(begin, end, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
-        mask = cols < C
+        mask = cols < end
         z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
                                      target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         loss = (1.0 - t) * z + lw * (_log1p(tl.exp(-tl.abs(z))) + tl.maximum(-z, 0.0))
@@ -100,20 +105,22 @@ def _fwd_kernel(Z, A, B, LAM, T, PW, W, LOSS, C_VEC, smoothing_hi, smoothing_lo,
         else:
             acc += tl.where(mask, loss, 0.0)
     if not PER_ELEMENT:
-        tl.store(LOSS + i, tl.sum(acc, axis=0))
+        tl.store(LOSS + i * tl.num_programs(1) + tl.program_id(1), tl.sum(acc, axis=0))
 
 
 @triton.jit
-def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C_VEC, smoothing_hi, smoothing_lo, off_hi, off_lo, target_threshold,
-                MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr, HAS_THRESHOLD: tl.constexpr,
-                PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+def _bwd_kernel(G, Z, A, B, LAM, T, PW, W, DZ, C_VEC, piece_sweeps, smoothing_hi, smoothing_lo, off_hi, off_lo,
+                target_threshold, MODE: tl.constexpr, HAS_PW: tl.constexpr, HAS_W: tl.constexpr,
+                HAS_THRESHOLD: tl.constexpr, PER_ELEMENT: tl.constexpr, ACC: tl.constexpr, VEC: tl.constexpr,
+                BLOCK: tl.constexpr, SPLIT: tl.constexpr):
     C = C_VEC * VEC  # row_vector
     i, base, label_smoothing, off = _row(C, smoothing_hi, smoothing_lo, off_hi, off_lo, ACC)
+    begin, end = piece_columns(C, piece_sweeps, BLOCK, SPLIT)
     if not PER_ELEMENT:
         g = tl.load(G).to(ACC)
-    for c0 in range(0, C, BLOCK):
+    for c0 in range(begin, end, BLOCK):
         cols = c0 + tl.arange(0, BLOCK)
-        mask = cols < C
+        mask = cols < end
         z, t, lw, invalid = _targets(Z, A, B, LAM, T, PW, i, base, cols, mask, C, label_smoothing, off,
                                      target_threshold, MODE, HAS_PW, HAS_THRESHOLD, ACC)
         e = tl.exp(-tl.abs(z))
@@ -134,17 +141,23 @@ def _inputs(logits, a, b, lam, dense, pos_weight, weight):
     return mode, tuple(logits if t is None else t for t in (a, b, lam, dense, pos_weight, weight))
 
 
+def _pieces(logits):
+    """(pieces per row, sweeps per piece): row_pieces at this dtype's BLOCK."""
+    rows, classes = logits.shape
+    return row_pieces(rows, classes, _block(classes, logits.dtype))
+
+
 def _scalars(logits, label_smoothing, target_threshold):
     classes = logits.shape[1]
-    return (classes // row_vector(classes, logits.dtype), *_split(label_smoothing), *_split(label_smoothing / classes),
-            0.0 if target_threshold is None else float(target_threshold))
+    return (classes // row_vector(classes, logits.dtype), _pieces(logits)[1], *_split(label_smoothing),
+            *_split(label_smoothing / classes), 0.0 if target_threshold is None else float(target_threshold))
 
 
 def _constexprs(logits, mode, pos_weight, weight, target_threshold, per_element):
     return dict(MODE=mode, HAS_PW=pos_weight is not None, HAS_W=weight is not None,
                 HAS_THRESHOLD=target_threshold is not None, PER_ELEMENT=per_element, ACC=acc_dtype(logits.dtype),
                 VEC=row_vector(logits.shape[1], logits.dtype), BLOCK=_block(logits.shape[1], logits.dtype),
-                num_warps=4, **FUSED)
+                SPLIT=_pieces(logits)[0] > 1, num_warps=4, **FUSED)
 
 
 def loss_grad(grad: torch.Tensor, logits: torch.Tensor, reduction: int) -> torch.Tensor:
@@ -177,14 +190,14 @@ def soft_bce_fwd(logits: torch.Tensor, a: Optional[torch.Tensor], b: Optional[to
                  reduction: int) -> torch.Tensor:
     """``tricks_ext::soft_bce_fwd`` in Triton: the loss in the logits' dtype, (N, C) for
     reduction 'none', else reduced ('mean' divides the sum of the N * C elements by N * C)."""
-    rows = logits.shape[0]
+    rows, pieces = logits.shape[0], _pieces(logits)[0]
     per_element = reduction == NONE
     loss = (torch.empty_like(logits) if per_element
-            else torch.empty(rows, dtype=stats_dtype(logits.dtype), device=logits.device))
+            else torch.empty(rows * pieces, dtype=stats_dtype(logits.dtype), device=logits.device))
     mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight, weight)
     if rows:
-        _fwd_kernel[(rows,)](logits, *inputs, loss, *_scalars(logits, label_smoothing, target_threshold),
-                             **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
+        _fwd_kernel[(rows, pieces)](logits, *inputs, loss, *_scalars(logits, label_smoothing, target_threshold),
+                                    **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
     if per_element:
         return loss
     total = torch.sum(loss)
@@ -199,12 +212,12 @@ def soft_bce_bwd(grad: torch.Tensor, logits: torch.Tensor, a: Optional[torch.Ten
                  weight: Optional[torch.Tensor], label_smoothing: float, target_threshold: Optional[float],
                  reduction: int) -> torch.Tensor:
     """``tricks_ext::soft_bce_bwd`` in Triton: dlogits from dL/dloss (the forward's shape)."""
-    rows = logits.shape[0]
+    rows, pieces = logits.shape[0], _pieces(logits)[0]
     per_element = reduction == NONE
     g = loss_grad(grad, logits, reduction)
     dz = torch.empty_like(logits)
     mode, inputs = _inputs(logits, a, b, lam, dense, pos_weight, weight)
     if rows:
-        _bwd_kernel[(rows,)](g, logits, *inputs, dz, *_scalars(logits, label_smoothing, target_threshold),
-                             **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
+        _bwd_kernel[(rows, pieces)](g, logits, *inputs, dz, *_scalars(logits, label_smoothing, target_threshold),
+                                    **_constexprs(logits, mode, pos_weight, weight, target_threshold, per_element))
     return dz

@@ -38,13 +38,15 @@ inline const char* last_error() {
 template <typename P>
 using pointee_t = std::remove_pointer_t<P>;
 
-// The losses' launch: one block of `block` threads per row, the kernel `pick` returns for the
-// storage type of `dtype` (`[](auto* t) { return &kernel<pointee_t<decltype(t)>>; }`).
+// The losses' launch: one block of `block` threads per piece of a row (blockIdx.x the row,
+// blockIdx.y the piece: common/math.h's row_pieces), the kernel `pick` returns for the storage
+// type of `dtype` (`[](auto* t) { return &kernel<pointee_t<decltype(t)>>; }`).
 template <typename Pick, typename Q>
-const char* launch_rows(const Q& q, DType dtype, int64_t rows, unsigned block, void* stream, Pick pick) {
+const char* launch_rows(const Q& q, DType dtype, int64_t rows, int64_t pieces, unsigned block, void* stream, Pick pick) {
   if (rows == 0) return nullptr;
   dispatch_dtype(dtype, [&](auto* tag) {
-    launch_kernel(pick(tag), static_cast<unsigned>(rows), block, 0, static_cast<cudaStream_t>(stream), q);
+    launch_kernel(pick(tag), dim3(static_cast<unsigned>(rows), static_cast<unsigned>(pieces)), block, 0,
+                  static_cast<cudaStream_t>(stream), q);
   });
   return last_error();
 }
@@ -52,13 +54,13 @@ const char* launch_rows(const Q& q, DType dtype, int64_t rows, unsigned block, v
 }  // namespace tricks
 
 // A loss's two launchers, launch_fwd_cuda and launch_bwd_cuda: launch_rows of its
-// fwd_kernel<T> and bwd_kernel<T> over q.rows rows of kBlock threads.
+// fwd_kernel<T> and bwd_kernel<T> over q.rows rows in q.pieces pieces of kBlock threads.
 #define TRICKS_ROW_LAUNCHERS(Params)                                                            \
   const char* launch_fwd_cuda(const Params& q, void* stream) {                                \
-    return ::tricks::launch_rows(q, q.dtype, q.rows, kBlock, stream,                          \
+    return ::tricks::launch_rows(q, q.dtype, q.rows, q.pieces, kBlock, stream,                \
                                  [](auto* t) { return &fwd_kernel<::tricks::pointee_t<decltype(t)>>; }); \
   }                                                                                           \
   const char* launch_bwd_cuda(const Params& q, void* stream) {                                \
-    return ::tricks::launch_rows(q, q.dtype, q.rows, kBlock, stream,                          \
+    return ::tricks::launch_rows(q, q.dtype, q.rows, q.pieces, kBlock, stream,                \
                                  [](auto* t) { return &bwd_kernel<::tricks::pointee_t<decltype(t)>>; }); \
   }

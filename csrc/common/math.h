@@ -70,4 +70,37 @@ TRICKS_HD HW sample_hw(uint32_t e, int64_t height, int64_t width, int64_t inner)
   return HW{(pos / static_cast<uint32_t>(width)) % static_cast<uint32_t>(height), pos % static_cast<uint32_t>(width)};
 }
 
+// A loss's CUDA row kernels cut each row into pieces when there are too few rows to fill the GPU
+// (triton_kernels/_common.py's row_pieces is the same rule over its own sweep): pieces of at least
+// kMinPieceSweeps sweeps of `sweep` classes, up to about kRowPrograms blocks in all (two waves of
+// 256-thread blocks on an H100's 132 SMs). One block per row left 32 rows of 131072 classes on 32
+// SMs. From the shape alone, so a row sums in the same order on every GPU. Host code only.
+constexpr int64_t kRowPrograms = 2112;
+constexpr int64_t kMinPieceSweeps = 2;
+
+struct RowPieces {
+  int64_t pieces;   // per row: blockIdx.y of a launch
+  int64_t classes;  // per piece: piece y holds the classes [y * classes, (y + 1) * classes)
+};
+
+inline RowPieces row_pieces(int64_t rows, int64_t classes, int64_t sweep) {
+  const auto cdiv = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  const int64_t sweeps = classes > sweep ? cdiv(classes, sweep) : 1;
+  int64_t pieces = cdiv(sweeps, kMinPieceSweeps);
+  const int64_t fill = cdiv(kRowPrograms, rows > 1 ? rows : 1);
+  if (pieces > fill) pieces = fill;
+  const int64_t per_piece = cdiv(sweeps, pieces);
+  return {cdiv(sweeps, per_piece), per_piece * sweep};
+}
+
+// Sets a loss's Params q (rows, classes; pieces, piece_classes) to rows cut in pieces of
+// `sweep`-class sweeps; sweep 0 leaves the whole rows (the CPU kernels).
+template <typename P>
+inline void split_rows(P& q, int64_t sweep) {
+  if (sweep == 0) return;
+  const RowPieces p = row_pieces(q.rows, q.classes, sweep);
+  q.pieces = p.pieces;
+  q.piece_classes = p.classes;
+}
+
 }  // namespace tricks

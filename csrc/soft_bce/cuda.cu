@@ -1,6 +1,7 @@
-// Soft-target binary cross-entropy, CUDA: one block per row, each thread a strided set of the
+// Soft-target binary cross-entropy, CUDA: one block per row, or per piece of a row when there are
+// too few rows to fill the GPU (common/math.h's row_pieces), each thread a strided set of the
 // row's classes (coalesced), one read of the logits (and dense targets) per pass. Forward: the
-// elements' losses, written out ('none') or summed per row (a block reduction, deterministic);
+// elements' losses, written out ('none') or summed per piece (a block reduction, deterministic);
 // backward: dz = g w ((1 - t) - lw sigmoid(-z)) in one pass.
 #include <cuda_runtime.h>
 
@@ -21,6 +22,7 @@ constexpr int kBlock = 256;
 // incoming gradients loaded together (scripts/gpu_model.py on sm_90: the fp16 backward from 59 %
 // of the modelled H100 ceiling to 100 %; the fp16 forward from 80 % to 100 %).
 constexpr int kUnroll = 4;
+static_assert(kBlock * kUnroll == kCudaSweep, "row_pieces cuts rows in sweeps of the kernels' classes");
 
 // What one class of a row reads: its logit, dense target (compact rows: unused), class and
 // positive weights and incoming gradient ('none' reduction's backward; else unused).
@@ -54,7 +56,8 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   using A = acc_t<T>;
   __shared__ A smem[kBlock / 32];
-  const int64_t i = blockIdx.x, C = q.classes;
+  const int64_t i = blockIdx.x, C = q.classes, begin = blockIdx.y * q.piece_classes;
+  const int64_t end = begin + q.piece_classes < C ? begin + q.piece_classes : C;
   const T* z = static_cast<const T*>(q.logits) + i * C;
   const T* t = q.mode == Mode::Dense ? static_cast<const T*>(q.dense) + i * C : nullptr;
   const RowTarget<A> r = row_target<A>(q, i);
@@ -62,7 +65,7 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
   T* out = q.per_element ? static_cast<T*>(q.loss) + i * C : nullptr;
   A sum = 0;
   for_each_unrolled<kUnroll>(
-      static_cast<int64_t>(threadIdx.x), C, static_cast<int64_t>(kBlock),
+      begin + threadIdx.x, end, static_cast<int64_t>(kBlock),
       [&](int64_t c) { return class_in<T, A>(q, z, t, nullptr, c); },
       [&](int64_t c, const ClassIn<T, A>& in) {
         const A v = to_acc<A>(in.z), tv = target(q, r, in, t != nullptr, c, off);
@@ -73,13 +76,14 @@ __global__ void __launch_bounds__(kBlock) fwd_kernel(const Params q) {
       });
   if (out != nullptr) return;
   sum = group_sum<kBlock>(sum, smem);
-  if (threadIdx.x == 0) static_cast<A*>(q.loss)[i] = sum;
+  if (threadIdx.x == 0) static_cast<A*>(q.loss)[i * q.pieces + blockIdx.y] = sum;
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   using A = acc_t<T>;
-  const int64_t i = blockIdx.x, C = q.classes;
+  const int64_t i = blockIdx.x, C = q.classes, begin = blockIdx.y * q.piece_classes;
+  const int64_t end = begin + q.piece_classes < C ? begin + q.piece_classes : C;
   const T* z = static_cast<const T*>(q.logits) + i * C;
   const T* t = q.mode == Mode::Dense ? static_cast<const T*>(q.dense) + i * C : nullptr;
   const T* ge = q.per_element ? static_cast<const T*>(q.grad) + i * C : nullptr;
@@ -88,7 +92,7 @@ __global__ void __launch_bounds__(kBlock) bwd_kernel(const Params q) {
   const RowTarget<A> r = row_target<A>(q, i);
   const A off = static_cast<A>(q.label_smoothing) / static_cast<A>(C);
   for_each_unrolled<kUnroll>(
-      static_cast<int64_t>(threadIdx.x), C, static_cast<int64_t>(kBlock),
+      begin + threadIdx.x, end, static_cast<int64_t>(kBlock),
       [&](int64_t c) { return class_in<T, A>(q, z, t, ge, c); },
       [&](int64_t c, const ClassIn<T, A>& in) {
         const A v = to_acc<A>(in.z), tv = target(q, r, in, t != nullptr, c, off);

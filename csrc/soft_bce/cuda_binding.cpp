@@ -15,7 +15,8 @@ at::Tensor soft_bce_fwd_cuda(const at::Tensor& logits, const c10::optional<at::T
                              const c10::optional<at::Tensor>& weight,
                              double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
-  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction);
+  auto f = prepare_fwd(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction,
+                       kCudaSweep);
   check_launch(launch_fwd_cuda(f.params, current_cuda_stream(logits)), "soft_bce_fwd");
   return finish_fwd(f, logits, reduction);
 }
@@ -27,7 +28,7 @@ at::Tensor soft_bce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, c
                              double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
   auto r = prepare_bwd(grad, logits, a, b, lam, dense, pos_weight, weight,
-                       label_smoothing, target_threshold, reduction);
+                       label_smoothing, target_threshold, reduction, kCudaSweep);
   check_launch(launch_bwd_cuda(r.params, current_cuda_stream(logits)), "soft_bce_bwd");
   return r.dlogits;
 }

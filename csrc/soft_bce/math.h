@@ -44,7 +44,13 @@ struct Params {
   bool per_element;        // reduction 'none'
   Mode mode;
   DType dtype;
+  // CUDA: each row cut into `pieces` of `piece_classes` classes (row_pieces; 1 and classes on the
+  // CPU); the forward's sums are then per piece, loss (rows, pieces)
+  int64_t pieces, piece_classes;
 };
+
+// Classes per sweep of the CUDA row kernels (kBlock x kUnroll of cuda.cu).
+constexpr int64_t kCudaSweep = 1024;
 
 // The compact row's label weights (no ignore_index: timm's BCE has none).
 template <typename A>

@@ -35,6 +35,8 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
   q.per_element = reduction == kNone;
   q.mode = t.mode;
   q.dtype = t.dtype;
+  q.pieces = 1;
+  q.piece_classes = q.classes;
   if (pos_weight.has_value()) {
     check_vector(*pos_weight, "pos_weight", q.classes, stats_dtype(logits), logits);
     q.pos_weight = pos_weight->data_ptr();
@@ -48,17 +50,20 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
 
 struct Fwd {
   Params params;
-  at::Tensor loss;  // (N, C) in the logits' dtype for 'none', else per-row sums in the statistics dtype
+  at::Tensor loss;  // (N, C) in the logits' dtype for 'none', else per-piece sums in the statistics dtype
 };
 
+// sweep: the CUDA kernels' classes per sweep, to cut rows into pieces (split_rows); 0 for whole
+// rows (the CPU kernels).
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                        const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
                        const c10::optional<at::Tensor>& pos_weight,
                        const c10::optional<at::Tensor>& weight, double label_smoothing,
-                       c10::optional<double> target_threshold, int64_t reduction) {
+                       c10::optional<double> target_threshold, int64_t reduction, int64_t sweep = 0) {
   Fwd f{prepare(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction), {}};
-  f.loss = f.params.per_element ? at::empty_like(logits)
-                                : at::empty({logits.size(0)}, logits.options().dtype(stats_dtype(logits)));
+  split_rows(f.params, sweep);
+  const auto acc = logits.options().dtype(stats_dtype(logits));
+  f.loss = f.params.per_element ? at::empty_like(logits) : at::empty({logits.size(0) * f.params.pieces}, acc);
   f.params.loss = f.loss.data_ptr();
   return f;
 }
@@ -108,9 +113,11 @@ inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                        const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& pos_weight,
                        const c10::optional<at::Tensor>& weight,
-                       double label_smoothing, c10::optional<double> target_threshold, int64_t reduction) {
+                       double label_smoothing, c10::optional<double> target_threshold, int64_t reduction,
+                       int64_t sweep = 0) {
   Bwd r{prepare(logits, a, b, lam, dense, pos_weight, weight, label_smoothing, target_threshold, reduction),
         at::empty_like(logits), {}};
+  split_rows(r.params, sweep);
   check_same_device(logits, "logits", grad, "grad");
   TORCH_CHECK(grad.scalar_type() == logits.scalar_type(), "soft_bce_bwd: grad must have the logits' dtype ",
               logits.scalar_type(), ", got ", grad.scalar_type());

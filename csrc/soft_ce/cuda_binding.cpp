@@ -16,7 +16,7 @@ std::tuple<at::Tensor, at::Tensor> soft_ce_fwd_cuda(const at::Tensor& logits, co
                                                     const c10::optional<at::Tensor>& weight, double label_smoothing,
                                                     int64_t ignore_index, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
-  auto f = prepare_fwd(logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction);
+  auto f = prepare_fwd(logits, a, b, lam, dense, weight, label_smoothing, ignore_index, reduction, kCudaSweep);
   check_launch(launch_fwd_cuda(f.params, current_cuda_stream(logits)), "soft_ce_fwd");
   return {finish_fwd(f, logits, a, weight, reduction), f.stats};
 }
@@ -26,7 +26,8 @@ at::Tensor soft_ce_bwd_cuda(const at::Tensor& grad, const at::Tensor& logits, co
                             const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& weight,
                             const at::Tensor& stats, double label_smoothing, int64_t ignore_index, int64_t reduction) {
   c10::DeviceGuard guard(logits.device());
-  auto r = prepare_bwd(grad, logits, a, b, lam, dense, weight, stats, label_smoothing, ignore_index, reduction);
+  auto r = prepare_bwd(grad, logits, a, b, lam, dense, weight, stats, label_smoothing, ignore_index, reduction,
+                       kCudaSweep);
   check_launch(launch_bwd_cuda(r.params, current_cuda_stream(logits)), "soft_ce_bwd");
   return r.dlogits;
 }

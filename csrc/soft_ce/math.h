@@ -44,7 +44,17 @@ struct Params {
   int64_t ignore_index;
   Mode mode;
   DType dtype;
+  // CUDA: each row cut into `pieces` of `piece_classes` classes (row_pieces; 1 and classes on the
+  // CPU); with pieces > 1 the forward writes each piece's sums to parts, (rows, pieces, kParts)
+  // acc_t, and a second kernel merges them
+  int64_t pieces, piece_classes;
+  void* parts;
 };
+
+// A piece's sums: max, sum exp(z - max), sum w z, sum w, sum w t, sum w t z.
+constexpr int64_t kParts = 6;
+// Classes per sweep of the CUDA row kernels (kBlock x kUnroll of cuda.cu).
+constexpr int64_t kCudaSweep = 1024;
 
 // Row-constant part of the compact targets: weights of a_i and b_i (in the accumulation type
 // A: fp32, or fp64 for fp64 logits), and validity.

@@ -32,6 +32,8 @@ inline Params prepare(const at::Tensor& logits, const c10::optional<at::Tensor>&
   q.label_smoothing = label_smoothing;
   q.ignore_index = ignore_index;
   q.dtype = dtype;
+  q.pieces = 1;
+  q.piece_classes = q.classes;
   if (weight.has_value()) {
     check_vector(*weight, "weight", q.classes, stats_dtype(logits), logits);
     q.weight = weight->data_ptr();
@@ -89,19 +91,27 @@ inline at::Tensor mean_divisor(const Params& q, const at::Tensor& logits, const 
 struct Fwd {
   Params params;
   at::Tensor loss, stats;  // loss: per row, in the statistics dtype (reduced by finish_fwd)
+  at::Tensor parts;        // rows in pieces: each piece's sums (Params::parts)
 };
 
+// sweep: the CUDA kernels' classes per sweep, to cut rows into pieces (split_rows); 0 for whole
+// rows (the CPU kernels).
 inline Fwd prepare_fwd(const at::Tensor& logits, const c10::optional<at::Tensor>& a, const c10::optional<at::Tensor>& b,
                        const c10::optional<at::Tensor>& lam, const c10::optional<at::Tensor>& dense,
                        const c10::optional<at::Tensor>& weight, double label_smoothing, int64_t ignore_index,
-                       int64_t reduction) {
+                       int64_t reduction, int64_t sweep = 0) {
   check_reduction(reduction);
-  Fwd f{prepare(logits, a, b, lam, dense, weight, label_smoothing, ignore_index), {}, {}};
+  Fwd f{prepare(logits, a, b, lam, dense, weight, label_smoothing, ignore_index), {}, {}, {}};
   const auto opts = logits.options().dtype(stats_dtype(logits));
   f.loss = at::empty({logits.size(0)}, opts);
   f.stats = at::empty({logits.size(0), kStats}, opts);
   f.params.loss = f.loss.data_ptr();
   f.params.stats = f.stats.data_ptr();
+  split_rows(f.params, sweep);
+  if (f.params.pieces > 1) {
+    f.parts = at::empty({logits.size(0), f.params.pieces, kParts}, opts);
+    f.params.parts = f.parts.data_ptr();
+  }
   return f;
 }
 
@@ -150,9 +160,11 @@ struct Bwd {
 inline Bwd prepare_bwd(const at::Tensor& grad, const at::Tensor& logits, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& b, const c10::optional<at::Tensor>& lam,
                        const c10::optional<at::Tensor>& dense, const c10::optional<at::Tensor>& weight,
-                       const at::Tensor& stats, double label_smoothing, int64_t ignore_index, int64_t reduction) {
+                       const at::Tensor& stats, double label_smoothing, int64_t ignore_index, int64_t reduction,
+                       int64_t sweep = 0) {
   check_reduction(reduction);
   Bwd r{prepare(logits, a, b, lam, dense, weight, label_smoothing, ignore_index), at::empty_like(logits), {}};
+  split_rows(r.params, sweep);
   check_same_device(logits, "logits", grad, "grad");
   check_same_device(logits, "logits", stats, "stats");
   const auto acc = stats_dtype(logits);

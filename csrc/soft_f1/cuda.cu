@@ -162,7 +162,8 @@ const char* launch_fwd_cuda(const Params& q, void* stream) {
 }
 
 const char* launch_bwd_cuda(const Params& q, void* stream) {
-  return launch_rows(q, q.dtype, q.rows, kBlock, stream, [](auto* t) { return &bwd_kernel<pointee_t<decltype(t)>>; });
+  return launch_rows(q, q.dtype, q.rows, 1, kBlock, stream,
+                     [](auto* t) { return &bwd_kernel<pointee_t<decltype(t)>>; });
 }
 
 }  // namespace soft_f1
