@@ -242,6 +242,18 @@ def test_long_rows_in_pieces_equal_torch_cross_entropy(backend_device, label_smo
     assert loss[2].isnan() and dz[2].isnan().all() and loss[1] == 0 and (dz[1] == 0).all()
 
 
+def test_triton_and_cuda_cut_rows_by_one_rule():
+    """row_pieces is written twice, in triton_kernels/_common.py and csrc/common/math.h (each over
+    its own sweep): the two hold the same constants."""
+    import re
+    from pathlib import Path
+
+    from tricks_ext.triton_kernels import _common
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "common" / "math.h").read_text()
+    found = dict(re.findall(r"constexpr int64_t (kRowPrograms|kMinPieceSweeps) = (\d+);", header))
+    assert found == {"kRowPrograms": str(_common.ROW_PROGRAMS), "kMinPieceSweeps": str(_common.MIN_PIECE_SWEEPS)}
+
+
 @pytest.mark.parametrize("backend_device", BACKENDS)
 def test_one_row_in_many_pieces_equals_torch_cross_entropy(backend_device):
     """One row of 600,000 classes: 147 pieces in the Triton kernels, more than their merge takes in
