@@ -29,10 +29,17 @@ import pytest  # noqa: E402
 
 
 class _Stderr:
-    """A file that writes to whatever fd 2 is at the time of the write."""
+    """A file that writes to whatever fd 2 is at the time of the write, from pytest-timeout's
+    banner on: before it, a worker's writer carries only its own progress, which the main process
+    already prints (passed through, two workers' dots broke the run's log into pieces)."""
+
+    def __init__(self) -> None:
+        self.on = False
 
     def write(self, text: str) -> int:
-        os.write(2, text.encode("utf-8", "replace"))
+        self.on = self.on or "Timeout" in text
+        if self.on:
+            os.write(2, text.encode("utf-8", "replace"))
         return len(text)
 
     def flush(self) -> None:

@@ -16,11 +16,12 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (shape, groups, x_std): C = G (groups of one channel), C/G = 1, H = W = 1, N = 1, odd sizes,
 # 3-D, 5-D; groups whose variance is eps (x_std = 3.2e-3: dropping eps scales y by sqrt(2)) and
 # 1/16 of it; two groups of 16,640 elements, which the CUDA launcher (simt: 132 SMs) splits in
-# two chunks each (choose_split_cuda: fewer groups than 2 per SM, >= 2 x 8192 elements).
+# two chunks each (choose_split_cuda: fewer groups than 2 per SM, >= 2 x 8192 elements); a group
+# of 40 channels of 25 that Triton's backward sums in tiles of 16 channels (the last one 8).
 EPS = 1e-5
 CASES = [((2, 64, 6, 5), 32, 2.0), ((3, 6, 7, 5), 6, 2.0), ((4, 8, 1, 1), 2, 2.0), ((1, 12, 9, 4), 3, 2.0),
          ((3, 6, 7, 5), 1, 2.0), ((2, 6, 9), 3, 2.0), ((2, 4, 3, 4, 5), 2, 2.0), ((2, 8, 5, 7), 4, EPS ** 0.5),
-         ((3, 4, 9), 2, 0.25 * EPS ** 0.5), ((1, 4, 64, 130), 2, 1.0)]
+         ((3, 4, 9), 2, 0.25 * EPS ** 0.5), ((1, 4, 64, 130), 2, 1.0), ((2, 40, 5, 5), 1, 2.0)]
 
 
 def make(shape, device, gen, x_std=2.0):

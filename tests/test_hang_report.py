@@ -1,6 +1,6 @@
 """A test that hangs is ended by pytest-timeout (pyproject.toml), and the run names it and prints
 its stack, also from an xdist worker (`make test` runs two): tests/conftest.py points the
-worker's terminal writer at stderr, where the timeout writes."""
+worker's terminal writer at stderr, where the timeout writes, from the timeout's banner on."""
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +31,5 @@ def test_a_hanging_test_is_named_with_its_stack(tmp_path):
     assert out.returncode == 1, text[-3000:]
     assert "1 failed, 1 passed" in text and "crashed while running '::test_hangs_here'" in text, text[-3000:]
     assert f'File "{tmp_path / "test_probe.py"}", line 11, in test_hangs_here' in text, text[-3000:]
+    # the workers' own progress and summaries stay out: the main process's are the run's
+    assert "no tests ran" not in text and text.count(" passed") == 1, text[-3000:]

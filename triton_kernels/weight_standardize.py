@@ -3,7 +3,7 @@
 Rows (output channels) have K = prod(w.shape[1:]) elements, each row contiguous in memory
 (any order inside). Three sweeps over the row: sum, centred sum of squares, write; rows are
 short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DRAM traffic stays
-at read w + write w_hat. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that
+at read w + write w_hat. Rows that fit one tile (ONE_SWEEP) are loaded once. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that
 many short rows (depthwise K=9) share a program instead of idling a wide tile. _TILE = 1024:
 8 elements per thread and tensor at 4 warps; with 4096, the tall tiles of short rows spilled
 in the backward (`make compile-check`; benchmarks/NOTES.md).
@@ -43,31 +43,44 @@ def _gain(GAIN, rows, row_ok, HAS_GAIN: tl.constexpr, ROWS: tl.constexpr, ACC: t
 @triton.jit
 def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
                                    HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
-                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ONE_SWEEP: tl.constexpr):
     rows, row_ok, base, cols, kf = _tile(n_rows, K, ACC, ROWS, BLOCK_K)
-    # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
-    first = row_ok[:, None] & (cols == 0) & (cols < K)
-    pivot = tl.sum(tl.load(W + base + cols, mask=first, other=0.0).to(ACC), axis=1)[:, None]
-    acc = tl.zeros([ROWS, BLOCK_K], ACC)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        m = row_ok[:, None] & (c < K)
-        acc += tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - pivot, 0.0)
-    mean = tl.sum(pivot, axis=1) + tl.sum(acc, axis=1) / kf
-    acc = tl.zeros([ROWS, BLOCK_K], ACC)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        m = row_ok[:, None] & (c < K)
-        d = tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - mean[:, None], 0.0)
-        acc += d * d
-    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / kf + eps)
     a = _gain(GAIN, rows, row_ok, HAS_GAIN, ROWS, ACC)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        m = row_ok[:, None] & (c < K)
-        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+    if ONE_SWEEP:
+        # the rows fit one tile (K <= 1024, most convolutions): loaded once and the three sweeps'
+        # arithmetic done on the registers, one memory round trip instead of three (the loops
+        # below, running once, do the same operations)
+        m = row_ok[:, None] & (cols < K)
+        x = tl.load(W + base + cols, mask=m, other=0.0).to(ACC)
+        pivot = tl.sum(tl.where(m & (cols == 0), x, 0.0), axis=1)[:, None]
+        mean = tl.sum(pivot, axis=1) + tl.sum(tl.where(m, x - pivot, 0.0), axis=1) / kf
+        d = tl.where(m, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / kf + eps)
         y = (x - mean[:, None]) * rstd[:, None] * a[:, None]
-        tl.store(OUT + base + c, cast_to(y, OUT.dtype.element_ty), mask=m)
+        tl.store(OUT + base + cols, cast_to(y, OUT.dtype.element_ty), mask=m)
+    else:
+        # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
+        first = row_ok[:, None] & (cols == 0) & (cols < K)
+        pivot = tl.sum(tl.load(W + base + cols, mask=first, other=0.0).to(ACC), axis=1)[:, None]
+        acc = tl.zeros([ROWS, BLOCK_K], ACC)
+        for k0 in range(0, K, BLOCK_K):
+            c = k0 + cols
+            m = row_ok[:, None] & (c < K)
+            acc += tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - pivot, 0.0)
+        mean = tl.sum(pivot, axis=1) + tl.sum(acc, axis=1) / kf
+        acc = tl.zeros([ROWS, BLOCK_K], ACC)
+        for k0 in range(0, K, BLOCK_K):
+            c = k0 + cols
+            m = row_ok[:, None] & (c < K)
+            d = tl.where(m, tl.load(W + base + c, mask=m, other=0.0).to(ACC) - mean[:, None], 0.0)
+            acc += d * d
+        rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / kf + eps)
+        for k0 in range(0, K, BLOCK_K):
+            c = k0 + cols
+            m = row_ok[:, None] & (c < K)
+            x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+            y = (x - mean[:, None]) * rstd[:, None] * a[:, None]
+            tl.store(OUT + base + c, cast_to(y, OUT.dtype.element_ty), mask=m)
     tl.store(MEAN + rows, mean, mask=row_ok)
     tl.store(RSTD + rows, rstd, mask=row_ok)
 
@@ -75,31 +88,41 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
 @triton.jit
 def _weight_standardize_bwd_kernel(GO, W, GAIN, MEAN, RSTD, GW, GGAIN, n_rows, K,
                                    HAS_GAIN: tl.constexpr, ACC: tl.constexpr,
-                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+                                   ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ONE_SWEEP: tl.constexpr):
     rows, row_ok, base, cols, kf = _tile(n_rows, K, ACC, ROWS, BLOCK_K)
     mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(ACC)
     rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(ACC)
-    s1 = tl.zeros([ROWS, BLOCK_K], ACC)
-    s2 = tl.zeros([ROWS, BLOCK_K], ACC)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        m = row_ok[:, None] & (c < K)
-        g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
-        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
-        s1 += g
-        s2 += g * ((x - mean[:, None]) * rstd[:, None])
-    s1k = tl.sum(s1, axis=1) / kf
-    s2_row = tl.sum(s2, axis=1)
-    s2k = s2_row / kf
     a = _gain(GAIN, rows, row_ok, HAS_GAIN, ROWS, ACC)
-    for k0 in range(0, K, BLOCK_K):
-        c = k0 + cols
-        m = row_ok[:, None] & (c < K)
-        g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
-        x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
-        what = (x - mean[:, None]) * rstd[:, None]
+    if ONE_SWEEP:  # as in the forward: grad and w loaded once
+        m = row_ok[:, None] & (cols < K)
+        g = tl.load(GO + base + cols, mask=m, other=0.0).to(ACC)
+        what = (tl.load(W + base + cols, mask=m, other=0.0).to(ACC) - mean[:, None]) * rstd[:, None]
+        s1k = tl.sum(g, axis=1) / kf
+        s2_row = tl.sum(g * what, axis=1)
+        s2k = s2_row / kf
         d = (a * rstd)[:, None] * (g - s1k[:, None] - what * s2k[:, None])
-        tl.store(GW + base + c, cast_to(d, GW.dtype.element_ty), mask=m)
+        tl.store(GW + base + cols, cast_to(d, GW.dtype.element_ty), mask=m)
+    else:
+        s1 = tl.zeros([ROWS, BLOCK_K], ACC)
+        s2 = tl.zeros([ROWS, BLOCK_K], ACC)
+        for k0 in range(0, K, BLOCK_K):
+            c = k0 + cols
+            m = row_ok[:, None] & (c < K)
+            g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
+            x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+            s1 += g
+            s2 += g * ((x - mean[:, None]) * rstd[:, None])
+        s1k = tl.sum(s1, axis=1) / kf
+        s2_row = tl.sum(s2, axis=1)
+        s2k = s2_row / kf
+        for k0 in range(0, K, BLOCK_K):
+            c = k0 + cols
+            m = row_ok[:, None] & (c < K)
+            g = tl.load(GO + base + c, mask=m, other=0.0).to(ACC)
+            x = tl.load(W + base + c, mask=m, other=0.0).to(ACC)
+            what = (x - mean[:, None]) * rstd[:, None]
+            d = (a * rstd)[:, None] * (g - s1k[:, None] - what * s2k[:, None])
+            tl.store(GW + base + c, cast_to(d, GW.dtype.element_ty), mask=m)
     tl.store(GGAIN + rows, s2_row, mask=row_ok)
 
 
@@ -125,7 +148,8 @@ def weight_standardize_fwd(w: torch.Tensor, eps: float, gain: Optional[torch.Ten
         block_rows, block_k, grid = _tiles(rows, K)
         _weight_standardize_fwd_kernel[(grid,)](
             w, out, gain if gain is not None else mean, mean, rstd, rows, K, float(eps),
-            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k, **FUSED)
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k,
+            ONE_SWEEP=K <= block_k, **FUSED)
     return out, mean, rstd
 
 
@@ -142,5 +166,6 @@ def weight_standardize_bwd(grad_out: torch.Tensor, w: torch.Tensor, gain: Option
         block_rows, block_k, grid = _tiles(rows, K)
         _weight_standardize_bwd_kernel[(grid,)](
             grad_out, w, gain if gain is not None else mean, mean, rstd, grad_w, grad_gain, rows, K,
-            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k, **FUSED)
+            HAS_GAIN=gain is not None, ACC=acc_dtype(w.dtype), ROWS=block_rows, BLOCK_K=block_k,
+            ONE_SWEEP=K <= block_k, **FUSED)
     return grad_w, grad_gain
