@@ -3,8 +3,9 @@
 Rows (output channels) have K = prod(w.shape[1:]) elements, each row contiguous in memory
 (any order inside). Three sweeps over the row: sum, centred sum of squares, write; rows are
 short (K <= ~5K for common convs/linears), so sweeps two and three hit L2 and DRAM traffic stays
-at read w + write w_hat. Rows that fit one tile (ONE_SWEEP) are loaded once. Tiles are [ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that
-many short rows (depthwise K=9) share a program instead of idling a wide tile. _TILE = 1024:
+at read w + write w_hat; rows that fit one tile (ONE_SWEEP) are loaded once. Tiles are
+[ROWS, BLOCK_K] with ROWS * BLOCK_K = _TILE elements, so that many short rows (depthwise K=9)
+share a program instead of idling a wide tile. _TILE = 1024:
 8 elements per thread and tensor at 4 warps; with 4096, the tall tiles of short rows spilled
 in the backward (`make compile-check`; benchmarks/NOTES.md).
 Math: csrc/weight_standardize/math.h (the CPU/CUDA kernels use the same formulas).
@@ -46,6 +47,7 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
                                    ROWS: tl.constexpr, BLOCK_K: tl.constexpr, ONE_SWEEP: tl.constexpr):
     rows, row_ok, base, cols, kf = _tile(n_rows, K, ACC, ROWS, BLOCK_K)
     a = _gain(GAIN, rows, row_ok, HAS_GAIN, ROWS, ACC)
+    # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
     if ONE_SWEEP:
         # the rows fit one tile (K <= 1024, most convolutions): loaded once and the three sweeps'
         # arithmetic done on the registers, one memory round trip instead of three (the loops
@@ -59,7 +61,6 @@ def _weight_standardize_fwd_kernel(W, OUT, GAIN, MEAN, RSTD, n_rows, K, eps,
         y = (x - mean[:, None]) * rstd[:, None] * a[:, None]
         tl.store(OUT + base + cols, cast_to(y, OUT.dtype.element_ty), mask=m)
     else:
-        # shifted by each row's first element: constant rows get an exact mean (see the C++ header)
         first = row_ok[:, None] & (cols == 0) & (cols < K)
         pivot = tl.sum(tl.load(W + base + cols, mask=first, other=0.0).to(ACC), axis=1)[:, None]
         acc = tl.zeros([ROWS, BLOCK_K], ACC)
